@@ -1,0 +1,16 @@
+//! Runtime core of [pgdbm](https://docs.rs/pgdbm): configuration, pool, the [`Database`] manager
+//! with table templating, transactions, COPY, migrations and test support.
+//!
+//! Most users depend on the `pgdbm` facade crate, which re-exports everything here.
+//!
+//! With default features off only the pure modules ([`template`], [`ident`]) are built; that is
+//! what `pgdbm-macros` uses at compile time without building a database driver for the host.
+#![deny(missing_docs)]
+
+pub mod ident;
+pub mod template;
+
+#[cfg(feature = "runtime")]
+mod runtime;
+#[cfg(feature = "runtime")]
+pub use runtime::*;

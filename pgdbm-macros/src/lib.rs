@@ -1,0 +1,1 @@
+//! Procedural macros of pgdbm. Use them through the `pgdbm` crate.
