@@ -1,1 +1,21 @@
+//! Everything that talks to a database (the `runtime` feature).
 
+mod config;
+mod copy;
+mod database;
+mod error;
+mod executor;
+mod params;
+mod pool;
+mod query;
+mod transaction;
+
+pub use config::{DatabaseConfig, SslMode};
+pub use database::{Database, SharedPool};
+pub use error::{Error, MigrationError, QueryError, Result, sqlstate};
+pub use params::{CopyRow, Params};
+pub use pool::{PoolConnection, PoolStats};
+pub use transaction::Transaction;
+
+/// The sqlx crate pgdbm is built on, for types such as `sqlx::FromRow` and `PgConnection`.
+pub use sqlx;

@@ -1,0 +1,473 @@
+//! `Database`: a pool plus a schema; renders `{{tables.x}}` and runs queries.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::postgres::{PgArguments, PgRow, Postgres};
+use sqlx::FromRow;
+
+use super::config::DatabaseConfig;
+use super::copy;
+use super::error::{Error, Result};
+use super::params::{CopyRow, Params};
+use super::pool::{PoolConnection, PoolShared, PoolStats, is_connection_lost, session_terminated};
+use super::query::{self, QueryCtx};
+use super::transaction::Transaction;
+use crate::ident::{IdentifierKind, validate_identifier};
+use crate::template;
+
+/// A database manager: a connection pool, the schema its `{{tables.x}}` placeholders render
+/// into, and the query API.
+///
+/// Cloning is cheap and shares everything. Handles made with [`with_schema`](Self::with_schema)
+/// or from a [`SharedPool`] share the pool but render into their own schema; only the handle that
+/// opened the pool closes it.
+///
+/// ```no_run
+/// use pgdbm_core::{Database, DatabaseConfig};
+///
+/// #[derive(sqlx::FromRow)]
+/// struct User { id: i64, email: String, name: Option<String> }
+///
+/// # async fn demo() -> pgdbm_core::Result<()> {
+/// let config = DatabaseConfig::from_env()?.min_connections(5).max_connections(20);
+/// let db = Database::connect(config).await?;
+/// let id: i64 = db.execute_and_return_id(
+///     "INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)", ("alice@example.com", "Alice")).await?;
+/// let user: Option<User> = db.fetch_optional("SELECT * FROM {{tables.users}} WHERE id = $1", (id,)).await?;
+/// db.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<DbInner>,
+}
+
+pub(crate) struct DbInner {
+    pub(crate) pool: Arc<PoolShared>,
+    pub(crate) schema: Option<String>,
+    owner: bool,
+    closed: AtomicBool,
+    cache: TemplateCache,
+    pub(crate) slow: Option<Duration>,
+}
+
+struct TemplateCache {
+    map: RwLock<HashMap<Box<str>, Arc<str>>>,
+    capacity: usize,
+}
+
+impl TemplateCache {
+    fn get(&self, sql: &str, schema: Option<&str>) -> Result<Arc<str>> {
+        if let Some(hit) = self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+        {
+            return Ok(hit.clone());
+        }
+        let rendered: Arc<str> = template::render(sql, schema)?.into();
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        // A bounded cache: dynamic SQL must not grow it without limit.
+        if map.len() < self.capacity {
+            map.insert(sql.into(), rendered.clone());
+        }
+        Ok(rendered)
+    }
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("schema", &self.inner.schema)
+            .field("owner", &self.inner.owner)
+            .field("pool", &self.inner.pool)
+            .finish()
+    }
+}
+
+/// One pool shared by several [`Database`] handles, each with its own schema (pgdbm's
+/// shared-pool pattern).
+///
+/// ```no_run
+/// # use pgdbm_core::{DatabaseConfig, SharedPool};
+/// # async fn demo() -> pgdbm_core::Result<()> {
+/// let pool = SharedPool::connect(DatabaseConfig::from_env()?).await?;
+/// let users = pool.database(Some("users"))?;
+/// let billing = pool.database(Some("billing"))?;
+/// users.create_schema().await?;
+/// billing.create_schema().await?;
+/// // `{{tables.accounts}}` is "users".accounts for one and "billing".accounts for the other.
+/// pool.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedPool {
+    owner: Database,
+}
+
+impl SharedPool {
+    /// Opens the pool. The config's schema, if any, is ignored for rendering: each handle
+    /// names its own.
+    pub async fn connect(config: DatabaseConfig) -> Result<SharedPool> {
+        let config = config.no_schema();
+        let shared = PoolShared::open(config).await?;
+        Ok(SharedPool {
+            owner: Database::from_shared(shared, None, true),
+        })
+    }
+
+    /// A handle rendering into `schema` (`None`: unqualified names). It does not own the pool.
+    pub fn database(&self, schema: Option<&str>) -> Result<Database> {
+        self.owner.with_schema(schema)
+    }
+
+    /// Pool statistics.
+    pub fn stats(&self) -> PoolStats {
+        self.owner.pool_stats()
+    }
+
+    /// Closes the pool for every handle.
+    pub async fn close(&self) {
+        self.owner.close().await
+    }
+}
+
+macro_rules! with_retry {
+    ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
+        let sql: &Arc<str> = $sql;
+        let args: PgArguments = $args;
+        let mut obj = $self.inner.pool.get().await?;
+        let first = {
+            let $conn = &mut obj.conn;
+            let $a = args.clone();
+            $body.await
+        };
+        match first {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_lost(&e) => {
+                obj.broken = true;
+                drop(obj);
+                let code = match &e {
+                    sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                    _ => None,
+                };
+                if session_terminated(code.as_deref()) {
+                    // The server ended the session before or while running the statement and
+                    // rolled it back, so running it once more on a fresh connection is safe.
+                    tracing::info!("pgdbm: connection was terminated by the server; retrying on a new connection");
+                    let mut obj = $self.inner.pool.get().await?;
+                    let r = {
+                        let $conn = &mut obj.conn;
+                        let $a = args;
+                        $body.await
+                    };
+                    r.map_err(|e| {
+                        if is_connection_lost(&e) {
+                            obj.broken = true;
+                        }
+                        Error::query(sql.to_string(), e)
+                    })
+                } else {
+                    Err(Error::query(sql.to_string(), e))
+                }
+            }
+            Err(e) => Err(Error::query(sql.to_string(), e)),
+        }
+    }};
+}
+
+impl Database {
+    /// Validates the config, opens the pool with `min_connections` (retrying the first connection
+    /// with backoff), creates the schema if missing and runs the init commands.
+    pub async fn connect(config: DatabaseConfig) -> Result<Database> {
+        let schema = config.schema.clone();
+        let shared = PoolShared::open(config).await?;
+        Ok(Database::from_shared(shared, schema, true))
+    }
+
+    fn from_shared(pool: Arc<PoolShared>, schema: Option<String>, owner: bool) -> Database {
+        let slow = pool.config.slow_query_threshold;
+        let capacity = pool.config.template_cache_capacity;
+        Database {
+            inner: Arc::new(DbInner {
+                pool,
+                schema,
+                owner,
+                closed: AtomicBool::new(false),
+                cache: TemplateCache {
+                    map: RwLock::new(HashMap::new()),
+                    capacity,
+                },
+                slow,
+            }),
+        }
+    }
+
+    /// A handle on the same pool that renders into `schema`. It does not own the pool:
+    /// [`close`](Self::close) on it does nothing.
+    pub fn with_schema(&self, schema: Option<&str>) -> Result<Database> {
+        if let Some(s) = schema {
+            validate_identifier(s, IdentifierKind::Schema)?;
+        }
+        Ok(Database::from_shared(
+            self.inner.pool.clone(),
+            schema.map(str::to_string),
+            false,
+        ))
+    }
+
+    /// The schema `{{tables.x}}` renders into.
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.schema.as_deref()
+    }
+
+    /// Whether this handle owns (and closes) the pool.
+    pub fn is_owner(&self) -> bool {
+        self.inner.owner
+    }
+
+    /// Renders the placeholders of `sql` for this handle's schema (cached).
+    ///
+    /// ```no_run
+    /// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// assert_eq!(&*db.render("SELECT * FROM {{tables.users}}")?, "SELECT * FROM \"myservice\".users");
+    /// # Ok(()) }
+    /// ```
+    pub fn render(&self, sql: &str) -> Result<Arc<str>> {
+        self.inner.cache.get(sql, self.schema())
+    }
+
+    pub(crate) fn ctx(&self) -> QueryCtx<'_> {
+        QueryCtx {
+            schema: self.schema(),
+            slow: self.inner.slow,
+        }
+    }
+
+    fn args<P: Params>(sql: &Arc<str>, params: P) -> Result<PgArguments> {
+        params
+            .into_arguments()
+            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    ///
+    /// With `()` as parameters the statement goes over the simple protocol, so a script of
+    /// several statements works (as in pgdbm).
+    pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
+        let sql = self.render(sql)?;
+        let simple = params.is_empty();
+        let args = Self::args(&sql, params)?;
+        let ctx = self.ctx();
+        with_retry!(self, &sql, args, |conn, a| query::execute(
+            conn,
+            ctx,
+            &sql,
+            (!simple).then_some(a)
+        ))
+    }
+
+    /// Runs a statement once per parameter set, in one transaction; returns the total rows
+    /// affected. Either every set is applied or none is.
+    pub async fn execute_many<P, I>(&self, sql: &str, params: I) -> Result<u64>
+    where
+        P: Params,
+        I: IntoIterator<Item = P>,
+    {
+        let mut tx = self.transaction().await?;
+        let n = tx.execute_many(sql, params).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Fetches exactly one row; no row is an error ([`Error::is_row_not_found`]).
+    pub async fn fetch_one<T, P>(&self, sql: &str, params: P) -> Result<T>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let rendered = self.render(sql)?;
+        self.fetch_optional_rendered(&rendered, params)
+            .await?
+            .ok_or_else(|| Error::query(rendered.to_string(), sqlx::Error::RowNotFound))
+    }
+
+    /// Fetches the first row, if any.
+    pub async fn fetch_optional<T, P>(&self, sql: &str, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let rendered = self.render(sql)?;
+        self.fetch_optional_rendered(&rendered, params).await
+    }
+
+    async fn fetch_optional_rendered<T, P>(&self, sql: &Arc<str>, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let args = Self::args(sql, params)?;
+        let ctx = self.ctx();
+        with_retry!(self, sql, args, |conn, a| query::fetch_optional::<T>(
+            conn, ctx, sql, a
+        ))
+    }
+
+    /// Fetches every row.
+    pub async fn fetch_all<T, P>(&self, sql: &str, params: P) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.render(sql)?;
+        let args = Self::args(&sql, params)?;
+        let ctx = self.ctx();
+        with_retry!(self, &sql, args, |conn, a| query::fetch_all::<T>(
+            conn, ctx, &sql, a
+        ))
+    }
+
+    /// The first column of the first row; `None` when there is no row. Use `Option<T>` as `T`
+    /// when the value may be NULL.
+    pub async fn fetch_value<T, P>(&self, sql: &str, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.render(sql)?;
+        let args = Self::args(&sql, params)?;
+        let ctx = self.ctx();
+        with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
+            conn, ctx, &sql, a
+        ))
+    }
+
+    /// Runs an `INSERT` and returns the new row's `id`, appending `RETURNING id` unless the
+    /// statement has a `RETURNING` clause of its own (then its first column is returned).
+    pub async fn execute_and_return_id<T, P>(&self, sql: &str, params: P) -> Result<T>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+        P: Params,
+    {
+        let with_id = query::with_returning_id(&self.render(sql)?);
+        let sql: Arc<str> = with_id.into();
+        let args = Self::args(&sql, params)?;
+        let ctx = self.ctx();
+        let v = with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
+            conn, ctx, &sql, a
+        ))?;
+        v.ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
+    }
+
+    /// Whether a table (or view) exists: `name` in this handle's schema (`public` without one),
+    /// or `schema.name`. Unquoted names fold to lower case, as in templated SQL.
+    pub async fn table_exists(&self, name: &str) -> Result<bool> {
+        let (schema, table) = match name.split_once('.') {
+            Some((s, t)) => (s.to_string(), t),
+            None => (self.schema().unwrap_or("public").to_string(), name),
+        };
+        validate_identifier(&schema, IdentifierKind::Schema)?;
+        validate_identifier(table, IdentifierKind::Table)?;
+        let v: Option<bool> = self
+            .fetch_value(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2)",
+                (schema, table.to_ascii_lowercase()),
+            )
+            .await?;
+        Ok(v.unwrap_or(false))
+    }
+
+    /// Creates this handle's schema if it does not exist (a no-op without a schema).
+    pub async fn create_schema(&self) -> Result<()> {
+        if self.schema().is_some() {
+            self.execute("CREATE SCHEMA IF NOT EXISTS {{schema}}", ())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Bulk-loads rows into `table` of this schema with `COPY … FROM STDIN (FORMAT binary)`:
+    /// the fast path for many rows. Returns the number of rows copied. All or nothing: an error
+    /// in any row aborts the COPY.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// let rows = (0..1000_i64).map(|i| (format!("user{i}@example.com"), i));
+    /// let n = db.copy_in("users", &["email", "score"], rows).await?;
+    /// assert_eq!(n, 1000);
+    /// # Ok(()) }
+    /// ```
+    pub async fn copy_in<R, I>(&self, table: &str, columns: &[&str], rows: I) -> Result<u64>
+    where
+        R: CopyRow,
+        I: IntoIterator<Item = R>,
+    {
+        let stmt = copy::statement(self, table, columns)?;
+        let mut conn = self.acquire().await?;
+        let r = copy::copy_in(&mut conn, &stmt, columns.len(), rows).await;
+        if let Err(Error::Query(q)) = &r
+            && is_connection_lost(q.source_error())
+        {
+            conn.discard();
+        }
+        r
+    }
+
+    /// Pool statistics: sizes, idle, in use, waiting, timeouts.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Checks out a connection, usable directly as a sqlx executor (`&mut *conn`).
+    pub async fn acquire(&self) -> Result<PoolConnection> {
+        Ok(PoolConnection {
+            obj: self.inner.pool.get().await?,
+        })
+    }
+
+    /// Begins a transaction. It rolls back when dropped without [`Transaction::commit`].
+    ///
+    /// ```no_run
+    /// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// let mut tx = db.transaction().await?;
+    /// tx.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("a@example.com",)).await?;
+    /// {
+    ///     let mut sp = tx.transaction().await?; // SAVEPOINT
+    ///     let r = sp.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("a@example.com",)).await;
+    ///     assert!(r.is_err()); // dropped: rolls back to the savepoint only
+    /// }
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction(&self) -> Result<Transaction<'static>> {
+        let obj = self.inner.pool.get().await?;
+        Transaction::begin_owned(self.clone(), obj).await
+    }
+
+    /// Closes the pool (owner only; on other handles it does nothing). Idempotent. Connections
+    /// in use are closed when they are returned.
+    pub async fn close(&self) {
+        if !self.inner.owner {
+            tracing::debug!("pgdbm: close() on a handle that does not own the pool; ignored");
+            return;
+        }
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            self.inner.pool.close();
+        }
+    }
+
+    /// Whether the pool is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.pool.pool.is_closed()
+    }
+
+    /// The config the pool was opened with.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.inner.pool.config
+    }
+}

@@ -1,0 +1,330 @@
+//! The one error type of pgdbm.
+
+use std::fmt;
+use std::time::Duration;
+
+use sqlx::postgres::PgDatabaseError;
+
+use crate::ident::InvalidIdentifier;
+use crate::template::TemplateError;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in pgdbm.
+///
+/// Match on the variant to tell configuration mistakes, connection failures, query failures
+/// (with the rendered SQL), template and identifier problems, migration failures and pool
+/// exhaustion apart. Passwords never appear in any of these messages.
+///
+/// ```
+/// # use pgdbm_core::{DatabaseConfig, Error};
+/// let err = DatabaseConfig::new("postgresql://localhost/app").schema("bad name").validate().unwrap_err();
+/// assert!(matches!(err, Error::Identifier(_)));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid. `field` names the setting (or environment variable).
+    #[error("invalid configuration `{field}`: {message}")]
+    Config {
+        /// The setting or environment variable at fault.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// The server could not be reached or refused the connection.
+    #[error(
+        "could not connect to PostgreSQL at {host}:{port} (database `{database}`, user `{user}`) after {attempts} attempt(s): {reason}\n  - check that the server is running and accepts TCP connections on {host}:{port}\n  - check the database exists and the credentials are right (DATABASE_URL, DB_PASSWORD)"
+    )]
+    Connect {
+        /// Host (or socket directory) that was tried.
+        host: String,
+        /// Port that was tried.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// User name.
+        user: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure, with any password removed.
+        reason: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A statement failed. Carries the rendered SQL and the server's diagnostics.
+    #[error(transparent)]
+    Query(Box<QueryError>),
+
+    /// A malformed `{{tables.x}}` / `<<tables.x>>` placeholder or an invalid identifier in one.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+
+    /// A schema, table, column or database name that is not a valid identifier.
+    #[error(transparent)]
+    Identifier(#[from] InvalidIdentifier),
+
+    /// No connection became free within the acquire timeout.
+    #[error(
+        "timed out after {waited:?} waiting for a connection (pool size {max_size}); raise max_connections or acquire_timeout, or hold connections for less time"
+    )]
+    PoolTimeout {
+        /// How long the caller waited.
+        waited: Duration,
+        /// The pool's maximum size.
+        max_size: usize,
+    },
+
+    /// The pool was closed (by [`Database::close`](crate::Database::close) on the owner).
+    #[error("the connection pool is closed")]
+    PoolClosed,
+
+    /// A migration could not be loaded or applied.
+    #[error(transparent)]
+    Migration(Box<MigrationError>),
+}
+
+/// A failed statement: the SQL that was sent (after templating) and the driver's error.
+#[derive(Debug)]
+pub struct QueryError {
+    sql: String,
+    source: sqlx::Error,
+}
+
+/// A failed migration: which file, which statement and where.
+#[derive(Debug)]
+pub struct MigrationError {
+    /// The migration file (or `None` for errors about the set as a whole).
+    pub file: Option<String>,
+    /// Line and column (1-based) in the file, when the server reported a position.
+    pub position: Option<(usize, usize)>,
+    /// The statement that failed, when known.
+    pub statement: Option<String>,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The underlying error, if any.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl fmt::Display for MigrationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "migration")?;
+        if let Some(file) = &self.file {
+            write!(f, " `{file}`")?;
+            if let Some((line, col)) = self.position {
+                write!(f, " at line {line}, column {col}")?;
+            }
+        }
+        write!(f, " failed: {}", self.message)?;
+        if let Some(stmt) = &self.statement {
+            write!(f, "\n  statement: {}", truncate(stmt, 500))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MigrationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl QueryError {
+    pub(crate) fn new(sql: impl Into<String>, source: sqlx::Error) -> Self {
+        QueryError {
+            sql: sql.into(),
+            source,
+        }
+    }
+
+    /// The SQL sent to the server, after templating.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// The driver's error.
+    pub fn source_error(&self) -> &sqlx::Error {
+        &self.source
+    }
+
+    fn db(&self) -> Option<&PgDatabaseError> {
+        match &self.source {
+            sqlx::Error::Database(e) => e.try_downcast_ref::<PgDatabaseError>(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE code, e.g. `23505` for a unique violation.
+    pub fn code(&self) -> Option<&str> {
+        self.db().map(|e| e.code())
+    }
+
+    /// The server's primary message.
+    pub fn message(&self) -> Option<&str> {
+        self.db().map(|e| e.message())
+    }
+
+    /// The server's detail line.
+    pub fn detail(&self) -> Option<&str> {
+        self.db().and_then(|e| e.detail())
+    }
+
+    /// The server's hint.
+    pub fn hint(&self) -> Option<&str> {
+        self.db().and_then(|e| e.hint())
+    }
+
+    /// The constraint that was violated, if any.
+    pub fn constraint(&self) -> Option<&str> {
+        self.db().and_then(|e| e.constraint())
+    }
+
+    /// The 1-based character position of the error in [`sql`](Self::sql), if reported.
+    pub fn position(&self) -> Option<usize> {
+        match self.db()?.position()? {
+            sqlx::postgres::PgErrorPosition::Original(p) => Some(p),
+            sqlx::postgres::PgErrorPosition::Internal { position, .. } => Some(position),
+        }
+    }
+
+    /// `true` when no row came back from a `fetch_one`.
+    pub fn is_row_not_found(&self) -> bool {
+        matches!(self.source, sqlx::Error::RowNotFound)
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.db() {
+            Some(db) => {
+                write!(f, "query failed: {} (SQLSTATE {})", db.message(), db.code())?;
+                if let Some(d) = db.detail() {
+                    write!(f, "\n  detail: {d}")?;
+                }
+                if let Some(h) = db.hint() {
+                    write!(f, "\n  hint: {h}")?;
+                }
+            }
+            None => write!(f, "query failed: {}", self.source)?,
+        }
+        write!(f, "\n  SQL: {}", truncate(&self.sql, 1000))
+    }
+}
+
+impl std::error::Error for QueryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &s[..end], s.len())
+}
+
+/// SQLSTATE codes a caller commonly asks about.
+pub mod sqlstate {
+    /// `unique_violation`
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    /// `foreign_key_violation`
+    pub const FOREIGN_KEY_VIOLATION: &str = "23503";
+    /// `not_null_violation`
+    pub const NOT_NULL_VIOLATION: &str = "23502";
+    /// `check_violation`
+    pub const CHECK_VIOLATION: &str = "23514";
+    /// `undefined_table`
+    pub const UNDEFINED_TABLE: &str = "42P01";
+    /// `serialization_failure`
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    /// `deadlock_detected`
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// `query_canceled` (also raised by `statement_timeout`)
+    pub const QUERY_CANCELED: &str = "57014";
+    /// `lock_not_available` (raised by `lock_timeout`)
+    pub const LOCK_NOT_AVAILABLE: &str = "55P03";
+}
+
+impl Error {
+    pub(crate) fn query(sql: impl Into<String>, source: sqlx::Error) -> Self {
+        Error::Query(Box::new(QueryError::new(sql, source)))
+    }
+
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn migration(
+        file: Option<&str>,
+        message: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Migration(Box::new(MigrationError {
+            file: file.map(str::to_string),
+            position: None,
+            statement: None,
+            message: message.into(),
+            source,
+        }))
+    }
+
+    /// The query error, if this is one.
+    pub fn as_query_error(&self) -> Option<&QueryError> {
+        match self {
+            Error::Query(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE code of a failed query.
+    pub fn code(&self) -> Option<&str> {
+        self.as_query_error().and_then(QueryError::code)
+    }
+
+    /// `true` for a unique-constraint violation (SQLSTATE 23505).
+    ///
+    /// ```no_run
+    /// # async fn f(db: &pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// match db.execute("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("a@example.com",)).await {
+    ///     Err(e) if e.is_unique_violation() => println!("already registered"),
+    ///     other => { other?; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_unique_violation(&self) -> bool {
+        self.code() == Some(sqlstate::UNIQUE_VIOLATION)
+    }
+
+    /// `true` for a foreign-key violation (SQLSTATE 23503).
+    pub fn is_foreign_key_violation(&self) -> bool {
+        self.code() == Some(sqlstate::FOREIGN_KEY_VIOLATION)
+    }
+
+    /// `true` when `fetch_one` found no row.
+    pub fn is_row_not_found(&self) -> bool {
+        self.as_query_error()
+            .is_some_and(QueryError::is_row_not_found)
+    }
+}
+
+/// Removes every occurrence of `secret` from `text`.
+pub(crate) fn redact(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => text.replace(s, "****"),
+        _ => text.to_string(),
+    }
+}

@@ -1,0 +1,246 @@
+//! Running one statement on one connection, with a span, timing and the slow-query warning.
+//! `Database` and `Transaction` both come through here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
+use sqlx::{AssertSqlSafe, FromRow, Row};
+use tracing::Instrument;
+
+/// Where a statement runs, for logs.
+#[derive(Clone, Copy)]
+pub(crate) struct QueryCtx<'a> {
+    pub(crate) schema: Option<&'a str>,
+    pub(crate) slow: Option<Duration>,
+}
+
+pub(crate) enum Outcome<T> {
+    Rows(u64, T),
+}
+
+async fn observe<T, F>(ctx: QueryCtx<'_>, sql: &str, fut: F) -> Result<T, sqlx::Error>
+where
+    F: std::future::Future<Output = Result<Outcome<T>, sqlx::Error>>,
+{
+    let span = tracing::debug_span!(
+        "pgdbm.query",
+        db.statement = %sql,
+        db.schema = ctx.schema.unwrap_or(""),
+        rows = tracing::field::Empty,
+        elapsed_ms = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = fut.instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    span.record("elapsed_ms", elapsed.as_secs_f64() * 1000.0);
+    if let Ok(Outcome::Rows(n, _)) = &result {
+        span.record("rows", *n);
+    }
+    if let Some(limit) = ctx.slow
+        && elapsed > limit
+    {
+        tracing::warn!(
+            elapsed_ms = elapsed.as_millis() as u64,
+            threshold_ms = limit.as_millis() as u64,
+            db.schema = ctx.schema.unwrap_or(""),
+            db.statement = %truncated(sql),
+            "pgdbm: slow query"
+        );
+    }
+    result.map(|Outcome::Rows(_, t)| t)
+}
+
+fn truncated(sql: &str) -> &str {
+    let mut end = sql.len().min(300);
+    while !sql.is_char_boundary(end) {
+        end -= 1;
+    }
+    &sql[..end]
+}
+
+fn q(
+    sql: &Arc<str>,
+    args: PgArguments,
+) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    sqlx::query_with(AssertSqlSafe(sql.clone()), args)
+}
+
+pub(crate) async fn execute(
+    conn: &mut PgConnection,
+    ctx: QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: Option<PgArguments>,
+) -> Result<u64, sqlx::Error> {
+    observe(ctx, sql, async {
+        let n = match args {
+            Some(args) => q(sql, args).execute(&mut *conn).await?.rows_affected(),
+            // No arguments: the simple protocol, so a multi-statement script works (as pgdbm).
+            None => {
+                sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(Outcome::Rows(n, n))
+    })
+    .await
+}
+
+pub(crate) async fn fetch_optional<T>(
+    conn: &mut PgConnection,
+    ctx: QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: PgArguments,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    observe(ctx, sql, async {
+        let row = q(sql, args).fetch_optional(&mut *conn).await?;
+        let value = row.as_ref().map(T::from_row).transpose()?;
+        Ok(Outcome::Rows(row.is_some() as u64, value))
+    })
+    .await
+}
+
+pub(crate) async fn fetch_all<T>(
+    conn: &mut PgConnection,
+    ctx: QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: PgArguments,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    observe(ctx, sql, async {
+        let rows: Vec<T> = q(sql, args)
+            .fetch(&mut *conn)
+            .map_err(sqlx::Error::from)
+            .and_then(|row| async move { T::from_row(&row) })
+            .try_collect()
+            .await?;
+        Ok(Outcome::Rows(rows.len() as u64, rows))
+    })
+    .await
+}
+
+pub(crate) async fn fetch_value<T>(
+    conn: &mut PgConnection,
+    ctx: QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: PgArguments,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+{
+    observe(ctx, sql, async {
+        let row = q(sql, args).fetch_optional(&mut *conn).await?;
+        let value = match &row {
+            Some(r) => {
+                if r.len() == 0 {
+                    return Err(sqlx::Error::ColumnIndexOutOfBounds { index: 0, len: 0 });
+                }
+                Some(r.try_get::<T, _>(0)?)
+            }
+            None => None,
+        };
+        Ok(Outcome::Rows(row.is_some() as u64, value))
+    })
+    .await
+}
+
+/// Appends ` RETURNING id` unless the statement already has a RETURNING clause.
+///
+/// Unlike pgdbm, trailing `;` and white space are stripped in any order, and `RETURNING` inside a
+/// string literal, quoted identifier or comment does not count.
+pub(crate) fn with_returning_id(sql: &str) -> String {
+    let trimmed = sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if has_returning_keyword(trimmed) {
+        trimmed.to_string()
+    } else if trimmed.rsplit('\n').next().is_some_and(|last| last.contains("--")) {
+        // A trailing line comment would swallow the clause.
+        format!("{trimmed}\nRETURNING id")
+    } else {
+        format!("{trimmed} RETURNING id")
+    }
+}
+
+fn has_returning_keyword(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => {
+                let quote = b[i];
+                i += 1;
+                while i < b.len() {
+                    if b[i] == quote {
+                        if b.get(i + 1) == Some(&quote) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
+                {
+                    i += 1;
+                }
+                if sql[start..i].eq_ignore_ascii_case("returning") {
+                    return true;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_returning_id() {
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1)"),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1) ;  \n"),
+            "INSERT INTO t (a) VALUES ($1) RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($1) returning user_id;"),
+            "INSERT INTO t (a) VALUES ($1) returning user_id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ('RETURNING')"),
+            "INSERT INTO t (a) VALUES ('RETURNING') RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (\"returning\") VALUES (1) -- returning\n"),
+            "INSERT INTO t (\"returning\") VALUES (1) -- returning\nRETURNING id"
+        );
+    }
+}

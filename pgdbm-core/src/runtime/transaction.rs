@@ -1,0 +1,306 @@
+//! Transactions with templating, nested transactions as savepoints, rollback on drop.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use sqlx::postgres::{PgConnection, PgRow, PgTransactionManager, Postgres};
+use sqlx::FromRow;
+use sqlx_core::transaction::TransactionManager;
+
+use super::copy;
+use super::database::Database;
+use super::error::{Error, Result};
+use super::params::{CopyRow, Params};
+use super::pool::{PoolObject, is_connection_lost};
+use super::query;
+
+enum TxConn<'a> {
+    /// A top-level transaction owns its pooled connection.
+    Owned(Option<PoolObject>),
+    /// A savepoint borrows its parent's connection.
+    Nested(&'a mut PgConnection),
+}
+
+/// A transaction (or, nested, a savepoint) with the same query methods as [`Database`], all
+/// templated for the same schema. Dropping it without [`commit`](Self::commit) rolls it back.
+///
+/// It derefs to [`sqlx::PgConnection`], so `&mut *tx` is a sqlx executor inside the transaction.
+pub struct Transaction<'a> {
+    conn: TxConn<'a>,
+    db: Database,
+    open: bool,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("schema", &self.db.schema())
+            .field("nested", &matches!(self.conn, TxConn::Nested(_)))
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl Transaction<'static> {
+    pub(crate) async fn begin_owned(db: Database, mut obj: PoolObject) -> Result<Self> {
+        if let Err(e) = PgTransactionManager::begin(&mut obj.conn, None).await {
+            if is_connection_lost(&e) {
+                obj.broken = true;
+            }
+            return Err(Error::query("BEGIN", e));
+        }
+        Ok(Transaction {
+            conn: TxConn::Owned(Some(obj)),
+            db,
+            open: true,
+        })
+    }
+}
+
+impl<'a> Transaction<'a> {
+    fn conn(&mut self) -> &mut PgConnection {
+        match &mut self.conn {
+            TxConn::Owned(obj) => &mut obj.as_mut().expect("connection present until drop").conn,
+            TxConn::Nested(c) => c,
+        }
+    }
+
+    fn fail(&mut self, sql: &str, e: sqlx::Error) -> Error {
+        if is_connection_lost(&e)
+            && let TxConn::Owned(Some(obj)) = &mut self.conn
+        {
+            obj.broken = true;
+        }
+        Error::query(sql.to_string(), e)
+    }
+
+    /// The schema placeholders render into.
+    pub fn schema(&self) -> Option<&str> {
+        self.db.schema()
+    }
+
+    /// Nesting depth: 1 for a transaction, 2 for its first savepoint, …
+    pub fn depth(&self) -> usize {
+        match &self.conn {
+            TxConn::Owned(Some(obj)) => PgTransactionManager::get_transaction_depth(&obj.conn),
+            TxConn::Owned(None) => 0,
+            TxConn::Nested(c) => PgTransactionManager::get_transaction_depth(c),
+        }
+    }
+
+    /// Runs a statement; returns the rows affected. With `()` a multi-statement script works.
+    pub async fn execute<P: Params>(&mut self, sql: &str, params: P) -> Result<u64> {
+        let sql = self.db.render(sql)?;
+        let simple = params.is_empty();
+        let args = params
+            .into_arguments()
+            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let db = self.db.clone();
+        let r = query::execute(self.conn(), db.ctx(), &sql, (!simple).then_some(args)).await;
+        r.map_err(|e| self.fail(&sql, e))
+    }
+
+    /// Runs a statement once per parameter set; returns the total rows affected.
+    pub async fn execute_many<P, I>(&mut self, sql: &str, params: I) -> Result<u64>
+    where
+        P: Params,
+        I: IntoIterator<Item = P>,
+    {
+        let sql = self.db.render(sql)?;
+        let db = self.db.clone();
+        let mut total = 0;
+        for p in params {
+            let args = p
+                .into_arguments()
+                .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+            let r = query::execute(self.conn(), db.ctx(), &sql, Some(args)).await;
+            total += r.map_err(|e| self.fail(&sql, e))?;
+        }
+        Ok(total)
+    }
+
+    async fn optional_rendered<T, P>(&mut self, sql: &Arc<str>, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let args = params
+            .into_arguments()
+            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let db = self.db.clone();
+        let r = query::fetch_optional::<T>(self.conn(), db.ctx(), sql, args).await;
+        r.map_err(|e| self.fail(sql, e))
+    }
+
+    /// Fetches exactly one row; no row is an error.
+    pub async fn fetch_one<T, P>(&mut self, sql: &str, params: P) -> Result<T>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.db.render(sql)?;
+        self.optional_rendered(&sql, params)
+            .await?
+            .ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
+    }
+
+    /// Fetches the first row, if any.
+    pub async fn fetch_optional<T, P>(&mut self, sql: &str, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.db.render(sql)?;
+        self.optional_rendered(&sql, params).await
+    }
+
+    /// Fetches every row.
+    pub async fn fetch_all<T, P>(&mut self, sql: &str, params: P) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.db.render(sql)?;
+        let args = params
+            .into_arguments()
+            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let db = self.db.clone();
+        let r = query::fetch_all::<T>(self.conn(), db.ctx(), &sql, args).await;
+        r.map_err(|e| self.fail(&sql, e))
+    }
+
+    /// The first column of the first row; `None` when there is no row.
+    pub async fn fetch_value<T, P>(&mut self, sql: &str, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+        P: Params,
+    {
+        let sql = self.db.render(sql)?;
+        self.value_rendered(&sql, params).await
+    }
+
+    async fn value_rendered<T, P>(&mut self, sql: &Arc<str>, params: P) -> Result<Option<T>>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+        P: Params,
+    {
+        let args = params
+            .into_arguments()
+            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let db = self.db.clone();
+        let r = query::fetch_value::<T>(self.conn(), db.ctx(), sql, args).await;
+        r.map_err(|e| self.fail(sql, e))
+    }
+
+    /// Runs an `INSERT` and returns the new row's `id` (see [`Database::execute_and_return_id`]).
+    pub async fn execute_and_return_id<T, P>(&mut self, sql: &str, params: P) -> Result<T>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+        P: Params,
+    {
+        let sql: Arc<str> = query::with_returning_id(&self.db.render(sql)?).into();
+        self.value_rendered(&sql, params)
+            .await?
+            .ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
+    }
+
+    /// Bulk-loads rows with COPY inside this transaction (see [`Database::copy_in`]).
+    pub async fn copy_in<R, I>(&mut self, table: &str, columns: &[&str], rows: I) -> Result<u64>
+    where
+        R: CopyRow,
+        I: IntoIterator<Item = R>,
+    {
+        let stmt = copy::statement(&self.db, table, columns)?;
+        copy::copy_in(self.conn(), &stmt, columns.len(), rows).await
+    }
+
+    /// Opens a nested transaction (a SAVEPOINT). Dropping it without commit rolls back to the
+    /// savepoint only; the outer transaction carries on.
+    pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
+        let db = self.db.clone();
+        let conn = self.conn();
+        if let Err(e) = PgTransactionManager::begin(conn, None).await {
+            return Err(self.fail("SAVEPOINT", e));
+        }
+        Ok(Transaction {
+            conn: TxConn::Nested(self.conn()),
+            db,
+            open: true,
+        })
+    }
+
+    /// Commits (or, nested, releases the savepoint).
+    pub async fn commit(mut self) -> Result<()> {
+        let r = PgTransactionManager::commit(self.conn()).await;
+        match r {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => Err(self.fail("COMMIT", e)),
+        }
+    }
+
+    /// Rolls back (or, nested, rolls back to the savepoint).
+    pub async fn rollback(mut self) -> Result<()> {
+        let r = PgTransactionManager::rollback(self.conn()).await;
+        match r {
+            Ok(()) => {
+                self.open = false;
+                Ok(())
+            }
+            Err(e) => Err(self.fail("ROLLBACK", e)),
+        }
+    }
+
+    /// The raw connection (no templating).
+    pub fn connection(&mut self) -> &mut PgConnection {
+        self.conn()
+    }
+}
+
+impl Deref for Transaction<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match &self.conn {
+            TxConn::Owned(obj) => &obj.as_ref().expect("connection present until drop").conn,
+            TxConn::Nested(c) => c,
+        }
+    }
+}
+
+impl DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn()
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.open {
+            return;
+        }
+        match &mut self.conn {
+            // The ROLLBACK TO SAVEPOINT is queued and goes out before the parent's next statement.
+            TxConn::Nested(c) => PgTransactionManager::start_rollback(c),
+            TxConn::Owned(slot) => {
+                let Some(mut obj) = slot.take() else { return };
+                PgTransactionManager::start_rollback(&mut obj.conn);
+                // A queued ROLLBACK would only be sent at the connection's next use, keeping
+                // locks held while it sits idle in the pool: send it now.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        handle.spawn(async move {
+                            use sqlx::Connection;
+                            if obj.conn.ping().await.is_err() {
+                                obj.broken = true;
+                            }
+                        });
+                    }
+                    // No runtime to send it on: closing the socket makes the server roll back.
+                    Err(_) => obj.broken = true,
+                }
+            }
+        }
+    }
+}
