@@ -550,6 +550,18 @@ impl DatabaseConfig {
             ));
         }
         for k in self.server_settings.keys() {
+            let lower = k.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "timezone" | "datestyle" | "client_encoding" | "extra_float_digits"
+            ) {
+                return Err(Error::config(
+                    "server_settings",
+                    format!(
+                        "`{k}` is fixed by the driver at connection start and would be ignored; to change the time zone use init_command(\"SET TIME ZONE '…'\")"
+                    ),
+                ));
+            }
             if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
                 return Err(Error::config(
                     "server_settings",
@@ -655,7 +667,7 @@ impl DatabaseConfig {
         }
         if let Some(schema) = &self.schema {
             // The schema comes first so unqualified names in hand-written SQL resolve there too.
-            s.insert("search_path".into(), format!("\"{schema}\",public"));
+            s.insert("search_path".into(), format!("\"{schema}\", public"));
         }
         s.into_iter().collect()
     }

@@ -136,46 +136,41 @@ impl SharedPool {
     }
 }
 
+/// Runs `$body` on a pooled connection. When the server reports that it ended the session
+/// (`pg_terminate_backend`, a restart), the statement did not take effect (the server rolls back
+/// whatever the session had in flight), so it runs again on another connection; other idle
+/// connections may have died the same way, hence up to `max_connections + 1` tries.
 macro_rules! with_retry {
     ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
         let sql: &Arc<str> = $sql;
         let args: PgArguments = $args;
-        let mut obj = $self.inner.pool.get().await?;
-        let first = {
-            let $conn = &mut obj.conn;
-            let $a = args.clone();
-            $body.await
-        };
-        match first {
-            Ok(v) => Ok(v),
-            Err(e) if is_connection_lost(&e) => {
-                obj.broken = true;
-                drop(obj);
-                let code = match &e {
-                    sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-                    _ => None,
-                };
-                if session_terminated(code.as_deref()) {
-                    // The server ended the session before or while running the statement and
-                    // rolled it back, so running it once more on a fresh connection is safe.
-                    tracing::info!("pgdbm: connection was terminated by the server; retrying on a new connection");
-                    let mut obj = $self.inner.pool.get().await?;
-                    let r = {
-                        let $conn = &mut obj.conn;
-                        let $a = args;
-                        $body.await
-                    };
-                    r.map_err(|e| {
-                        if is_connection_lost(&e) {
-                            obj.broken = true;
-                        }
-                        Error::query(sql.to_string(), e)
-                    })
-                } else {
-                    Err(Error::query(sql.to_string(), e))
+        let max_tries = $self.inner.pool.config.max_connections + 1;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut obj = $self.inner.pool.get().await?;
+            let r = {
+                let $conn = &mut obj.conn;
+                let $a = args.clone();
+                $body.await
+            };
+            match r {
+                Ok(v) => break Ok(v),
+                Err(e) => {
+                    if is_connection_lost(&e) {
+                        obj.broken = true;
+                    }
+                    let terminated = matches!(&e, sqlx::Error::Database(db)
+                        if session_terminated(db.code().as_deref()));
+                    if terminated && tries < max_tries {
+                        tracing::info!(
+                            "pgdbm: the server ended a pooled connection's session; retrying on another connection"
+                        );
+                        continue;
+                    }
+                    break Err(Error::query(sql.to_string(), e));
                 }
             }
-            Err(e) => Err(Error::query(sql.to_string(), e)),
         }
     }};
 }

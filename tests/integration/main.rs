@@ -1,0 +1,10 @@
+//! Integration tests against the real PostgreSQL server (no mocks). Each test works in a
+//! database of its own, so the tests run in parallel.
+
+mod common;
+
+mod config;
+mod database;
+mod pool;
+mod shared_pool;
+mod transaction;
