@@ -36,7 +36,9 @@ impl TestDb {
                 .unwrap()
                 .subsec_nanos()
         );
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("admin connection");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
@@ -59,7 +61,9 @@ impl TestDb {
 
     /// A direct connection, to check what is really in the database.
     pub async fn raw(&self) -> PgConnection {
-        PgConnection::connect(&self.url()).await.expect("raw connection")
+        PgConnection::connect(&self.url())
+            .await
+            .expect("raw connection")
     }
 }
 

@@ -69,7 +69,10 @@ async fn query_methods_with_schema() {
     assert_eq!(none, None);
 
     let bob: User = db
-        .fetch_one("SELECT * FROM {{tables.users}} WHERE email = $1", ("bob@example.com",))
+        .fetch_one(
+            "SELECT * FROM {{tables.users}} WHERE email = $1",
+            ("bob@example.com",),
+        )
         .await
         .unwrap();
     assert_eq!(bob.name, None);
@@ -114,7 +117,11 @@ async fn query_methods_with_schema() {
     let inserted = db
         .execute_many(
             "INSERT INTO {{tables.users}} (email, name) VALUES ($1, $2)",
-            vec![("c@example.com", "C"), ("d@example.com", "D"), ("e@example.com", "E")],
+            vec![
+                ("c@example.com", "C"),
+                ("d@example.com", "D"),
+                ("e@example.com", "E"),
+            ],
         )
         .await
         .unwrap();
@@ -127,7 +134,10 @@ async fn query_methods_with_schema() {
 
     // The rows really are in the schema's table.
     let mut raw = t.raw().await;
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM myservice.users").await, 5);
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM myservice.users").await,
+        5
+    );
     db.close().await;
 }
 
@@ -136,7 +146,8 @@ async fn templating_without_schema_uses_bare_names() {
     let (t, db) = setup(None).await;
     assert_eq!(db.schema(), None);
     assert_eq!(
-        &*db.render("SELECT * FROM {{tables.users}} JOIN {{schema}}.x").unwrap(),
+        &*db.render("SELECT * FROM {{tables.users}} JOIN {{schema}}.x")
+            .unwrap(),
         "SELECT * FROM users JOIN x"
     );
     db.execute(
@@ -146,7 +157,10 @@ async fn templating_without_schema_uses_bare_names() {
     .await
     .unwrap();
     let mut raw = t.raw().await;
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM public.users").await, 1);
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM public.users").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -206,7 +220,10 @@ async fn query_errors_carry_sql_and_server_diagnostics() {
     assert_eq!(q.sql(), "INSERT INTO \"s\".users (email) VALUES ($1)");
     assert_eq!(q.constraint(), Some("users_email_key"));
     assert!(q.detail().unwrap().contains("dup@example.com"));
-    assert!(err.to_string().contains("SQL: INSERT INTO \"s\".users"), "{err}");
+    assert!(
+        err.to_string().contains("SQL: INSERT INTO \"s\".users"),
+        "{err}"
+    );
 
     let err = db
         .fetch_all::<(i64,), _>("SELECT id FROM {{tables.users}} WHERE nosuch = 1", ())
@@ -228,7 +245,10 @@ async fn copy_in_loads_100k_rows_into_the_schema() {
     let n = db.copy_in("users", &["email", "name"], rows).await.unwrap();
     assert_eq!(n, 100_000);
     let mut raw = t.raw().await;
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM bulk.users").await, 100_000);
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM bulk.users").await,
+        100_000
+    );
     let (email, name): (String, Option<String>) =
         sqlx::query_as("SELECT email, name FROM bulk.users WHERE email = 'u99999@example.com'")
             .fetch_one(&mut raw)
@@ -239,9 +259,15 @@ async fn copy_in_loads_100k_rows_into_the_schema() {
 
     // A duplicate in the batch aborts the whole COPY: nothing more is written.
     let rows = vec![("new@example.com", None::<&str>), ("u1@example.com", None)];
-    let err = db.copy_in("users", &["email", "name"], rows).await.unwrap_err();
+    let err = db
+        .copy_in("users", &["email", "name"], rows)
+        .await
+        .unwrap_err();
     assert!(err.is_unique_violation(), "{err}");
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM bulk.users").await, 100_000);
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM bulk.users").await,
+        100_000
+    );
 
     // Bad identifiers never reach the server.
     let err = db
@@ -259,8 +285,14 @@ async fn copy_in_loads_100k_rows_into_the_schema() {
         .copy_in("users", &["email", "name"], vec![("only-one@example.com",)])
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("row 0 has 1 values but 2 columns"), "{err}");
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM bulk.users").await, 100_000);
+    assert!(
+        err.to_string().contains("row 0 has 1 values but 2 columns"),
+        "{err}"
+    );
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM bulk.users").await,
+        100_000
+    );
 }
 
 #[tokio::test]
@@ -283,19 +315,43 @@ async fn database_is_a_sqlx_executor() {
         .await
         .unwrap();
     assert_eq!(users.len(), 1);
-    let done = sqlx::query("DELETE FROM ex.users").execute(&db).await.unwrap();
+    let done = sqlx::query("DELETE FROM ex.users")
+        .execute(&db)
+        .await
+        .unwrap();
     assert_eq!(done.rows_affected(), 1);
 
     // acquire(): a raw connection usable as an executor.
     let mut conn = db.acquire().await.unwrap();
-    let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await.unwrap();
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(one, 1);
 }
 
 #[tokio::test]
 async fn tuples_of_up_to_16_values_bind() {
     let (_t, db) = setup(None).await;
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) = db
+    type Sixteen = (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    );
+    let row: Sixteen = db
         .fetch_one(
             "SELECT $1::int8, $2::int8, $3::int8, $4::int8, $5::int8, $6::int8, $7::int8, $8::int8, \
              $9::int8, $10::int8, $11::int8, $12::int8, $13::int8, $14::int8, $15::int8, $16::int8",

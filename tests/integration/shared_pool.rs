@@ -2,12 +2,15 @@ use pgdbm::{Database, SharedPool};
 
 use crate::common::{TestDb, count};
 
-const ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS {{tables.accounts}} (id SERIAL PRIMARY KEY, owner TEXT NOT NULL)";
+const ACCOUNTS: &str =
+    "CREATE TABLE IF NOT EXISTS {{tables.accounts}} (id SERIAL PRIMARY KEY, owner TEXT NOT NULL)";
 
 #[tokio::test]
 async fn two_services_share_one_pool_with_their_own_schemas() {
     let t = TestDb::new().await;
-    let pool = SharedPool::connect(t.config().max_connections(3)).await.unwrap();
+    let pool = SharedPool::connect(t.config().max_connections(3))
+        .await
+        .unwrap();
     let users = pool.database(Some("users")).unwrap();
     let billing = pool.database(Some("billing")).unwrap();
     for db in [&users, &billing] {
@@ -23,12 +26,18 @@ async fn two_services_share_one_pool_with_their_own_schemas() {
         "SELECT * FROM \"billing\".accounts"
     );
     users
-        .execute("INSERT INTO {{tables.accounts}} (owner) VALUES ($1)", ("u1",))
+        .execute(
+            "INSERT INTO {{tables.accounts}} (owner) VALUES ($1)",
+            ("u1",),
+        )
         .await
         .unwrap();
     for owner in ["b1", "b2"] {
         billing
-            .execute("INSERT INTO {{tables.accounts}} (owner) VALUES ($1)", (owner,))
+            .execute(
+                "INSERT INTO {{tables.accounts}} (owner) VALUES ($1)",
+                (owner,),
+            )
             .await
             .unwrap();
     }
@@ -69,14 +78,22 @@ async fn two_services_share_one_pool_with_their_own_schemas() {
     pool.close().await;
     assert!(users.is_closed() && billing.is_closed());
     let mut raw = t.raw().await;
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM billing.accounts").await, 3);
-    assert_eq!(count(&mut raw, "SELECT count(*) FROM users.accounts").await, 1);
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM billing.accounts").await,
+        3
+    );
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM users.accounts").await,
+        1
+    );
 }
 
 #[tokio::test]
 async fn with_schema_derives_a_handle_and_validates_the_name() {
     let t = TestDb::new().await;
-    let db = Database::connect(t.config().schema("main_svc")).await.unwrap();
+    let db = Database::connect(t.config().schema("main_svc"))
+        .await
+        .unwrap();
     let other = db.with_schema(Some("other_svc")).unwrap();
     assert_eq!(other.schema(), Some("other_svc"));
     assert!(db.is_owner() && !other.is_owner());

@@ -63,7 +63,10 @@ async fn explicit_rollback_and_rollback_on_drop() {
     } // dropped without commit
     let mut raw = t.raw().await;
     // The lock is released promptly: the rollback is sent, not left queued on an idle connection.
-    sqlx::query("SET lock_timeout = '2s'").execute(&mut raw).await.unwrap();
+    sqlx::query("SET lock_timeout = '2s'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
     assert_eq!(count(&mut raw, "SELECT count(*) FROM tx.items").await, 0);
     // The pool is healthy afterwards and the connection is reused.
     for _ in 0..5 {
@@ -85,16 +88,22 @@ async fn savepoints_roll_back_alone() {
     {
         let mut sp = tx.transaction().await.unwrap();
         assert_eq!(sp.depth(), 2);
-        sp.execute("INSERT INTO {{tables.items}} (name) VALUES ('inner-kept')", ())
-            .await
-            .unwrap();
+        sp.execute(
+            "INSERT INTO {{tables.items}} (name) VALUES ('inner-kept')",
+            (),
+        )
+        .await
+        .unwrap();
         sp.commit().await.unwrap();
     }
     {
         let mut sp = tx.transaction().await.unwrap();
-        sp.execute("INSERT INTO {{tables.items}} (name) VALUES ('inner-dropped')", ())
-            .await
-            .unwrap();
+        sp.execute(
+            "INSERT INTO {{tables.items}} (name) VALUES ('inner-dropped')",
+            (),
+        )
+        .await
+        .unwrap();
         // A failing statement inside the savepoint...
         let err = sp
             .execute("INSERT INTO {{tables.items}} (name) VALUES ('outer')", ())
@@ -104,9 +113,12 @@ async fn savepoints_roll_back_alone() {
     } // ...rolls back to the savepoint on drop.
     {
         let mut sp = tx.transaction().await.unwrap();
-        sp.execute("INSERT INTO {{tables.items}} (name) VALUES ('inner-rolled')", ())
-            .await
-            .unwrap();
+        sp.execute(
+            "INSERT INTO {{tables.items}} (name) VALUES ('inner-rolled')",
+            (),
+        )
+        .await
+        .unwrap();
         {
             let mut sp2 = sp.transaction().await.unwrap();
             assert_eq!(sp2.depth(), 3);

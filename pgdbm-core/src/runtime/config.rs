@@ -34,21 +34,23 @@ impl FromStr for SslMode {
     /// Parses `disable | prefer | require | verify-ca | verify-full` (case-insensitive;
     /// `verify_ca` / `verify_full` are accepted too).
     fn from_str(s: &str) -> Result<Self> {
-        Ok(match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
-            "disable" => SslMode::Disable,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(Error::config(
-                    "ssl_mode",
-                    format!(
-                        "unknown TLS mode `{other}`; use one of disable, prefer, require, verify-ca, verify-full"
-                    ),
-                ));
-            }
-        })
+        Ok(
+            match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+                "disable" => SslMode::Disable,
+                "prefer" => SslMode::Prefer,
+                "require" => SslMode::Require,
+                "verify-ca" => SslMode::VerifyCa,
+                "verify-full" => SslMode::VerifyFull,
+                other => {
+                    return Err(Error::config(
+                        "ssl_mode",
+                        format!(
+                            "unknown TLS mode `{other}`; use one of disable, prefer, require, verify-ca, verify-full"
+                        ),
+                    ));
+                }
+            },
+        )
     }
 }
 
@@ -243,10 +245,7 @@ impl DatabaseConfig {
     pub fn from_env_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let iter = dotenvy::from_path_iter(path).map_err(|e| {
-            Error::config(
-                "env_file",
-                format!("cannot read `{}`: {e}", path.display()),
-            )
+            Error::config("env_file", format!("cannot read `{}`: {e}", path.display()))
         })?;
         let mut file = BTreeMap::new();
         for item in iter {
@@ -518,7 +517,10 @@ impl DatabaseConfig {
             ));
         }
         if self.acquire_timeout.is_zero() {
-            return Err(Error::config("acquire_timeout", "must be greater than zero"));
+            return Err(Error::config(
+                "acquire_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.retry_attempts == 0 {
             return Err(Error::config("retry_attempts", "must be at least 1"));
@@ -562,7 +564,11 @@ impl DatabaseConfig {
                     ),
                 ));
             }
-            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') {
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            {
                 return Err(Error::config(
                     "server_settings",
                     format!("`{k}` is not a valid setting name"),
@@ -581,9 +587,7 @@ impl DatabaseConfig {
             && let Ok(u) = url::Url::parse(url)
             && let Some(p) = u.password()
         {
-            return Some(
-                percent_decode(p),
-            );
+            return Some(percent_decode(p));
         }
         std::env::var("DB_PASSWORD").ok().filter(|p| !p.is_empty())
     }
@@ -636,9 +640,10 @@ impl DatabaseConfig {
         if let Some(p) = &self.ssl_client_key {
             opts = opts.ssl_client_key(p);
         }
-        let app = self.application_name.clone().unwrap_or_else(|| {
-            format!("{}_pool", self.schema.as_deref().unwrap_or("app"))
-        });
+        let app = self
+            .application_name
+            .clone()
+            .unwrap_or_else(|| format!("{}_pool", self.schema.as_deref().unwrap_or("app")));
         opts = opts
             .application_name(&app)
             .statement_cache_capacity(self.statement_cache_capacity)
@@ -681,7 +686,12 @@ impl DatabaseConfig {
                 o.get_database().unwrap_or("").to_string(),
                 o.get_username().to_string(),
             ),
-            Err(_) => (self.host.clone(), self.port, self.database.clone(), self.user.clone()),
+            Err(_) => (
+                self.host.clone(),
+                self.port,
+                self.database.clone(),
+                self.user.clone(),
+            ),
         }
     }
 
@@ -713,9 +723,10 @@ fn parse_var<T: FromStr>(name: &str, value: &str) -> Result<T>
 where
     T::Err: fmt::Display,
 {
-    value.trim().parse().map_err(|e| {
-        Error::config(name, format!("`{value}` is not valid here: {e}"))
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e| Error::config(name, format!("`{value}` is not valid here: {e}")))
 }
 
 /// The URL with its password replaced by `****`.

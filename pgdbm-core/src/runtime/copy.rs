@@ -63,10 +63,7 @@ where
         if let Some(msg) = problem {
             // Aborting makes the server discard everything sent so far.
             let _ = copy.abort(msg.clone()).await;
-            return Err(Error::query(
-                stmt,
-                sqlx::Error::Encode(msg.into()),
-            ));
+            return Err(Error::query(stmt, sqlx::Error::Encode(msg.into())));
         }
         if buf.len() >= CHUNK {
             copy.send(std::mem::take(&mut buf))

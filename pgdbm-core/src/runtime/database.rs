@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sqlx::postgres::{PgArguments, PgRow, Postgres};
 use sqlx::FromRow;
+use sqlx::postgres::{PgArguments, PgRow, Postgres};
 
 use super::config::DatabaseConfig;
 use super::copy;
@@ -61,12 +61,7 @@ struct TemplateCache {
 
 impl TemplateCache {
     fn get(&self, sql: &str, schema: Option<&str>) -> Result<Arc<str>> {
-        if let Some(hit) = self
-            .map
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(sql)
-        {
+        if let Some(hit) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(sql) {
             return Ok(hit.clone());
         }
         let rendered: Arc<str> = template::render(sql, schema)?.into();

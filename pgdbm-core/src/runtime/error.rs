@@ -35,26 +35,8 @@ pub enum Error {
     },
 
     /// The server could not be reached or refused the connection.
-    #[error(
-        "could not connect to PostgreSQL at {host}:{port} (database `{database}`, user `{user}`) after {attempts} attempt(s): {reason}\n  - check that the server is running and accepts TCP connections on {host}:{port}\n  - check the database exists and the credentials are right (DATABASE_URL, DB_PASSWORD)"
-    )]
-    Connect {
-        /// Host (or socket directory) that was tried.
-        host: String,
-        /// Port that was tried.
-        port: u16,
-        /// Database name.
-        database: String,
-        /// User name.
-        user: String,
-        /// How many attempts were made.
-        attempts: u32,
-        /// The last failure, with any password removed.
-        reason: String,
-        /// The driver's error.
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error(transparent)]
+    Connect(Box<ConnectError>),
 
     /// A statement failed. Carries the rendered SQL and the server's diagnostics.
     #[error(transparent)]
@@ -86,6 +68,30 @@ pub enum Error {
     /// A migration could not be loaded or applied.
     #[error(transparent)]
     Migration(Box<MigrationError>),
+}
+
+/// The server could not be reached, with where and how often it was tried.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "could not connect to PostgreSQL at {host}:{port} (database `{database}`, user `{user}`) after {attempts} attempt(s): {reason}\n  - check that the server is running and accepts TCP connections on {host}:{port}\n  - check the database exists and the credentials are right (DATABASE_URL, DB_PASSWORD)"
+)]
+#[non_exhaustive]
+pub struct ConnectError {
+    /// Host (or socket directory) that was tried.
+    pub host: String,
+    /// Port that was tried.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// The last failure, with any password removed.
+    pub reason: String,
+    /// The driver's error.
+    #[source]
+    pub source: sqlx::Error,
 }
 
 /// A failed statement: the SQL that was sent (after templating) and the driver's error.
@@ -268,6 +274,7 @@ impl Error {
         }
     }
 
+    #[allow(dead_code)] // used by the migration runner
     pub(crate) fn migration(
         file: Option<&str>,
         message: impl Into<String>,

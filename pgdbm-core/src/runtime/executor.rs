@@ -19,7 +19,7 @@ fn to_sqlx(e: Error) -> sqlx::Error {
     match e {
         Error::PoolTimeout { .. } => sqlx::Error::PoolTimedOut,
         Error::PoolClosed => sqlx::Error::PoolClosed,
-        Error::Connect { source, .. } => source,
+        Error::Connect(c) => c.source,
         other => sqlx::Error::Configuration(Box::new(other)),
     }
 }

@@ -12,7 +12,7 @@ mod transaction;
 
 pub use config::{DatabaseConfig, SslMode};
 pub use database::{Database, SharedPool};
-pub use error::{Error, MigrationError, QueryError, Result, sqlstate};
+pub use error::{ConnectError, Error, MigrationError, QueryError, Result, sqlstate};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use transaction::Transaction;

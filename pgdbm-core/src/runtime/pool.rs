@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
 use super::config::DatabaseConfig;
-use super::error::{Error, Result, redact};
+use super::error::{ConnectError, Error, Result, redact};
 
 /// A sqlx connection as the pool keeps it.
 #[derive(Debug)]
@@ -311,7 +311,7 @@ pub(crate) fn connect_error(config: &DatabaseConfig, attempts: u32, source: sqlx
         sqlx::Error::PoolTimedOut => format!("timed out after {:?}", config.connect_timeout),
         e => redact(&e.to_string(), config.secret().as_deref()),
     };
-    Error::Connect {
+    Error::Connect(Box::new(ConnectError {
         host,
         port,
         database,
@@ -319,7 +319,7 @@ pub(crate) fn connect_error(config: &DatabaseConfig, attempts: u32, source: sqlx
         attempts,
         reason,
         source,
-    }
+    }))
 }
 
 /// A connection checked out of the pool; derefs to [`sqlx::PgConnection`], so `&mut *conn` is a

@@ -60,10 +60,7 @@ fn truncated(sql: &str) -> &str {
     &sql[..end]
 }
 
-fn q(
-    sql: &Arc<str>,
-    args: PgArguments,
-) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+fn q(sql: &Arc<str>, args: PgArguments) -> sqlx::query::Query<'static, Postgres, PgArguments> {
     sqlx::query_with(AssertSqlSafe(sql.clone()), args)
 }
 
@@ -77,12 +74,10 @@ pub(crate) async fn execute(
         let n = match args {
             Some(args) => q(sql, args).execute(&mut *conn).await?.rows_affected(),
             // No arguments: the simple protocol, so a multi-statement script works (as pgdbm).
-            None => {
-                sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected()
-            }
+            None => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .execute(&mut *conn)
+                .await?
+                .rows_affected(),
         };
         Ok(Outcome::Rows(n, n))
     })
@@ -160,7 +155,11 @@ pub(crate) fn with_returning_id(sql: &str) -> String {
     let trimmed = sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
     if has_returning_keyword(trimmed) {
         trimmed.to_string()
-    } else if trimmed.rsplit('\n').next().is_some_and(|last| last.contains("--")) {
+    } else if trimmed
+        .rsplit('\n')
+        .next()
+        .is_some_and(|last| last.contains("--"))
+    {
         // A trailing line comment would swallow the clause.
         format!("{trimmed}\nRETURNING id")
     } else {

@@ -3,8 +3,8 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use sqlx::postgres::{PgConnection, PgRow, PgTransactionManager, Postgres};
 use sqlx::FromRow;
+use sqlx::postgres::{PgConnection, PgRow, PgTransactionManager, Postgres};
 use sqlx_core::transaction::TransactionManager;
 
 use super::copy;
