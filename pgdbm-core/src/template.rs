@@ -120,13 +120,7 @@ pub fn placeholders(sql: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
 ///
 /// Returns the input unchanged (borrowed) when it holds no placeholder.
 pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, TemplateError> {
-    if let Some(s) = schema {
-        validate_identifier(s, IdentifierKind::Schema).map_err(|e| TemplateError {
-            placeholder: String::new(),
-            offset: 0,
-            kind: TemplateErrorKind::InvalidIdentifier(e),
-        })?;
-    }
+    validate_schema(schema)?;
     if !might_contain_placeholder(sql) {
         return Ok(Cow::Borrowed(sql));
     }
@@ -134,15 +128,66 @@ pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, Te
     if found.is_empty() {
         return Ok(Cow::Borrowed(sql));
     }
+    Ok(Cow::Owned(render_found(sql, schema, &found, None)))
+}
+
+/// Renders like [`render`] and also returns an [`OffsetMap`] that turns byte offsets in the
+/// rendered text back into offsets in `sql` (to report a server error position as a line and
+/// column of the file the user wrote).
+pub fn render_with_map(sql: &str, schema: Option<&str>) -> Result<(String, OffsetMap), TemplateError> {
+    validate_schema(schema)?;
+    let found = placeholders(sql)?;
+    let mut spans = Vec::with_capacity(found.len());
+    let out = render_found(sql, schema, &found, Some(&mut spans));
+    Ok((out, OffsetMap { spans }))
+}
+
+/// Maps byte offsets of a rendered text to byte offsets of its template.
+#[derive(Clone, Debug, Default)]
+pub struct OffsetMap {
+    /// (template start, template end, rendered start, rendered end) of each replaced piece.
+    spans: Vec<(usize, usize, usize, usize)>,
+}
+
+impl OffsetMap {
+    /// The template offset for `rendered` (an offset inside a replaced placeholder maps to the
+    /// placeholder's start).
+    pub fn to_template(&self, rendered: usize) -> usize {
+        match self.spans.iter().rev().find(|s| s.2 <= rendered) {
+            None => rendered,
+            Some(&(t_start, t_end, r_start, r_end)) => {
+                if rendered < r_end {
+                    t_start
+                } else {
+                    rendered - r_end + t_end
+                }
+            }
+        }
+    }
+}
+
+fn validate_schema(schema: Option<&str>) -> Result<(), TemplateError> {
+    if let Some(s) = schema {
+        validate_identifier(s, IdentifierKind::Schema).map_err(|e| TemplateError {
+            placeholder: String::new(),
+            offset: 0,
+            kind: TemplateErrorKind::InvalidIdentifier(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn render_found(
+    sql: &str,
+    schema: Option<&str>,
+    found: &[Placeholder<'_>],
+    mut spans: Option<&mut Vec<(usize, usize, usize, usize)>>,
+) -> String {
     let mut out = String::with_capacity(sql.len() + 16 * found.len());
     let mut copied = 0;
-    for p in &found {
-        if p.start < copied {
-            // `{{schema}}.` swallowed the dot that began... nothing can start inside it, but keep
-            // the invariant explicit.
-            continue;
-        }
+    for p in found {
         out.push_str(&sql[copied..p.start]);
+        let out_start = out.len();
         copied = p.end;
         match (&p.target, schema) {
             (Target::Schema, Some(s)) => out.push_str(&quote_identifier(s)),
@@ -165,9 +210,12 @@ pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, Te
             }
             (Target::Table { schema: None, name }, None) => out.push_str(name),
         }
+        if let Some(spans) = spans.as_deref_mut() {
+            spans.push((p.start, copied, out_start, out.len()));
+        }
     }
     out.push_str(&sql[copied..]);
-    Ok(Cow::Owned(out))
+    out
 }
 
 /// A cheap pre-check: `false` means `sql` certainly holds no placeholder.
@@ -363,7 +411,11 @@ impl<'a> Scanner<'a> {
             .is_some_and(|w| w.contains(closing));
         if k >= bytes.len() || bytes[k].is_ascii_whitespace() || !rest_has_close {
             let end = k.min(bytes.len());
-            self.malformed(start, end, format!("unclosed placeholder: expected `{closing}`"))
+            self.malformed(
+                start,
+                end,
+                format!("unclosed placeholder: expected `{closing}`"),
+            )
         } else {
             let end = self.scan_to_close(k, close);
             self.malformed(start, end, why.to_string())
@@ -398,23 +450,44 @@ mod tests {
     #[test]
     fn renders_with_schema() {
         let s = Some("myservice");
-        assert_eq!(r("SELECT * FROM {{tables.users}}", s), "SELECT * FROM \"myservice\".users");
-        assert_eq!(r("SELECT * FROM <<tables.users>>", s), "SELECT * FROM \"myservice\".users");
+        assert_eq!(
+            r("SELECT * FROM {{tables.users}}", s),
+            "SELECT * FROM \"myservice\".users"
+        );
+        assert_eq!(
+            r("SELECT * FROM <<tables.users>>", s),
+            "SELECT * FROM \"myservice\".users"
+        );
         assert_eq!(r("{{tables.billing.plans}}", s), "\"billing\".plans");
         assert_eq!(r("<<tables.billing.plans>>", s), "\"billing\".plans");
-        assert_eq!(r("SET search_path TO {{schema}}", s), "SET search_path TO \"myservice\"");
+        assert_eq!(
+            r("SET search_path TO {{schema}}", s),
+            "SET search_path TO \"myservice\""
+        );
         assert_eq!(r("{{schema}}.users", s), "\"myservice\".users");
-        assert_eq!(r("{{tables.Users}}", Some("CamelCase")), "\"CamelCase\".Users");
+        assert_eq!(
+            r("{{tables.Users}}", Some("CamelCase")),
+            "\"CamelCase\".Users"
+        );
     }
 
     #[test]
     fn renders_without_schema() {
-        assert_eq!(r("SELECT * FROM {{tables.users}}", None), "SELECT * FROM users");
-        assert_eq!(r("SELECT * FROM <<tables.users>>", None), "SELECT * FROM users");
+        assert_eq!(
+            r("SELECT * FROM {{tables.users}}", None),
+            "SELECT * FROM users"
+        );
+        assert_eq!(
+            r("SELECT * FROM <<tables.users>>", None),
+            "SELECT * FROM users"
+        );
         assert_eq!(r("{{tables.billing.plans}}", None), "\"billing\".plans");
         assert_eq!(r("{{schema}}.users", None), "users");
         assert_eq!(r("<<schema>>.users", None), "users");
-        assert_eq!(r("SET search_path TO {{schema}}", None), "SET search_path TO public");
+        assert_eq!(
+            r("SET search_path TO {{schema}}", None),
+            "SET search_path TO public"
+        );
     }
 
     #[test]
@@ -443,7 +516,10 @@ mod tests {
 
     #[test]
     fn rendering_is_idempotent() {
-        let once = r("SELECT * FROM {{tables.users}} JOIN {{tables.x.y}}", Some("s"));
+        let once = r(
+            "SELECT * FROM {{tables.users}} JOIN {{tables.x.y}}",
+            Some("s"),
+        );
         assert_eq!(r(&once, Some("s")), once);
     }
 
@@ -461,17 +537,27 @@ mod tests {
         let e = err("SELECT * FROM <<tables.users WHERE id = 1");
         assert_eq!(e.offset, 14);
         assert_eq!(e.placeholder, "<<tables.users");
-        assert!(e.to_string().contains("unclosed placeholder: expected `>>`"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("unclosed placeholder: expected `>>`"),
+            "{e}"
+        );
 
         let e = err("SELECT * FROM <<tables.users");
         assert!(e.to_string().contains("unclosed"), "{e}");
 
         let e = err("SELECT * FROM {{table.users}}");
         assert_eq!(e.placeholder, "{{table.users}}");
-        assert!(e.to_string().contains("unknown placeholder kind `table`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown placeholder kind `table`"),
+            "{e}"
+        );
 
         let e = err("SELECT * FROM {{TABLES.users}}");
-        assert!(e.to_string().contains("unknown placeholder kind `TABLES`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown placeholder kind `TABLES`"),
+            "{e}"
+        );
 
         let e = err("SELECT * FROM {{ tables.users }}");
         assert!(e.to_string().contains("whitespace"), "{e}");
@@ -493,12 +579,18 @@ mod tests {
     fn invalid_identifiers_are_errors() {
         for (sql, needle) in [
             ("{{tables.9users}}", "invalid table name `9users`"),
-            ("{{tables.bad-schema.users}}", "invalid schema name `bad-schema`"),
+            (
+                "{{tables.bad-schema.users}}",
+                "invalid schema name `bad-schema`",
+            ),
             ("{{tables.bad;.users}}", "invalid schema name `bad;`"),
             ("{{tables.bad\".users}}", "invalid schema name `bad\"`"),
         ] {
             let e = err(sql);
-            assert!(matches!(e.kind, TemplateErrorKind::InvalidIdentifier(_)), "{sql}");
+            assert!(
+                matches!(e.kind, TemplateErrorKind::InvalidIdentifier(_)),
+                "{sql}"
+            );
             assert!(e.to_string().contains(needle), "{sql}: {e}");
         }
         let long = format!("{{{{tables.{}}}}}", "a".repeat(64));
@@ -511,7 +603,24 @@ mod tests {
     #[test]
     fn invalid_schema_argument_is_an_error() {
         let e = render("SELECT 1", Some("bad schema")).unwrap_err();
-        assert!(e.to_string().contains("invalid schema name `bad schema`"), "{e}");
+        assert!(
+            e.to_string().contains("invalid schema name `bad schema`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn maps_rendered_offsets_back() {
+        let sql = "SELECT x FROM {{tables.users}} WHERE y = 1";
+        let (out, map) = render_with_map(sql, Some("svc")).unwrap();
+        assert_eq!(out, "SELECT x FROM \"svc\".users WHERE y = 1");
+        let y_rendered = out.find("y =").unwrap();
+        assert_eq!(map.to_template(y_rendered), sql.find("y =").unwrap());
+        assert_eq!(map.to_template(3), 3);
+        assert_eq!(map.to_template(out.find("users").unwrap()), sql.find("{{").unwrap());
+        let (out, map) = render_with_map("a {{schema}}.t b", None).unwrap();
+        assert_eq!(out, "a t b");
+        assert_eq!(map.to_template(out.find('b').unwrap()), 15);
     }
 
     #[test]
@@ -521,6 +630,12 @@ mod tests {
         assert_eq!(found[0].text, "{{tables.x}}");
         assert_eq!(found[0].start, 2);
         assert_eq!(found[1].target, Target::Schema);
-        assert_eq!(found[2].target, Target::Table { schema: Some("s"), name: "y" });
+        assert_eq!(
+            found[2].target,
+            Target::Table {
+                schema: Some("s"),
+                name: "y"
+            }
+        );
     }
 }
