@@ -86,7 +86,10 @@ fn identifier_problem(name: &str) -> Option<&'static str> {
     if !(first.is_ascii_alphabetic() || first == b'_') {
         return Some("it must start with a letter or underscore");
     }
-    if !bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+    if !bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    {
         return Some("it may only contain ASCII letters, digits and underscores");
     }
     None
@@ -115,7 +118,14 @@ mod tests {
 
     #[test]
     fn accepts_valid_names() {
-        for name in ["a", "_", "users", "User_2", "CamelCaseSchema", &"a".repeat(63)] {
+        for name in [
+            "a",
+            "_",
+            "users",
+            "User_2",
+            "CamelCaseSchema",
+            &"a".repeat(63),
+        ] {
             assert!(is_valid_identifier(name), "{name}");
         }
     }
@@ -125,8 +135,14 @@ mod tests {
         let cases = [
             ("", "it is empty"),
             ("9users", "it must start with a letter or underscore"),
-            ("bad-name", "it may only contain ASCII letters, digits and underscores"),
-            ("bad\"", "it may only contain ASCII letters, digits and underscores"),
+            (
+                "bad-name",
+                "it may only contain ASCII letters, digits and underscores",
+            ),
+            (
+                "bad\"",
+                "it may only contain ASCII letters, digits and underscores",
+            ),
             ("été", "it must start with a letter or underscore"),
         ];
         for (name, reason) in cases {
