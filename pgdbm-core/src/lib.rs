@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod ident;
+pub mod migrations;
 pub mod template;
 
 #[cfg(feature = "runtime")]

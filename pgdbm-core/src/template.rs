@@ -134,7 +134,10 @@ pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, Te
 /// Renders like [`render`] and also returns an [`OffsetMap`] that turns byte offsets in the
 /// rendered text back into offsets in `sql` (to report a server error position as a line and
 /// column of the file the user wrote).
-pub fn render_with_map(sql: &str, schema: Option<&str>) -> Result<(String, OffsetMap), TemplateError> {
+pub fn render_with_map(
+    sql: &str,
+    schema: Option<&str>,
+) -> Result<(String, OffsetMap), TemplateError> {
     validate_schema(schema)?;
     let found = placeholders(sql)?;
     let mut spans = Vec::with_capacity(found.len());
@@ -155,7 +158,7 @@ impl OffsetMap {
     pub fn to_template(&self, rendered: usize) -> usize {
         match self.spans.iter().rev().find(|s| s.2 <= rendered) {
             None => rendered,
-            Some(&(t_start, t_end, r_start, r_end)) => {
+            Some(&(t_start, t_end, _, r_end)) => {
                 if rendered < r_end {
                     t_start
                 } else {
@@ -198,7 +201,13 @@ fn render_found(
                     out.push_str("public");
                 }
             }
-            (Target::Table { schema: Some(explicit), name }, _) => {
+            (
+                Target::Table {
+                    schema: Some(explicit),
+                    name,
+                },
+                _,
+            ) => {
                 out.push_str(&quote_identifier(explicit));
                 out.push('.');
                 out.push_str(name);
@@ -617,7 +626,10 @@ mod tests {
         let y_rendered = out.find("y =").unwrap();
         assert_eq!(map.to_template(y_rendered), sql.find("y =").unwrap());
         assert_eq!(map.to_template(3), 3);
-        assert_eq!(map.to_template(out.find("users").unwrap()), sql.find("{{").unwrap());
+        assert_eq!(
+            map.to_template(out.find("users").unwrap()),
+            sql.find("{{").unwrap()
+        );
         let (out, map) = render_with_map("a {{schema}}.t b", None).unwrap();
         assert_eq!(out, "a t b");
         assert_eq!(map.to_template(out.find('b').unwrap()), 15);

@@ -5,6 +5,7 @@ mod copy;
 mod database;
 mod error;
 mod executor;
+mod migrator;
 mod params;
 mod pool;
 mod query;
@@ -13,6 +14,10 @@ mod transaction;
 pub use config::{DatabaseConfig, SslMode};
 pub use database::{Database, SharedPool};
 pub use error::{ConnectError, Error, MigrationError, QueryError, Result, sqlstate};
+pub use migrator::{
+    AppliedFile, EmbeddedMigrations, FileState, FileStatus, HistoryEntry, MigrationReport,
+    Migrator, ReportStatus,
+};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use transaction::Transaction;

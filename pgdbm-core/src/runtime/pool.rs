@@ -250,6 +250,17 @@ impl PoolShared {
         }
     }
 
+    /// A new connection set up like the pool's (settings, init commands) but not part of it.
+    pub(crate) async fn dedicated_connection(&self) -> Result<PgConnection> {
+        use deadpool::managed::Manager;
+        match tokio::time::timeout(self.config.connect_timeout, self.pool.manager().create()).await
+        {
+            Ok(Ok(c)) => Ok(c.conn),
+            Ok(Err(e)) => Err(connect_error(&self.config, 1, e)),
+            Err(_) => Err(connect_error(&self.config, 1, sqlx::Error::PoolTimedOut)),
+        }
+    }
+
     pub(crate) fn stats(&self) -> PoolStats {
         let s = self.pool.status();
         PoolStats {

@@ -1,0 +1,12 @@
+//! Migration files, with no database involved: discovery, versions and order, pgdbm's
+//! checksums, the `-- pgdbm:no-transaction` marker and a statement splitter. The runner
+//! ([`Migrator`](crate::Migrator)) and the `embed_migrations!` / `tsql!` macros share them.
+
+mod source;
+mod split;
+
+pub use source::{
+    Migration, MigrationSet, SourceError, checksum, create_migration_file, is_no_transaction,
+    parse_version,
+};
+pub use split::{Statement, char_position_to_byte_offset, line_col, split_statements};

@@ -1,0 +1,464 @@
+//! Migration files: discovery, versions, order, checksums.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// A migration set could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The directory does not exist or cannot be listed.
+    #[error(
+        "cannot read the migrations directory `{}`: {source}; create it or point the migrator at the right path",
+        path.display()
+    )]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file cannot be read.
+    #[error("cannot read migration `{}`: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why (not UTF-8, I/O error).
+        reason: String,
+    },
+    /// A file resolves (through a symlink) outside the directory.
+    #[error(
+        "migration `{}` resolves to `{}`, outside the migrations directory; refusing to read it",
+        path.display(), target.display()
+    )]
+    OutsideDirectory {
+        /// The file.
+        path: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
+    /// The file name carries no version.
+    #[error(
+        "migration `{filename}` has no version in its name; name files like 001_name.sql, V1__name.sql or 20240101120000_name.sql"
+    )]
+    NoVersion {
+        /// The file name.
+        filename: String,
+    },
+    /// Two files share a version.
+    #[error(
+        "migrations `{first}` and `{second}` have the same version {version}; give one of them another number"
+    )]
+    DuplicateVersion {
+        /// The version.
+        version: u128,
+        /// One file.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The file is empty or only white space.
+    #[error("migration `{filename}` is empty; write the SQL in it or delete it")]
+    Empty {
+        /// The file name.
+        filename: String,
+    },
+    /// A name given to create a migration file is not usable.
+    #[error("invalid migration name `{name}`: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Writing a new migration file failed.
+    #[error("cannot create migration `{}`: {source}", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One migration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    /// The file name, e.g. `001_create_users.sql`.
+    pub filename: String,
+    /// The numeric version from the name.
+    pub version: u128,
+    /// The file's text, before templating.
+    pub content: String,
+    /// pgdbm's checksum of the text (see [`checksum`]).
+    pub checksum: String,
+    /// Whether the file has a `-- pgdbm:no-transaction` line.
+    pub no_transaction: bool,
+}
+
+/// pgdbm's checksum: lowercase hex SHA-256 of the text with CRLF turned into LF and surrounding
+/// white space trimmed (Python: `sha256(content.replace("\r\n", "\n").strip().encode())`).
+///
+/// ```
+/// assert_eq!(
+///     pgdbm_core::migrations::checksum("SELECT 1;\r\n"),
+///     pgdbm_core::migrations::checksum("  SELECT 1;"),
+/// );
+/// ```
+pub fn checksum(content: &str) -> String {
+    let normalized = content.replace("\r\n", "\n");
+    hex(&Sha256::digest(normalized.trim().as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Whether `content` has pgdbm's marker: a line that starts with `-- pgdbm:no-transaction`
+/// followed by white space or the end of the text.
+pub fn is_no_transaction(content: &str) -> bool {
+    const MARKER: &str = "-- pgdbm:no-transaction";
+    content.split('\n').any(|line| {
+        line.strip_prefix(MARKER)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace()))
+    })
+}
+
+/// The version in a file name: `001_name.sql` → 1, `V1__name.sql` → 1,
+/// `20240101120000_name.sql` → 20240101120000.
+pub fn parse_version(filename: &str) -> Option<u128> {
+    let digits_then = |s: &str, sep: &str| -> Option<u128> {
+        let end = s.find(|c: char| !c.is_ascii_digit())?;
+        if end == 0 || !s[end..].starts_with(sep) {
+            return None;
+        }
+        s[..end].parse().ok()
+    };
+    digits_then(filename, "_").or_else(|| digits_then(filename.strip_prefix('V')?, "__"))
+}
+
+impl Migration {
+    /// A migration from a file name and its text (validated: version, not empty).
+    pub fn new(filename: &str, content: &str) -> Result<Migration, SourceError> {
+        let version = parse_version(filename).ok_or_else(|| SourceError::NoVersion {
+            filename: filename.to_string(),
+        })?;
+        if content.trim().is_empty() {
+            return Err(SourceError::Empty {
+                filename: filename.to_string(),
+            });
+        }
+        Ok(Migration {
+            filename: filename.to_string(),
+            version,
+            checksum: checksum(content),
+            no_transaction: is_no_transaction(content),
+            content: content.to_string(),
+        })
+    }
+}
+
+/// An ordered, validated set of migrations: by version, then by name; versions unique.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationSet {
+    migrations: Vec<Migration>,
+}
+
+impl MigrationSet {
+    /// The `*.sql` files at the top of `dir` (hidden files and other extensions are ignored; a
+    /// symlink that leads outside `dir` is refused).
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<MigrationSet, SourceError> {
+        let dir = dir.as_ref();
+        let dir_err = |source| SourceError::Directory {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let root = dir.canonicalize().map_err(dir_err)?;
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&root).map_err(dir_err)? {
+            let entry = entry.map_err(dir_err)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(".sql") {
+                continue;
+            }
+            let path = entry.path();
+            let target = path.canonicalize().map_err(|e| SourceError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            if !target.starts_with(&root) {
+                return Err(SourceError::OutsideDirectory { path, target });
+            }
+            if !target.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&target).map_err(|e| SourceError::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            let content = String::from_utf8(bytes).map_err(|_| SourceError::Unreadable {
+                path: path.clone(),
+                reason: "it is not valid UTF-8".into(),
+            })?;
+            files.push((name.to_string(), content));
+        }
+        Self::build(files)
+    }
+
+    /// A set from `(filename, content)` pairs, e.g. files embedded at compile time.
+    pub fn from_embedded(files: &[(&str, &str)]) -> Result<MigrationSet, SourceError> {
+        Self::build(
+            files
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect(),
+        )
+    }
+
+    fn build(files: Vec<(String, String)>) -> Result<MigrationSet, SourceError> {
+        let mut migrations = files
+            .iter()
+            .map(|(n, c)| Migration::new(n, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        migrations.sort_by(|a, b| (a.version, &a.filename).cmp(&(b.version, &b.filename)));
+        for pair in migrations.windows(2) {
+            if pair[0].version == pair[1].version {
+                return Err(SourceError::DuplicateVersion {
+                    version: pair[0].version,
+                    first: pair[0].filename.clone(),
+                    second: pair[1].filename.clone(),
+                });
+            }
+        }
+        Ok(MigrationSet { migrations })
+    }
+
+    /// The migrations in apply order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Migration> {
+        self.migrations.iter()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.migrations.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.migrations.is_empty()
+    }
+
+    /// The migration with this file name.
+    pub fn get(&self, filename: &str) -> Option<&Migration> {
+        self.migrations.iter().find(|m| m.filename == filename)
+    }
+
+    /// One checksum over every file name and checksum, in order: identifies the set (e.g. to
+    /// key a template database built from it).
+    pub fn set_checksum(&self) -> String {
+        let mut h = Sha256::new();
+        for m in &self.migrations {
+            h.update(m.filename.as_bytes());
+            h.update([0]);
+            h.update(m.checksum.as_bytes());
+            h.update([b'\n']);
+        }
+        hex(&h.finalize())
+    }
+
+    /// The file name the next migration called `name` gets: the highest version plus one,
+    /// three digits at least (`004_add_posts.sql`).
+    pub fn next_filename(&self, name: &str) -> Result<String, SourceError> {
+        let slug = slug(name)?;
+        let next = self.migrations.iter().map(|m| m.version).max().unwrap_or(0) + 1;
+        Ok(format!("{next:03}_{slug}.sql"))
+    }
+}
+
+impl<'a> IntoIterator for &'a MigrationSet {
+    type Item = &'a Migration;
+    type IntoIter = std::slice::Iter<'a, Migration>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+fn slug(name: &str) -> Result<String, SourceError> {
+    let invalid = |reason| SourceError::InvalidName {
+        name: name.to_string(),
+        reason,
+    };
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_whitespace() || c == '-' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(invalid("use letters, digits, spaces, '-' or '_'"));
+    }
+    Ok(s)
+}
+
+/// Creates `dir/NNN_name.sql` (the next version) with a short header, and returns its path.
+///
+/// No `BEGIN`/`COMMIT` is added: the runner wraps each file in a transaction itself. Creates the
+/// directory if needed; never overwrites a file.
+pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBuf, SourceError> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|source| SourceError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let set = MigrationSet::from_dir(dir)?;
+    let filename = set.next_filename(name)?;
+    let path = dir.join(&filename);
+    let body = format!(
+        "-- Migration: {name}\n-- Write tables as {{{{tables.name}}}} so they land in the service's schema.\n-- The runner applies this file and records it in one transaction; add a line\n-- `-- pgdbm:no-transaction` for statements such as CREATE INDEX CONCURRENTLY.\n\n"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|source| SourceError::Create {
+            path: path.clone(),
+            source,
+        })?;
+    std::io::Write::write_all(&mut f, body.as_bytes()).map_err(|source| SourceError::Create {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_matches_python() {
+        // hashlib.sha256("CREATE TABLE IF NOT EXISTS {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT);".encode()).hexdigest()
+        let c =
+            "CREATE TABLE IF NOT EXISTS {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT);\r\n";
+        assert_eq!(
+            checksum(c),
+            "7c1bb0eef737009f5bf43b11f6cc003f67c1916d39f1a03c43d023a503241caf"
+        );
+        assert_eq!(checksum("\n\n  x  \n"), checksum("x"));
+        assert_ne!(checksum("a\rb"), checksum("a\nb")); // a lone CR is kept, as in pgdbm
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("001_name.sql"), Some(1));
+        assert_eq!(parse_version("V1__name.sql"), Some(1));
+        assert_eq!(parse_version("V12__x.sql"), Some(12));
+        assert_eq!(
+            parse_version("20240101120000_name.sql"),
+            Some(20240101120000)
+        );
+        assert_eq!(parse_version("v2__a.sql"), None);
+        assert_eq!(parse_version("V1_a.sql"), None);
+        assert_eq!(parse_version("custom.name.sql"), None);
+        assert_eq!(parse_version("_1.sql"), None);
+    }
+
+    #[test]
+    fn marker() {
+        assert!(is_no_transaction("-- pgdbm:no-transaction\nCREATE INDEX"));
+        assert!(is_no_transaction(
+            "SELECT 1;\r\n-- pgdbm:no-transaction\r\nX"
+        ));
+        assert!(is_no_transaction("x\n-- pgdbm:no-transaction"));
+        assert!(!is_no_transaction("--pgdbm:no-transaction\n"));
+        assert!(!is_no_transaction("  -- pgdbm:no-transaction\n"));
+        assert!(!is_no_transaction("-- pgdbm:no-transactions\n"));
+        assert!(!is_no_transaction("-- PGDBM:NO-TRANSACTION\n"));
+    }
+
+    #[test]
+    fn orders_by_number_then_name_and_rejects_duplicates() {
+        let set = MigrationSet::from_embedded(&[
+            ("10_c.sql", "c"),
+            ("2_b.sql", "b"),
+            ("V3__x.sql", "x"),
+            ("001_a.sql", "a"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = set.iter().map(|m| m.filename.as_str()).collect();
+        assert_eq!(names, ["001_a.sql", "2_b.sql", "V3__x.sql", "10_c.sql"]);
+        let err = MigrationSet::from_embedded(&[("1_a.sql", "a"), ("001_b.sql", "b")]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("001_b.sql") && text.contains("1_a.sql"),
+            "{text}"
+        );
+        let err = MigrationSet::from_embedded(&[("1_a.sql", " \n")]).unwrap_err();
+        assert!(err.to_string().contains("`1_a.sql` is empty"), "{err}");
+        let err = MigrationSet::from_embedded(&[("init.sql", "x")]).unwrap_err();
+        assert!(
+            err.to_string().contains("`init.sql` has no version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_a_directory() {
+        let dir = std::env::temp_dir().join(format!("pgdbm-src-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("002_b.sql"), "SELECT 2;").unwrap();
+        std::fs::write(dir.join("001_a.sql"), "SELECT 1;").unwrap();
+        std::fs::write(dir.join(".003_hidden.sql"), "x").unwrap();
+        std::fs::write(dir.join("004_notes.txt"), "x").unwrap();
+        std::fs::write(dir.join("sub").join("005_nested.sql"), "x").unwrap();
+        let set = MigrationSet::from_dir(&dir).unwrap();
+        assert_eq!(set.len(), 2);
+        assert_eq!(set.iter().next().unwrap().filename, "001_a.sql");
+        assert_eq!(set.next_filename("Add Posts").unwrap(), "003_add_posts.sql");
+        assert_eq!(set.set_checksum().len(), 64);
+
+        let path = create_migration_file(&dir, "add posts").unwrap();
+        assert!(path.ends_with("003_add_posts.sql"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.to_uppercase().contains("BEGIN;"));
+        assert_eq!(MigrationSet::from_dir(&dir).unwrap().len(), 3);
+        assert!(create_migration_file(&dir, "bad/name").is_err());
+
+        #[cfg(unix)]
+        {
+            let outside =
+                std::env::temp_dir().join(format!("pgdbm-outside-{}.sql", std::process::id()));
+            std::fs::write(&outside, "SELECT 1;").unwrap();
+            std::fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink(&outside, dir.join("009_link.sql")).unwrap();
+            let err = MigrationSet::from_dir(&dir).unwrap_err();
+            assert!(
+                err.to_string().contains("outside the migrations directory"),
+                "{err}"
+            );
+            std::fs::remove_file(&outside).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let err = MigrationSet::from_dir("/nonexistent/migrations").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/migrations"), "{err}");
+    }
+}
