@@ -575,3 +575,162 @@ async fn a_lock_held_by_a_dead_runner_does_not_block() {
         .unwrap();
     assert_eq!(report.applied.len(), 1);
 }
+
+#[tokio::test]
+async fn embedded_migrations_apply_the_project_set() {
+    let t = TestDb::new().await;
+    let db = Database::connect(t.config().schema("myservice"))
+        .await
+        .unwrap();
+    let files = pgdbm::embed_migrations!("./migrations");
+    let on_disk = Migrator::new(&db, "./migrations", "myservice")
+        .files()
+        .unwrap();
+    assert_eq!(files.to_set().unwrap(), on_disk);
+    let report = Migrator::embedded(&db, files, "myservice")
+        .apply_pending()
+        .await
+        .unwrap();
+    assert_eq!(report.applied.len(), on_disk.len());
+    // The directory runner sees the embedded run as up to date: same names, same checksums.
+    let again = Migrator::new(&db, "./migrations", "myservice")
+        .apply_pending()
+        .await
+        .unwrap();
+    assert_eq!(again.status, ReportStatus::UpToDate);
+    let mut raw = t.raw().await;
+    assert_eq!(
+        tables_in(&mut raw, "myservice").await,
+        ["posts", "schema_migrations", "users"]
+    );
+}
+
+#[tokio::test]
+async fn eight_processes_racing_apply_each_file_exactly_once() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "001_a.sql",
+        "CREATE TABLE {{tables.a}} (id int); SELECT pg_sleep(0.2);",
+    );
+    write(
+        dir.path(),
+        "002_b.sql",
+        "CREATE TABLE {{tables.b}} (id int); INSERT INTO {{tables.b}} VALUES (1);",
+    );
+    write(
+        dir.path(),
+        "003_idx.sql",
+        "-- pgdbm:no-transaction\nCREATE INDEX CONCURRENTLY a_id ON {{tables.a}} (id);\nCREATE INDEX CONCURRENTLY b_id ON {{tables.b}} (id);\n",
+    );
+    write(
+        dir.path(),
+        "004_c.sql",
+        "CREATE TABLE {{tables.c}} (id int);",
+    );
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pgdbm"))
+                .args([
+                    "migrate", "apply", "--module", "race", "--schema", "race", "--dir",
+                ])
+                .arg(dir.path())
+                .env("DATABASE_URL", t.url())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied_lines = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        applied_lines += stdout.lines().filter(|l| l.starts_with("applied ")).count();
+    }
+    assert_eq!(applied_lines, 4, "each file applied by exactly one process");
+    let mut raw = t.raw().await;
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM race.schema_migrations").await,
+        4
+    );
+    assert_eq!(count(&mut raw, "SELECT count(*) FROM race.b").await, 1);
+    assert_eq!(
+        count(
+            &mut raw,
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = 'race' AND tablename IN ('a', 'b')"
+        )
+        .await,
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_command_line_creates_and_reports() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "001_a.sql",
+        "CREATE TABLE {{tables.a}} (id int);",
+    );
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgdbm"))
+            .arg("migrate")
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .env("DATABASE_URL", t.url())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["create", "add posts"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("002_add_posts.sql"), "{out}");
+    std::fs::write(
+        dir.path().join("002_add_posts.sql"),
+        "CREATE TABLE {{tables.posts}} (id int);",
+    )
+    .unwrap();
+    let (code, out, _) = run(&["status", "--schema", "cli"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("001_a.sql") && out.contains("pending"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["apply", "--schema", "cli"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("applied")).count(),
+        2,
+        "{out}"
+    );
+    let (code, out, _) = run(&["apply", "--schema", "cli"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("up to date"), "{out}");
+    std::fs::write(
+        dir.path().join("001_a.sql"),
+        "CREATE TABLE {{tables.a}} (id bigint);",
+    )
+    .unwrap();
+    let (code, _, err) = run(&["verify", "--schema", "cli"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("001_a.sql") && err.contains("modified"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["frobnicate"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown migrate command"), "{err}");
+}

@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::database::Database;
 use super::error::{Error, MigrationError, Result};
+use super::pool::create_if_missing;
 use crate::ident::{IdentifierKind, quote_identifier, validate_identifier};
 use crate::migrations::{
     Migration, MigrationSet, char_position_to_byte_offset, line_col, split_statements,
@@ -533,24 +534,9 @@ impl Migrator {
             "CREATE INDEX IF NOT EXISTS {} ON {table} (module_name, filename)",
             quote_identifier(&format!("idx_{}_module", self.table))
         ));
+        // Runners of other modules in the same schema may create these at the same moment.
         for sql in statements {
-            // Runners of other modules in the same schema may create these at the same moment;
-            // IF NOT EXISTS is not race-free in PostgreSQL, so a duplicate is retried once.
-            for attempt in 0..2 {
-                match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                    .execute(&mut *conn)
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(sqlx::Error::Database(db))
-                        if attempt == 0
-                            && matches!(
-                                db.code().as_deref(),
-                                Some("23505" | "42P07" | "42P06")
-                            ) => {}
-                    Err(e) => return Err(Error::query(sql, e)),
-                }
-            }
+            create_if_missing(conn, &sql).await?;
         }
         Ok(())
     }
@@ -631,7 +617,7 @@ impl Migrator {
         let started = Instant::now();
         if m.no_transaction {
             tracing::warn!(file = %m.filename, "pgdbm: running a no-transaction migration statement by statement; a failure leaves earlier statements applied");
-            for stmt in split_statements(&rendered) {
+            for stmt in split_statements(rendered) {
                 if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
                     .execute(&mut *conn)
                     .await

@@ -145,11 +145,11 @@ impl PoolShared {
         let first = connect_with_retry(&config, &options).await?;
         let mut first = first;
         if let (Some(schema), true) = (&config.schema, config.create_schema) {
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-                .execute(&mut first)
-                .await
-                .map_err(|e| Error::query(sql, e))?;
+            create_if_missing(
+                &mut first,
+                &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+            )
+            .await?;
         }
         // Init commands run on every connection, this one included, so a bad command fails here.
         for cmd in &config.init_commands {
@@ -278,6 +278,28 @@ impl PoolShared {
     pub(crate) fn close(&self) {
         self.pool.close();
     }
+}
+
+/// Runs a `CREATE … IF NOT EXISTS`, tolerating a concurrent creator: PostgreSQL's IF NOT EXISTS
+/// is not race-free (two sessions can both pass the check, and one then fails on the catalog's
+/// unique index), so a duplicate error is retried once, when the check sees the object.
+pub(crate) async fn create_if_missing(conn: &mut PgConnection, sql: &str) -> Result<()> {
+    for attempt in 0..2 {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(sqlx::Error::Database(db))
+                if attempt == 0
+                    && matches!(
+                        db.code().as_deref(),
+                        Some("23505" | "42P06" | "42P07" | "42710")
+                    ) => {}
+            Err(e) => return Err(Error::query(sql, e)),
+        }
+    }
+    Ok(())
 }
 
 async fn connect_with_retry(

@@ -1,0 +1,40 @@
+//! `embed_migrations!`.
+
+use std::path::PathBuf;
+
+use pgdbm_core::migrations::MigrationSet;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::LitStr;
+
+pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
+    let lit: LitStr = if input.is_empty() {
+        LitStr::new("./migrations", proc_macro2::Span::call_site())
+    } else {
+        syn::parse2(input).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "embed_migrations! takes the migrations directory as a string literal, relative to Cargo.toml, e.g. embed_migrations!(\"./migrations\")",
+            )
+        })?
+    };
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            "CARGO_MANIFEST_DIR is not set; build with cargo",
+        )
+    })?;
+    let dir = PathBuf::from(manifest_dir).join(lit.value());
+    let set =
+        MigrationSet::from_dir(&dir).map_err(|e| syn::Error::new(lit.span(), e.to_string()))?;
+    let entries = set.iter().map(|m| {
+        let name = &m.filename;
+        let path = dir.join(name);
+        let path = path.to_string_lossy();
+        // include_str! makes cargo rebuild when the file changes.
+        quote! { (#name, ::core::include_str!(#path)) }
+    });
+    Ok(quote! {
+        ::pgdbm::EmbeddedMigrations::new(&[ #(#entries),* ])
+    })
+}
