@@ -261,9 +261,10 @@ async fn modified_and_missing_files_are_refused_and_nothing_is_applied() {
     );
     let Error::Migration(me) = &err else { panic!() };
     assert_eq!(me.file.as_deref(), Some("001_a.sql"));
-    assert_eq!(
-        text.matches(|c: char| c.is_ascii_hexdigit()).count() >= 128,
-        true,
+    let recorded = pgdbm::migrations::checksum("CREATE TABLE {{tables.a}} (id int);");
+    let current = pgdbm::migrations::checksum("CREATE TABLE {{tables.a}} (id bigint);");
+    assert!(
+        text.contains(&recorded) && text.contains(&current),
         "{text}"
     );
     assert!(m.verify().await.is_err());
@@ -427,7 +428,7 @@ async fn history_written_by_pgdbm_python_is_up_to_date_and_vice_versa() {
     assert_eq!(pgdbm::migrations::checksum(content), checksum);
     sqlx::query("INSERT INTO py.schema_migrations (filename, checksum, module_name, execution_time_ms) VALUES ($1, $2, $3, $4)")
         .bind("001_users.sql")
-        .bind(&checksum)
+        .bind(checksum)
         .bind("py")
         .bind(12)
         .execute(&mut raw)
