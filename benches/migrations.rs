@@ -26,7 +26,9 @@ fn url_for(db: &str) -> String {
 }
 
 async fn fresh_db(name: &str) {
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("admin connection");
     for sql in [
         format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
         format!("CREATE DATABASE \"{name}\""),
@@ -40,7 +42,9 @@ async fn fresh_db(name: &str) {
 }
 
 async fn drop_db(name: &str) {
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin connection");
+    let mut admin = PgConnection::connect(&admin_url())
+        .await
+        .expect("admin connection");
     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut admin)
@@ -73,9 +77,12 @@ fn psql() -> Option<String> {
             .flatten()
             .map(|e| e.path().join("bin/psql").to_string_lossy().into_owned()),
     );
-    candidates
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+    candidates.into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
 }
 
 const PYTHON_RUNNER: &str = r#"
@@ -132,12 +139,24 @@ async fn main() {
             fresh_db(&db_name).await;
             let t = Instant::now();
             let out = Command::new(psql)
-                .args(["-q", "-X", "-v", "ON_ERROR_STOP=1", "-d", &url_for(&db_name), "-f"])
+                .args([
+                    "-q",
+                    "-X",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    &url_for(&db_name),
+                    "-f",
+                ])
                 .arg(&script)
                 .output()
                 .expect("psql");
             psql_times.push(t.elapsed());
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -154,7 +173,11 @@ async fn main() {
                 .arg(dir.path())
                 .output()
                 .expect("python3");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
             python_times.push(Duration::from_secs_f64(secs));
         }
@@ -168,19 +191,37 @@ async fn main() {
         if psql_times.is_empty() {
             "n/a".to_string()
         } else {
-            format!("{:.2}x", d.as_secs_f64() / median(psql_times.clone()).as_secs_f64())
+            format!(
+                "{:.2}x",
+                d.as_secs_f64() / median(psql_times.clone()).as_secs_f64()
+            )
         }
     };
-    println!("{:<36} {:>8.0}ms {:>12}", "pgdbm Migrator (Rust)", ours.as_secs_f64() * 1e3, vs(ours));
+    println!(
+        "{:<36} {:>8.0}ms {:>12}",
+        "pgdbm Migrator (Rust)",
+        ours.as_secs_f64() * 1e3,
+        vs(ours)
+    );
     if !psql_times.is_empty() {
         let p = median(psql_times.clone());
-        println!("{:<36} {:>8.0}ms {:>12}", "psql -f (concatenated)", p.as_secs_f64() * 1e3, "1.00x");
+        println!(
+            "{:<36} {:>8.0}ms {:>12}",
+            "psql -f (concatenated)",
+            p.as_secs_f64() * 1e3,
+            "1.00x"
+        );
     } else {
         println!("psql not found: no psql figure");
     }
     if !python_times.is_empty() {
         let p = median(python_times);
-        println!("{:<36} {:>8.0}ms {:>12}", "pgdbm 0.x (Python)", p.as_secs_f64() * 1e3, vs(p));
+        println!(
+            "{:<36} {:>8.0}ms {:>12}",
+            "pgdbm 0.x (Python)",
+            p.as_secs_f64() * 1e3,
+            vs(p)
+        );
     } else {
         println!("python3 -c 'import pgdbm' failed: no Python figure");
     }
