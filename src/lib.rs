@@ -2,4 +2,4 @@
 #![deny(missing_docs)]
 
 pub use pgdbm_core::*;
-pub use pgdbm_macros::embed_migrations;
+pub use pgdbm_macros::{embed_migrations, test};

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod embed;
+mod test_attr;
 
 use proc_macro::TokenStream;
 
@@ -20,6 +21,29 @@ use proc_macro::TokenStream;
 #[proc_macro]
 pub fn embed_migrations(input: TokenStream) -> TokenStream {
     embed::expand(input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Runs an async test with a database of its own, already migrated, dropped afterwards (also
+/// when the test panics).
+///
+/// ```ignore
+/// #[pgdbm::test(migrations = "./migrations", module = "myservice")]
+/// async fn creates_user(db: pgdbm::Database) -> pgdbm::Result<()> {
+///     let id: i64 = db.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("t@example.com",)).await?;
+///     assert_eq!(id, 1);
+///     Ok(())
+/// }
+/// ```
+///
+/// Options: `migrations = "dir"` (relative to `Cargo.toml`), `module = "name"`,
+/// `schema = "name"` (the `Database` renders into it), `fixtures("a.sql", "b.sql")` (run after the
+/// migrations), and `transaction`: the test takes `tx: &mut pgdbm::Transaction<'static>` in a
+/// database shared by the process, and everything it does is rolled back.
+#[proc_macro_attribute]
+pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
+    test_attr::expand(attr.into(), item.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

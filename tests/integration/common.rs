@@ -1,54 +1,30 @@
-//! A fresh database per test, dropped when the test ends (passed or panicked).
-
-use std::sync::atomic::{AtomicU32, Ordering};
+//! A fresh database per test from pgdbm's own test support, plus raw access to check what is
+//! really in it.
 
 use pgdbm::DatabaseConfig;
+use pgdbm::testing::TestDatabase;
 use sqlx::{Connection, PgConnection};
 
-/// The server the tests use: `PGDBM_TEST_DATABASE_URL`, `DATABASE_URL`, or the local one.
-pub fn admin_url() -> String {
-    std::env::var("PGDBM_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn url_for(db: &str) -> String {
-    let mut u = url::Url::parse(&admin_url()).expect("valid admin url");
-    u.set_path(&format!("/{db}"));
-    u.to_string()
-}
-
-/// A database created for one test and dropped with it.
+/// A database created for one test and dropped with it. The tests build their own `Database`
+/// on it (with the config under test), so this keeps only the name and the URL.
 pub struct TestDb {
+    inner: TestDatabase,
     pub name: String,
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 impl TestDb {
     pub async fn new() -> TestDb {
-        let name = format!(
-            "pgdbm_it_{}_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        let mut admin = PgConnection::connect(&admin_url())
+        let inner = TestDatabase::builder()
+            .pool_size(0, 1)
+            .build()
             .await
-            .expect("admin connection");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut admin)
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        TestDb { name }
+            .expect("test database");
+        let name = inner.name().to_string();
+        TestDb { inner, name }
     }
 
     pub fn url(&self) -> String {
-        url_for(&self.name)
+        self.inner.url()
     }
 
     /// A config for this database with small pool sizes.
@@ -64,29 +40,6 @@ impl TestDb {
         PgConnection::connect(&self.url())
             .await
             .expect("raw connection")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; do the async cleanup on a thread of its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
     }
 }
 

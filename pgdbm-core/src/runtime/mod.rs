@@ -9,6 +9,7 @@ mod migrator;
 mod params;
 mod pool;
 mod query;
+pub mod testing;
 mod transaction;
 
 pub use config::{DatabaseConfig, SslMode};

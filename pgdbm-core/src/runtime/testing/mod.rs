@@ -1,0 +1,583 @@
+//! Test support: a fresh, migrated database per test in milliseconds.
+//!
+//! Each distinct migration set (with its module, schema and fixtures) is applied once to a
+//! *template* database; every test then gets `CREATE DATABASE … TEMPLATE` of it, dropped when the
+//! test ends, passed or panicked. Templates are shared by tests and test binaries and rebuilt
+//! when a file changes. Databases left by a killed run are dropped by the next one. Only
+//! databases named `pgdbm_test_…` are ever dropped.
+//!
+//! ```no_run
+//! # async fn demo() -> pgdbm_core::Result<()> {
+//! use pgdbm_core::testing::TestDatabase;
+//! let t = TestDatabase::builder()
+//!     .migrations(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+//!     .module("myservice")
+//!     .build()
+//!     .await?;
+//! let id: i64 = t.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("t@example.com",)).await?;
+//! assert_eq!(t.count_rows("users").await?, 1);
+//! # Ok(()) }
+//! ```
+
+mod server;
+mod template_db;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use futures_util::FutureExt;
+
+pub use server::{ServerDiscovery, ServerSource, TestServer, find_binaries, stop_throwaway};
+
+use crate::ident::{IdentifierKind, validate_identifier};
+use crate::migrations::MigrationSet;
+use crate::runtime::config::DatabaseConfig;
+use crate::runtime::database::Database;
+use crate::runtime::error::{Error, Result};
+use crate::runtime::params::Params;
+use crate::runtime::transaction::Transaction;
+use template_db::TemplateSpec;
+
+static SERVER: tokio::sync::OnceCell<TestServer> = tokio::sync::OnceCell::const_new();
+static SWEPT: OnceLock<()> = OnceLock::new();
+
+/// The server tests use (found once per process; see [`ServerDiscovery`]).
+pub async fn test_server() -> Result<&'static TestServer> {
+    SERVER
+        .get_or_try_init(|| async { ServerDiscovery::from_env().find().await })
+        .await
+}
+
+/// Options for a test database: migrations, module, schema, fixtures.
+#[derive(Clone, Debug, Default)]
+pub struct TestDatabaseBuilder {
+    migrations: Option<PathBuf>,
+    module: Option<String>,
+    schema: Option<String>,
+    fixtures: Vec<PathBuf>,
+    min_connections: Option<usize>,
+    max_connections: Option<usize>,
+    server: Option<String>,
+}
+
+impl TestDatabaseBuilder {
+    /// Apply the `*.sql` files of this directory (made absolute against the current directory,
+    /// which `cargo test` sets to the crate's root).
+    pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.migrations = Some(dir.into());
+        self
+    }
+
+    /// The module the migrations are recorded under (default: the schema, else `default`).
+    pub fn module(mut self, module: &str) -> Self {
+        self.module = Some(module.to_string());
+        self
+    }
+
+    /// Render `{{tables.x}}` into this schema (created by the migrations run).
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.schema = Some(schema.to_string());
+        self
+    }
+
+    /// A SQL file run after the migrations (templated, several statements allowed).
+    pub fn fixture(mut self, path: impl Into<PathBuf>) -> Self {
+        self.fixtures.push(path.into());
+        self
+    }
+
+    /// Pool size of the test's `Database` (default 1 to 5).
+    pub fn pool_size(mut self, min: usize, max: usize) -> Self {
+        self.min_connections = Some(min);
+        self.max_connections = Some(max);
+        self
+    }
+
+    /// Use this server (its maintenance-database URL) instead of discovering one.
+    pub fn server(mut self, admin_url: impl Into<String>) -> Self {
+        self.server = Some(admin_url.into());
+        self
+    }
+
+    async fn admin_url(&self) -> Result<String> {
+        match &self.server {
+            Some(u) => Ok(u.clone()),
+            None => Ok(test_server().await?.admin_url.clone()),
+        }
+    }
+
+    /// Builds the template if needed and returns its name (`None` when there is nothing to
+    /// apply: the test database starts empty).
+    async fn template(&self, admin_url: &str) -> Result<Option<String>> {
+        if let Some(s) = &self.schema {
+            validate_identifier(s, IdentifierKind::Schema)?;
+        }
+        let dir = match &self.migrations {
+            Some(d) => Some(absolute(d)?),
+            None => None,
+        };
+        let set = match &dir {
+            Some(d) => Some(
+                MigrationSet::from_dir(d)
+                    .map_err(|e| Error::config("migrations", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut fixtures = Vec::new();
+        for f in &self.fixtures {
+            let content = std::fs::read_to_string(f).map_err(|e| {
+                Error::config(
+                    "fixtures",
+                    format!("cannot read fixture `{}`: {e}", f.display()),
+                )
+            })?;
+            fixtures.push((f.display().to_string(), content));
+        }
+        if set.is_none() && fixtures.is_empty() && self.schema.is_none() {
+            return Ok(None);
+        }
+        let module = self
+            .module
+            .clone()
+            .or_else(|| self.schema.clone())
+            .unwrap_or_else(|| "default".into());
+        let spec = TemplateSpec {
+            migrations: dir.as_deref().zip(set),
+            module: &module,
+            schema: self.schema.as_deref(),
+            fixtures,
+        };
+        template_db::ensure_template(admin_url, &spec)
+            .await
+            .map(Some)
+    }
+
+    /// Creates the database (a clone of the template) and connects to it.
+    pub async fn build(self) -> Result<TestDatabase> {
+        let admin_url = self.admin_url().await?;
+        sweep_once(&admin_url).await;
+        let template = self.template(&admin_url).await?;
+        let name = template_db::create_test_db(&admin_url, template.as_deref()).await?;
+        // From here on the guard drops the database whatever happens.
+        let mut guard = TestDatabase {
+            db: None,
+            name,
+            admin_url,
+            template,
+        };
+        let mut config = DatabaseConfig::new(template_db::url_for(&guard.admin_url, &guard.name))
+            .min_connections(self.min_connections.unwrap_or(1))
+            .max_connections(self.max_connections.unwrap_or(5))
+            .retry_attempts(1);
+        if let Some(s) = &self.schema {
+            config = config.schema(s);
+        }
+        guard.db = Some(Database::connect(config).await?);
+        Ok(guard)
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p))
+        .map_err(|e| Error::config("migrations", e.to_string()))
+}
+
+async fn sweep_once(admin_url: &str) {
+    if SWEPT.set(()).is_ok() {
+        match template_db::drop_stale(admin_url).await {
+            Ok(dropped) if !dropped.is_empty() => {
+                tracing::info!(
+                    count = dropped.len(),
+                    "pgdbm: dropped test databases left by killed runs"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "pgdbm: could not look for leftover test databases")
+            }
+        }
+    }
+}
+
+/// A database of one test's own, migrated, dropped when this value is dropped (also when the
+/// test panics). Derefs to [`Database`].
+pub struct TestDatabase {
+    db: Option<Database>,
+    name: String,
+    admin_url: String,
+    template: Option<String>,
+}
+
+impl std::fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Deref for TestDatabase {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        self.db.as_ref().expect("connected until dropped")
+    }
+}
+
+impl TestDatabase {
+    /// Options for a test database.
+    pub fn builder() -> TestDatabaseBuilder {
+        TestDatabaseBuilder::default()
+    }
+
+    /// An empty database of its own (no migrations).
+    pub async fn new() -> Result<TestDatabase> {
+        Self::builder().build().await
+    }
+
+    /// The connected manager (a clone shares the pool).
+    pub fn database(&self) -> Database {
+        (**self).clone()
+    }
+
+    /// The database's name (`pgdbm_test_…`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The template database this one was cloned from (`None`: created empty).
+    pub fn template(&self) -> Option<&str> {
+        self.template.as_deref()
+    }
+
+    /// A URL for this database (e.g. for a child process).
+    pub fn url(&self) -> String {
+        template_db::url_for(&self.admin_url, &self.name)
+    }
+
+    fn table(&self, table: &str) -> Result<String> {
+        validate_identifier(table, IdentifierKind::Table)?;
+        Ok(format!("{{{{tables.{table}}}}}"))
+    }
+
+    /// Number of rows in `table` (of the test's schema).
+    pub async fn count_rows(&self, table: &str) -> Result<i64> {
+        let sql = format!("SELECT count(*) FROM {}", self.table(table)?);
+        Ok(self.fetch_value::<i64, _>(&sql, ()).await?.unwrap_or(0))
+    }
+
+    /// Number of rows of `table` whose `column` equals `value` (the column name is validated, the
+    /// value bound).
+    pub async fn count_rows_where<V>(&self, table: &str, column: &str, value: V) -> Result<i64>
+    where
+        (V,): Params,
+    {
+        validate_identifier(column, IdentifierKind::Column)?;
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {} = $1",
+            self.table(table)?,
+            crate::ident::quote_identifier(column)
+        );
+        Ok(self
+            .fetch_value::<i64, _>(&sql, (value,))
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Empties `table` (`TRUNCATE … RESTART IDENTITY CASCADE`).
+    pub async fn truncate(&self, table: &str) -> Result<()> {
+        let sql = format!("TRUNCATE {} RESTART IDENTITY CASCADE", self.table(table)?);
+        self.execute(&sql, ()).await.map(|_| ())
+    }
+
+    /// Empties every table of the test's schema (`public` without one), except the migration
+    /// history.
+    pub async fn truncate_all(&self) -> Result<()> {
+        let schema = self.schema().unwrap_or("public").to_string();
+        let tables: Vec<(String,)> = self
+            .fetch_all(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename <> 'schema_migrations'",
+                (schema.clone(),),
+            )
+            .await?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = tables
+            .iter()
+            .map(|(t,)| {
+                format!(
+                    "{}.{}",
+                    crate::ident::quote_identifier(&schema),
+                    crate::ident::quote_identifier(t)
+                )
+            })
+            .collect();
+        self.execute(
+            &format!("TRUNCATE {} RESTART IDENTITY CASCADE", list.join(", ")),
+            (),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every row of `table` as JSON text, sorted: compare later with
+    /// [`assert_unchanged`](Self::assert_unchanged).
+    pub async fn snapshot(&self, table: &str) -> Result<TableSnapshot> {
+        let sql = format!(
+            "SELECT coalesce(array_agg(r ORDER BY r), '{{}}') FROM (SELECT row_to_json(t)::text AS r FROM {} t) s",
+            self.table(table)?
+        );
+        let rows: Vec<String> = self.fetch_value(&sql, ()).await?.unwrap_or_default();
+        Ok(TableSnapshot {
+            table: table.to_string(),
+            rows,
+        })
+    }
+
+    /// Panics, saying what was added and removed, if `table` differs from `before`.
+    pub async fn assert_unchanged(&self, before: &TableSnapshot) -> Result<()> {
+        let now = self.snapshot(&before.table).await?;
+        let added: Vec<&String> = now
+            .rows
+            .iter()
+            .filter(|r| !before.rows.contains(r))
+            .collect();
+        let removed: Vec<&String> = before
+            .rows
+            .iter()
+            .filter(|r| !now.rows.contains(r))
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            panic!(
+                "table `{}` has changed: {} row(s) added, {} removed\n  added: {:?}\n  removed: {:?}",
+                before.table,
+                added.len(),
+                removed.len(),
+                added,
+                removed
+            );
+        }
+        Ok(())
+    }
+
+    /// Drops the database now (otherwise done when the value is dropped).
+    pub async fn drop_database(mut self) -> Result<()> {
+        if let Some(db) = self.db.take() {
+            db.close().await;
+        }
+        let name = std::mem::take(&mut self.name);
+        template_db::drop_test_db(&self.admin_url, &name).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
+        let name = std::mem::take(&mut self.name);
+        let admin_url = self.admin_url.clone();
+        let db = self.db.take();
+        // Drop may run inside the test's runtime (or while it unwinds): do the async cleanup on
+        // a thread with a runtime of its own, and wait for it.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(async {
+                    if let Err(e) = template_db::drop_test_db(&admin_url, &name).await {
+                        tracing::warn!(database = %name, error = %e, "pgdbm: could not drop test database");
+                    }
+                });
+            }
+        })
+        .join();
+        // The pool belongs to the test's runtime; its sockets are already closed by the drop.
+        drop(db);
+    }
+}
+
+/// Rows of a table at one moment, from [`TestDatabase::snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSnapshot {
+    table: String,
+    rows: Vec<String>,
+}
+
+impl TableSnapshot {
+    /// The rows as JSON text, sorted.
+    pub fn rows(&self) -> &[String] {
+        &self.rows
+    }
+}
+
+/// Several test databases in one test (e.g. two services); all dropped with the factory.
+#[derive(Debug, Default)]
+pub struct TestDatabaseFactory {
+    created: Vec<TestDatabase>,
+}
+
+impl TestDatabaseFactory {
+    /// An empty factory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Creates one more database.
+    pub async fn create(&mut self, builder: TestDatabaseBuilder) -> Result<Database> {
+        let t = builder.build().await?;
+        let db = t.database();
+        self.created.push(t);
+        Ok(db)
+    }
+
+    /// The databases created so far.
+    pub fn databases(&self) -> &[TestDatabase] {
+        &self.created
+    }
+}
+
+/// What a test function may return: `()` or a `Result` whose error fails the test.
+pub trait TestOutcome {
+    /// Panics on failure.
+    fn into_outcome(self);
+}
+
+impl TestOutcome for () {
+    fn into_outcome(self) {}
+}
+
+impl<E: std::fmt::Debug> TestOutcome for std::result::Result<(), E> {
+    fn into_outcome(self) {
+        if let Err(e) = self {
+            panic!("test returned an error: {e:?}");
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime for the test")
+}
+
+/// Runs an async test with a fresh database (what `#[pgdbm::test]` expands to). The database is
+/// dropped after the test, also when it panics.
+pub fn run<F, Fut, R>(options: TestDatabaseBuilder, test: F)
+where
+    F: FnOnce(Database) -> Fut,
+    Fut: Future<Output = R>,
+    R: TestOutcome,
+{
+    let rt = runtime();
+    let outcome = rt.block_on(async move {
+        let t = options
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("pgdbm test database: {e}"));
+        let r = std::panic::AssertUnwindSafe(test(t.database()))
+            .catch_unwind()
+            .await;
+        drop(t);
+        r
+    });
+    match outcome {
+        Ok(r) => r.into_outcome(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs an async test inside a transaction that is rolled back afterwards (what
+/// `#[pgdbm::test(transaction)]` expands to). The database is shared by every such test of the
+/// process with the same options, so no database is created per test; a test that needs commits
+/// (or runs things concurrently) should use [`run`].
+pub fn run_in_transaction<F, Fut, R>(options: TestDatabaseBuilder, test: F)
+where
+    F: FnOnce(Transaction<'static>) -> Fut,
+    Fut: Future<Output = (R, Transaction<'static>)>,
+    R: TestOutcome,
+{
+    let rt = runtime();
+    let outcome = rt.block_on(async move {
+        let url = shared_database(&options)
+            .await
+            .unwrap_or_else(|e| panic!("pgdbm test database: {e}"));
+        let mut config = DatabaseConfig::new(url)
+            .min_connections(1)
+            .max_connections(2);
+        if let Some(s) = &options.schema {
+            config = config.schema(s);
+        }
+        let db = Database::connect(config)
+            .await
+            .unwrap_or_else(|e| panic!("pgdbm test database: {e}"));
+        let tx = db
+            .transaction()
+            .await
+            .unwrap_or_else(|e| panic!("pgdbm test transaction: {e}"));
+        let r = std::panic::AssertUnwindSafe(test(tx)).catch_unwind().await;
+        let r = match r {
+            Ok((outcome, tx)) => {
+                let _ = tx.rollback().await;
+                Ok(outcome)
+            }
+            Err(p) => Err(p),
+        };
+        db.close().await;
+        r
+    });
+    match outcome {
+        Ok(r) => r.into_outcome(),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// One database per process and option set for transactional tests, cloned from the template.
+async fn shared_database(options: &TestDatabaseBuilder) -> Result<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static SHARED: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let key = format!("{options:?}");
+    let map = SHARED.get_or_init(Default::default);
+    if let Some(url) = map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(url.clone());
+    }
+    let admin_url = options.admin_url().await?;
+    sweep_once(&admin_url).await;
+    let template = options.template(&admin_url).await?;
+    let name = template_db::create_test_db(&admin_url, template.as_deref()).await?;
+    let url = template_db::url_for(&admin_url, &name);
+    // Another test may have raced us here; keep the first and drop ours.
+    let existing = {
+        let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(&key) {
+            Some(existing) => Some(existing.clone()),
+            None => {
+                map.insert(key, url.clone());
+                None
+            }
+        }
+    };
+    match existing {
+        Some(existing) => {
+            let _ = template_db::drop_test_db(&admin_url, &name).await;
+            Ok(existing)
+        }
+        None => Ok(url),
+    }
+}
+
+/// Name prefix of every test database pgdbm creates (and the only names it ever drops).
+pub const TEST_DATABASE_PREFIX: &str = template_db::TEST_PREFIX;
+
+/// Drops test databases left by killed runs on the server at `admin_url`: names starting with
+/// [`TEST_DATABASE_PREFIX`] whose process is gone and that are older than two minutes, or older
+/// than a day. Runs by itself once per process before the first test database is made.
+pub async fn drop_stale_test_databases(admin_url: &str) -> Result<Vec<String>> {
+    template_db::drop_stale(admin_url).await
+}

@@ -1,0 +1,344 @@
+//! Finding a PostgreSQL server for tests, or starting a throwaway one.
+//!
+//! Order: `PGDBM_TEST_DATABASE_URL`, `DATABASE_URL`, a server on localhost:5432 (TCP, then the
+//! usual socket directories), and otherwise a server started from the PostgreSQL binaries on the
+//! machine in a directory under `target/`, reused by later runs and test binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+use crate::runtime::error::{Error, Result};
+
+/// Where the test server came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerSource {
+    /// `PGDBM_TEST_DATABASE_URL`.
+    TestUrl,
+    /// `DATABASE_URL`.
+    DatabaseUrl,
+    /// A server already listening on localhost.
+    Localhost,
+    /// A throwaway server started (or found running) in this directory.
+    Throwaway(PathBuf),
+}
+
+/// A server tests can create databases on.
+#[derive(Clone, Debug)]
+pub struct TestServer {
+    /// URL of its maintenance database (`…/postgres`); tests create their databases from here.
+    pub admin_url: String,
+    /// How it was found.
+    pub source: ServerSource,
+}
+
+/// How to look for a server. [`ServerDiscovery::from_env`] is what tests use; the fields exist so
+/// each step can be pointed elsewhere (or at nothing) in pgdbm's own tests.
+#[derive(Clone, Debug)]
+pub struct ServerDiscovery {
+    /// Value of `PGDBM_TEST_DATABASE_URL`.
+    pub test_url: Option<String>,
+    /// Value of `DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// Localhost port to probe (`None`: skip the probe).
+    pub localhost_port: Option<u16>,
+    /// Socket directories to probe.
+    pub socket_dirs: Vec<PathBuf>,
+    /// Directories to search for `initdb` and `pg_ctl` (after `PATH`, unless `search_path` is false).
+    pub bin_dirs: Vec<PathBuf>,
+    /// Whether to search `PATH` for the binaries.
+    pub search_path: bool,
+    /// Where the throwaway server keeps its data (`None`: never start one).
+    pub throwaway_dir: Option<PathBuf>,
+}
+
+impl ServerDiscovery {
+    /// The default search, from the environment.
+    pub fn from_env() -> ServerDiscovery {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let mut bin_dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .collect();
+        // Newest version first.
+        bin_dirs.sort_by(|a, b| b.cmp(a));
+        ServerDiscovery {
+            test_url: env("PGDBM_TEST_DATABASE_URL"),
+            database_url: env("DATABASE_URL"),
+            localhost_port: Some(5432),
+            socket_dirs: vec!["/var/run/postgresql".into(), "/tmp".into()],
+            bin_dirs,
+            search_path: true,
+            throwaway_dir: Some(default_throwaway_dir()),
+        }
+    }
+
+    /// Finds (or starts) a server, or says exactly what was tried.
+    pub async fn find(&self) -> Result<TestServer> {
+        let mut tried = Vec::new();
+        if let Some(url) = &self.test_url {
+            return Ok(TestServer {
+                admin_url: url.clone(),
+                source: ServerSource::TestUrl,
+            });
+        }
+        tried.push("PGDBM_TEST_DATABASE_URL: not set".to_string());
+        if let Some(url) = &self.database_url {
+            return Ok(TestServer {
+                admin_url: admin_url_of(url),
+                source: ServerSource::DatabaseUrl,
+            });
+        }
+        tried.push("DATABASE_URL: not set".to_string());
+        let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+        if let Some(port) = self.localhost_port {
+            let url = format!("postgresql://{user}@127.0.0.1:{port}/postgres");
+            match probe(&url).await {
+                Ok(()) => {
+                    return Ok(TestServer {
+                        admin_url: url,
+                        source: ServerSource::Localhost,
+                    });
+                }
+                Err(e) => tried.push(format!("127.0.0.1:{port} as `{user}`: {e}")),
+            }
+            for dir in &self.socket_dirs {
+                if !dir.join(format!(".s.PGSQL.{port}")).exists() {
+                    tried.push(format!("socket {}/.s.PGSQL.{port}: none", dir.display()));
+                    continue;
+                }
+                let url = format!(
+                    "postgresql://{user}@localhost:{port}/postgres?host={}",
+                    dir.display()
+                );
+                match probe(&url).await {
+                    Ok(()) => {
+                        return Ok(TestServer {
+                            admin_url: url,
+                            source: ServerSource::Localhost,
+                        });
+                    }
+                    Err(e) => tried.push(format!("socket in {}: {e}", dir.display())),
+                }
+            }
+        }
+        match &self.throwaway_dir {
+            None => tried.push("throwaway server: disabled".into()),
+            Some(dir) => match self.binaries() {
+                None => tried.push(format!(
+                    "throwaway server: no initdb and pg_ctl found on PATH or in {}",
+                    if self.bin_dirs.is_empty() {
+                        "/usr/lib/postgresql/*/bin".to_string()
+                    } else {
+                        self.bin_dirs
+                            .iter()
+                            .map(|d| d.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )),
+                Some(bin) => match start_throwaway(&bin, dir).await {
+                    Ok(url) => {
+                        return Ok(TestServer {
+                            admin_url: url,
+                            source: ServerSource::Throwaway(dir.clone()),
+                        });
+                    }
+                    Err(e) => tried.push(format!("throwaway server in {}: {e}", dir.display())),
+                },
+            },
+        }
+        Err(Error::config(
+            "test_server",
+            format!(
+                "no PostgreSQL server for tests. Tried, in order:\n  - {}\nTo fix: set PGDBM_TEST_DATABASE_URL (or DATABASE_URL) to a server where the user may CREATE DATABASE, start the local server (e.g. `pg_ctlcluster 15 main start`), or install PostgreSQL (`apt-get install postgresql`) so a throwaway server can be started",
+                tried.join("\n  - ")
+            ),
+        ))
+    }
+
+    /// The directory holding `initdb` and `pg_ctl`.
+    fn binaries(&self) -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if self.search_path
+            && let Some(path) = std::env::var_os("PATH")
+        {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        dirs.extend(self.bin_dirs.iter().cloned());
+        dirs.into_iter()
+            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    }
+}
+
+/// `target/pgdbm-test-server`, found from the running test binary (or `CARGO_TARGET_DIR`).
+fn default_throwaway_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("pgdbm-test-server");
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // Cargo marks its target directory with CACHEDIR.TAG.
+        for dir in exe.ancestors().skip(1) {
+            if dir.join("CACHEDIR.TAG").is_file() {
+                return dir.join("pgdbm-test-server");
+            }
+        }
+    }
+    std::env::temp_dir().join("pgdbm-test-server")
+}
+
+/// The same server's `postgres` database.
+pub(crate) fn admin_url_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path("/postgres");
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+async fn probe(url: &str) -> std::result::Result<(), String> {
+    let opts: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| e.to_string())?;
+    let connect = opts.connect();
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(short(&e)),
+        Err(_) => Err("no answer within 3 s".into()),
+    }
+}
+
+fn short(e: &sqlx::Error) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or("").to_string()
+}
+
+fn run(cmd: &mut Command) -> std::result::Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+    }
+}
+
+/// The user the server runs as: PostgreSQL refuses to run as root.
+fn server_user() -> Option<String> {
+    let uid = run(Command::new("id").arg("-u")).ok()?;
+    if uid.trim() != "0" {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let has = |name: &str| passwd.lines().any(|l| l.split(':').next() == Some(name));
+    Some(
+        if has("postgres") {
+            "postgres"
+        } else {
+            "nobody"
+        }
+        .to_string(),
+    )
+}
+
+fn as_user(user: &Option<String>, program: &Path) -> Command {
+    match user {
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(u).arg("--").arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spare_port() -> std::result::Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Starts (or finds running) the throwaway server in `root`; returns its admin URL.
+///
+/// Parallel test binaries serialise here on a file lock, so exactly one initialises and starts
+/// the server and the others reuse it.
+async fn start_throwaway(bin: &Path, root: &Path) -> std::result::Result<String, String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", root.display()))?;
+    let url_for = |port: u16| format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+    let port_file = root.join("port");
+    if let Some(port) = std::fs::read_to_string(&port_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        && probe(&url_for(port)).await.is_ok()
+    {
+        return Ok(url_for(port));
+    }
+    let user = server_user();
+    let data = root.join("data");
+    if let Some(u) = &user {
+        // The server's user must own its directory (and reach it).
+        run(Command::new("chown").arg("-R").arg(u).arg(root))?;
+    }
+    if !data.join("PG_VERSION").is_file() {
+        let _ = std::fs::remove_dir_all(&data);
+        run(as_user(&user, &bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]))?;
+    }
+    let port = spare_port()?;
+    // Durability is worth nothing to a test server; speed is.
+    let options = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    );
+    run(as_user(&user, &bin.join("pg_ctl"))
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(root.join("server.log"))
+        .args(["-w", "-t", "60", "-o", &options, "start"]))?;
+    std::fs::write(&port_file, port.to_string()).map_err(|e| e.to_string())?;
+    tracing::info!(dir = %root.display(), port, "pgdbm: started a throwaway PostgreSQL for tests");
+    probe(&url_for(port)).await?;
+    Ok(url_for(port))
+}
+
+/// Stops a throwaway server started in `root` (for tests of this module and for cleanup).
+pub fn stop_throwaway(bin_dir: &Path, root: &Path) -> Result<()> {
+    let user = server_user();
+    run(as_user(&user, &bin_dir.join("pg_ctl"))
+        .arg("-D")
+        .arg(root.join("data"))
+        .args(["-m", "immediate", "-w", "stop"]))
+    .map(|_| ())
+    .map_err(|e| Error::config("test_server", e))
+}
+
+/// The first directory with `initdb` and `pg_ctl` in [`ServerDiscovery::from_env`]'s search.
+pub fn find_binaries() -> Option<PathBuf> {
+    ServerDiscovery::from_env().binaries()
+}
