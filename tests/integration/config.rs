@@ -279,3 +279,23 @@ async fn a_bad_init_command_fails_connect() {
     assert_eq!(q.sql(), "SELEC 1");
     assert_eq!(q.code(), Some("42601"));
 }
+
+#[test]
+fn tls_defaults_to_off_for_a_local_server_only() {
+    let mode = |url: &str| DatabaseConfig::new(url).get_ssl_mode().unwrap();
+    assert_eq!(mode("postgresql://u@127.0.0.1/db"), SslMode::Disable);
+    assert_eq!(mode("postgresql://u@localhost/db"), SslMode::Disable);
+    assert_eq!(mode("postgresql://u@[::1]/db"), SslMode::Disable);
+    assert_eq!(mode("postgresql://u@db.internal/db"), SslMode::Prefer);
+    assert_eq!(
+        mode("postgresql://u@127.0.0.1/db?sslmode=require"),
+        SslMode::Require
+    );
+    assert_eq!(
+        DatabaseConfig::new("postgresql://u@127.0.0.1/db")
+            .ssl_mode(SslMode::Prefer)
+            .get_ssl_mode()
+            .unwrap(),
+        SslMode::Prefer
+    );
+}

@@ -1,17 +1,19 @@
-//! Migration files: discovery, versions, order, checksums.
+//! Migration files: discovery, versions, order, checksums, and creating the next file.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// A migration set could not be read.
+/// A migration set could not be read, or a new migration file could not be created.
+///
+/// Every message names the directory or file concerned and says what to do about it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
     /// The directory does not exist or cannot be listed.
     #[error(
-        "cannot read the migrations directory `{}`: {source}; create it or point the migrator at the right path",
+        "cannot read the migrations directory `{}`: {source}; create it (an empty directory means no migrations) or point the migrator at the right path",
         path.display()
     )]
     Directory {
@@ -26,12 +28,12 @@ pub enum SourceError {
     Unreadable {
         /// The file.
         path: PathBuf,
-        /// Why (not UTF-8, I/O error).
+        /// Why (not UTF-8, I/O error), with what to do about it.
         reason: String,
     },
     /// A file resolves (through a symlink) outside the directory.
     #[error(
-        "migration `{}` resolves to `{}`, outside the migrations directory; refusing to read it",
+        "migration `{}` resolves to `{}`, outside the migrations directory; refusing to read it: copy the file into the directory instead of linking to it",
         path.display(), target.display()
     )]
     OutsideDirectory {
@@ -48,17 +50,41 @@ pub enum SourceError {
         /// The file name.
         filename: String,
     },
+    /// The version in the file name does not fit in 128 bits.
+    #[error(
+        "migration `{filename}` has a version with too many digits (at most 38); use a shorter number such as 001 or a 14-digit timestamp"
+    )]
+    VersionTooLarge {
+        /// The file name.
+        filename: String,
+    },
+    /// The file name is longer than the history table stores.
+    #[error(
+        "migration file name `{filename}` is {chars} characters long, but the history table stores at most 255; rename it"
+    )]
+    FilenameTooLong {
+        /// The file name.
+        filename: String,
+        /// Its length in characters.
+        chars: usize,
+    },
     /// Two files share a version.
     #[error(
         "migrations `{first}` and `{second}` have the same version {version}; give one of them another number"
     )]
     DuplicateVersion {
-        /// The version.
+        /// The version number.
         version: u128,
         /// One file.
         first: String,
         /// The other.
         second: String,
+    },
+    /// The same file name was given twice (embedded migrations).
+    #[error("migration `{filename}` is listed twice; list each file once")]
+    DuplicateFile {
+        /// The file name.
+        filename: String,
     },
     /// The file is empty or only white space.
     #[error("migration `{filename}` is empty; write the SQL in it or delete it")]
@@ -71,18 +97,42 @@ pub enum SourceError {
     InvalidName {
         /// The name.
         name: String,
-        /// Why.
+        /// Why, and what is accepted.
         reason: &'static str,
     },
-    /// Writing a new migration file failed.
-    #[error("cannot create migration `{}`: {source}", path.display())]
+    /// Writing a new migration file failed (it already exists, or an I/O error).
+    #[error("cannot create migration `{}`: {source}; {hint}", path.display())]
     Create {
         /// The file.
         path: PathBuf,
+        /// What to do about it.
+        hint: &'static str,
         /// Why.
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The longest file name the history table stores (`filename VARCHAR(255)`, in characters).
+pub const MAX_FILENAME_LEN: usize = 255;
+
+/// The version at the start of a migration file name.
+///
+/// Ordered by number first, so `2_b.sql` comes before `10_c.sql`; `text` only breaks ties (which
+/// a [`MigrationSet`] never holds, since it refuses duplicate numbers).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MigrationVersion {
+    /// The version as a number: `001_a.sql` → 1.
+    pub number: u128,
+    /// The digits as written in the file name: `001_a.sql` → `"001"`, `V7__a.sql` → `"7"` (what
+    /// pgdbm's `Migration.version` returns for these names).
+    pub text: String,
+}
+
+impl fmt::Display for MigrationVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// One migration file.
@@ -90,13 +140,15 @@ pub enum SourceError {
 pub struct Migration {
     /// The file name, e.g. `001_create_users.sql`.
     pub filename: String,
-    /// The numeric version from the name.
-    pub version: u128,
+    /// The version from the name.
+    pub version: MigrationVersion,
+    /// The rest of the name, without the version, its separator and `.sql`: `create_users`.
+    pub name: String,
     /// The file's text, before templating.
     pub content: String,
     /// pgdbm's checksum of the text (see [`checksum`]).
     pub checksum: String,
-    /// Whether the file has a `-- pgdbm:no-transaction` line.
+    /// Whether the file has a `-- pgdbm:no-transaction` line (see [`is_no_transaction`]).
     pub no_transaction: bool,
 }
 
@@ -122,35 +174,93 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Whether `content` has pgdbm's marker: a line that starts with `-- pgdbm:no-transaction`
-/// followed by white space or the end of the text.
+/// Whether `content` has pgdbm's marker: a line that starts with exactly `-- pgdbm:no-transaction`
+/// followed by white space or the end of the text (Python:
+/// `re.search(r"^-- pgdbm:no-transaction(?=\s|$)", content, re.MULTILINE)`).
+///
+/// ```
+/// use pgdbm_core::migrations::is_no_transaction;
+/// assert!(is_no_transaction("-- pgdbm:no-transaction\r\nCREATE INDEX CONCURRENTLY i ON t (a);"));
+/// assert!(!is_no_transaction("  -- pgdbm:no-transaction\n"));
+/// ```
 pub fn is_no_transaction(content: &str) -> bool {
     const MARKER: &str = "-- pgdbm:no-transaction";
+    // Python's `^` with MULTILINE only matches after `\n`, so splitting on `\n` alone is exact.
     content.split('\n').any(|line| {
         line.strip_prefix(MARKER)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace()))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
     })
 }
 
 /// The version in a file name: `001_name.sql` → 1, `V1__name.sql` → 1,
-/// `20240101120000_name.sql` → 20240101120000.
-pub fn parse_version(filename: &str) -> Option<u128> {
-    let digits_then = |s: &str, sep: &str| -> Option<u128> {
+/// `20240101120000_name.sql` → 20240101120000; `None` for any other name.
+///
+/// ```
+/// use pgdbm_core::migrations::parse_version;
+/// let v = parse_version("007_add_posts.sql").unwrap();
+/// assert_eq!((v.number, v.text.as_str()), (7, "007"));
+/// assert!(parse_version("init.sql").is_none());
+/// ```
+pub fn parse_version(filename: &str) -> Option<MigrationVersion> {
+    split_version(filename).ok().map(|(v, _)| v)
+}
+
+/// Why a name carries no usable version.
+enum VersionProblem {
+    Missing,
+    TooLarge,
+}
+
+/// Splits `filename` into its version and the name after the separator (`.sql` removed).
+fn split_version(filename: &str) -> Result<(MigrationVersion, &str), VersionProblem> {
+    let digits_then = |s: &str, sep: &str| -> Option<(usize, usize)> {
         let end = s.find(|c: char| !c.is_ascii_digit())?;
-        if end == 0 || !s[end..].starts_with(sep) {
-            return None;
-        }
-        s[..end].parse().ok()
+        (end > 0 && s[end..].starts_with(sep)).then_some((end, end + sep.len()))
     };
-    digits_then(filename, "_").or_else(|| digits_then(filename.strip_prefix('V')?, "__"))
+    let (digits, rest) = match digits_then(filename, "_") {
+        Some((end, rest)) => (&filename[..end], &filename[rest..]),
+        None => {
+            let after_v = filename.strip_prefix('V').ok_or(VersionProblem::Missing)?;
+            let (end, rest) = digits_then(after_v, "__").ok_or(VersionProblem::Missing)?;
+            (&after_v[..end], &after_v[rest..])
+        }
+    };
+    let number = digits.parse().map_err(|_| VersionProblem::TooLarge)?;
+    let name = rest.strip_suffix(".sql").unwrap_or(rest);
+    Ok((
+        MigrationVersion {
+            number,
+            text: digits.to_string(),
+        },
+        name,
+    ))
 }
 
 impl Migration {
-    /// A migration from a file name and its text (validated: version, not empty).
+    /// A migration from a file name and its text, validated: the name carries a version and fits
+    /// the history table, and the text is not empty.
+    ///
+    /// ```
+    /// use pgdbm_core::migrations::Migration;
+    /// let m = Migration::new("V2__add_posts.sql", "CREATE TABLE {{tables.posts}} (id int);").unwrap();
+    /// assert_eq!((m.version.number, m.name.as_str(), m.no_transaction), (2, "add_posts", false));
+    /// ```
     pub fn new(filename: &str, content: &str) -> Result<Migration, SourceError> {
-        let version = parse_version(filename).ok_or_else(|| SourceError::NoVersion {
-            filename: filename.to_string(),
+        let (version, name) = split_version(filename).map_err(|problem| match problem {
+            VersionProblem::Missing => SourceError::NoVersion {
+                filename: filename.to_string(),
+            },
+            VersionProblem::TooLarge => SourceError::VersionTooLarge {
+                filename: filename.to_string(),
+            },
         })?;
+        let chars = filename.chars().count();
+        if chars > MAX_FILENAME_LEN {
+            return Err(SourceError::FilenameTooLong {
+                filename: filename.to_string(),
+                chars,
+            });
+        }
         if content.trim().is_empty() {
             return Err(SourceError::Empty {
                 filename: filename.to_string(),
@@ -158,6 +268,7 @@ impl Migration {
         }
         Ok(Migration {
             filename: filename.to_string(),
+            name: name.to_string(),
             version,
             checksum: checksum(content),
             no_transaction: is_no_transaction(content),

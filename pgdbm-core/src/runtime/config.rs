@@ -448,7 +448,8 @@ impl DatabaseConfig {
         self
     }
 
-    /// Sets the TLS mode (default: the URL's `sslmode`, else `prefer`).
+    /// Sets the TLS mode (default: the URL's `sslmode`, else `prefer` — except for a server on
+    /// this machine (loopback address, `localhost`, a socket), where it is `disable`).
     pub fn ssl_mode(mut self, mode: SslMode) -> Self {
         self.ssl_mode = Some(mode);
         self
@@ -628,8 +629,17 @@ impl DatabaseConfig {
         if let Some(p) = &password {
             opts = opts.password(p);
         }
-        if let Some(m) = self.ssl_mode {
-            opts = opts.ssl_mode(m.into());
+        let url_sets_tls = self.url.as_deref().is_some_and(|u| {
+            url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslmode"))
+        });
+        match self.ssl_mode {
+            Some(m) => opts = opts.ssl_mode(m.into()),
+            // TLS to the same machine protects nothing, and sqlx's TLS handshake costs ~90 ms
+            // here (it does not set TCP_NODELAY): `prefer` becomes `disable` on loopback.
+            None if !url_sets_tls && is_local(opts.get_host()) => {
+                opts = opts.ssl_mode(PgSslMode::Disable)
+            }
+            None => {}
         }
         if let Some(p) = &self.ssl_root_cert {
             opts = opts.ssl_root_cert(p);
@@ -698,6 +708,17 @@ impl DatabaseConfig {
     pub(crate) fn secret(&self) -> Option<String> {
         self.password_str()
     }
+}
+
+/// Loopback addresses, `localhost` and socket directories.
+fn is_local(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn percent_decode(s: &str) -> String {

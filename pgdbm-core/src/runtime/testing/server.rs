@@ -205,7 +205,9 @@ pub(crate) fn admin_url_of(url: &str) -> String {
 }
 
 async fn probe(url: &str) -> std::result::Result<(), String> {
-    let opts: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| e.to_string())?;
+    let opts: PgConnectOptions = crate::runtime::config::DatabaseConfig::new(url)
+        .connect_options()
+        .map_err(|e| e.to_string())?;
     let connect = opts.connect();
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(c)) => {

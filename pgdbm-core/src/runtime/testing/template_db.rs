@@ -60,10 +60,15 @@ pub(crate) fn url_for(admin_url: &str, db: &str) -> String {
 }
 
 pub(crate) async fn admin(admin_url: &str) -> Result<PgConnection> {
-    PgConnection::connect(admin_url).await.map_err(|e| {
-        let cfg = DatabaseConfig::new(admin_url);
-        super::super::pool::connect_error(&cfg, 1, e)
-    })
+    use sqlx::ConnectOptions;
+    let cfg = DatabaseConfig::new(admin_url)
+        .statement_timeout(None)
+        .lock_timeout(None)
+        .idle_in_transaction_session_timeout(None);
+    cfg.connect_options()?
+        .connect()
+        .await
+        .map_err(|e| super::super::pool::connect_error(&cfg, 1, e))
 }
 
 async fn exec(conn: &mut PgConnection, sql: String) -> Result<()> {
