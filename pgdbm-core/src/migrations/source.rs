@@ -277,15 +277,20 @@ impl Migration {
     }
 }
 
-/// An ordered, validated set of migrations: by version, then by name; versions unique.
+/// An ordered, validated set of migrations: by version number, then by file name; version
+/// numbers unique.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationSet {
     migrations: Vec<Migration>,
 }
 
 impl MigrationSet {
-    /// The `*.sql` files at the top of `dir` (hidden files and other extensions are ignored; a
-    /// symlink that leads outside `dir` is refused).
+    /// The `*.sql` regular files at the top of `dir`, in apply order.
+    ///
+    /// Hidden files (`.name.sql`), other extensions and subdirectories are ignored. A missing
+    /// directory is an error (not an empty set), so a wrong path cannot pass for "nothing to do".
+    /// A symlink that leads outside `dir`, a file that is not UTF-8 and an empty file are errors
+    /// naming the file.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<MigrationSet, SourceError> {
         let dir = dir.as_ref();
         let dir_err = |source| SourceError::Directory {
@@ -293,39 +298,51 @@ impl MigrationSet {
             source,
         };
         let root = dir.canonicalize().map_err(dir_err)?;
-        let mut files = Vec::new();
+        let mut paths = Vec::new();
         for entry in std::fs::read_dir(&root).map_err(dir_err)? {
-            let entry = entry.map_err(dir_err)?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') || !name.ends_with(".sql") {
+            let path = entry.map_err(dir_err)?.path();
+            let Some(os_name) = path.file_name() else {
+                continue;
+            };
+            let hidden = os_name.as_encoded_bytes().starts_with(b".");
+            if hidden || path.extension().is_none_or(|e| e != "sql") {
                 continue;
             }
-            let path = entry.path();
-            let target = path.canonicalize().map_err(|e| SourceError::Unreadable {
+            paths.push(path);
+        }
+        // read_dir order is arbitrary; sorting makes the first reported error the same everywhere.
+        paths.sort();
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            let unreadable = |reason: String| SourceError::Unreadable {
                 path: path.clone(),
-                reason: e.to_string(),
-            })?;
+                reason,
+            };
+            let target = path
+                .canonicalize()
+                .map_err(|e| unreadable(format!("{e} (a broken symlink?)")))?;
             if !target.starts_with(&root) {
                 return Err(SourceError::OutsideDirectory { path, target });
             }
             if !target.is_file() {
                 continue;
             }
-            let bytes = std::fs::read(&target).map_err(|e| SourceError::Unreadable {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            let content = String::from_utf8(bytes).map_err(|_| SourceError::Unreadable {
-                path: path.clone(),
-                reason: "it is not valid UTF-8".into(),
-            })?;
-            files.push((name.to_string(), content));
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                return Err(unreadable(
+                    "its name is not valid UTF-8; rename it (e.g. 001_name.sql)".into(),
+                ));
+            };
+            let name = name.to_string();
+            let bytes = std::fs::read(&target).map_err(|e| unreadable(e.to_string()))?;
+            let content = String::from_utf8(bytes)
+                .map_err(|e| unreadable(format!("{e}; save the file as UTF-8")))?;
+            files.push((name, content));
         }
         Self::build(files)
     }
 
-    /// A set from `(filename, content)` pairs, e.g. files embedded at compile time.
+    /// A set from `(filename, content)` pairs, e.g. files embedded at compile time; validated and
+    /// ordered like [`MigrationSet::from_dir`], whatever order the pairs come in.
     pub fn from_embedded(files: &[(&str, &str)]) -> Result<MigrationSet, SourceError> {
         Self::build(
             files
@@ -340,11 +357,16 @@ impl MigrationSet {
             .iter()
             .map(|(n, c)| Migration::new(n, c))
             .collect::<Result<Vec<_>, _>>()?;
-        migrations.sort_by(|a, b| (a.version, &a.filename).cmp(&(b.version, &b.filename)));
+        migrations.sort_by(|a, b| (&a.version, &a.filename).cmp(&(&b.version, &b.filename)));
         for pair in migrations.windows(2) {
-            if pair[0].version == pair[1].version {
+            if pair[0].filename == pair[1].filename {
+                return Err(SourceError::DuplicateFile {
+                    filename: pair[0].filename.clone(),
+                });
+            }
+            if pair[0].version.number == pair[1].version.number {
                 return Err(SourceError::DuplicateVersion {
-                    version: pair[0].version,
+                    version: pair[0].version.number,
                     first: pair[0].filename.clone(),
                     second: pair[1].filename.clone(),
                 });
@@ -373,11 +395,13 @@ impl MigrationSet {
         self.migrations.iter().find(|m| m.filename == filename)
     }
 
-    /// One checksum over every file name and checksum, in order: identifies the set (e.g. to
-    /// key a template database built from it).
+    /// One SHA-256 (lowercase hex) over every file name and checksum, in apply order: identifies
+    /// the set, e.g. to key a template database built from it. Renaming, editing (beyond what
+    /// [`checksum`] ignores), adding or removing a file changes it.
     pub fn set_checksum(&self) -> String {
         let mut h = Sha256::new();
         for m in &self.migrations {
+            // NUL and newline cannot occur in the checksum, so the encoding is unambiguous.
             h.update(m.filename.as_bytes());
             h.update([0]);
             h.update(m.checksum.as_bytes());
@@ -386,12 +410,9 @@ impl MigrationSet {
         hex(&h.finalize())
     }
 
-    /// The file name the next migration called `name` gets: the highest version plus one,
-    /// three digits at least (`004_add_posts.sql`).
+    /// The file name the next migration called `name` gets; see [`new_migration_filename`].
     pub fn next_filename(&self, name: &str) -> Result<String, SourceError> {
-        let slug = slug(name)?;
-        let next = self.migrations.iter().map(|m| m.version).max().unwrap_or(0) + 1;
-        Ok(format!("{next:03}_{slug}.sql"))
+        new_migration_filename(self, name)
     }
 }
 
@@ -401,6 +422,34 @@ impl<'a> IntoIterator for &'a MigrationSet {
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
+}
+
+/// The file name the next migration called `name` gets: the highest version number in
+/// `existing` plus one, at least three digits (`004_add_posts.sql`).
+///
+/// `name` is trimmed and lowercased, with spaces and `-` turned into `_`; what remains must be
+/// ASCII letters, digits and underscores.
+///
+/// ```
+/// use pgdbm_core::migrations::{new_migration_filename, MigrationSet};
+/// let set = MigrationSet::from_embedded(&[("003_users.sql", "SELECT 1;")]).unwrap();
+/// assert_eq!(new_migration_filename(&set, "Add posts").unwrap(), "004_add_posts.sql");
+/// ```
+pub fn new_migration_filename(existing: &MigrationSet, name: &str) -> Result<String, SourceError> {
+    let slug = slug(name)?;
+    let last = existing.iter().map(|m| m.version.number).max().unwrap_or(0);
+    let next = last.checked_add(1).ok_or_else(|| SourceError::InvalidName {
+        name: name.to_string(),
+        reason: "the highest existing version is the largest possible number; renumber the files",
+    })?;
+    let filename = format!("{next:03}_{slug}.sql");
+    if filename.chars().count() > MAX_FILENAME_LEN {
+        return Err(SourceError::InvalidName {
+            name: name.to_string(),
+            reason: "the file name would be longer than the 255 characters the history table stores; use a shorter name",
+        });
+    }
+    Ok(filename)
 }
 
 fn slug(name: &str) -> Result<String, SourceError> {
@@ -420,18 +469,22 @@ fn slug(name: &str) -> Result<String, SourceError> {
         })
         .collect();
     if s.is_empty() {
-        return Err(invalid("it is empty"));
+        return Err(invalid("it is empty; give a short description such as `add posts`"));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(invalid("use letters, digits, spaces, '-' or '_'"));
+        return Err(invalid(
+            "use only ASCII letters, digits, spaces, '-' and '_', e.g. `add posts`",
+        ));
     }
     Ok(s)
 }
 
-/// Creates `dir/NNN_name.sql` (the next version) with a short header, and returns its path.
+/// Creates `dir/NNN_name.sql` (the next version, see [`new_migration_filename`]) with a short
+/// header comment, and returns its path.
 ///
-/// No `BEGIN`/`COMMIT` is added: the runner wraps each file in a transaction itself. Creates the
-/// directory if needed; never overwrites a file.
+/// No `BEGIN`/`COMMIT` is written: the runner applies each file and records it in one
+/// transaction itself. Creates `dir` if needed, reads the files already there (so an invalid one
+/// is reported now rather than at migration time) and never overwrites a file.
 pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBuf, SourceError> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|source| SourceError::Directory {
@@ -439,23 +492,36 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
         source,
     })?;
     let set = MigrationSet::from_dir(dir)?;
-    let filename = set.next_filename(name)?;
+    let filename = new_migration_filename(&set, name)?;
     let path = dir.join(&filename);
     let body = format!(
-        "-- Migration: {name}\n-- Write tables as {{{{tables.name}}}} so they land in the service's schema.\n-- The runner applies this file and records it in one transaction; add a line\n-- `-- pgdbm:no-transaction` for statements such as CREATE INDEX CONCURRENTLY.\n\n"
+        "-- Migration: {}\n\
+         -- Write tables as {{{{tables.name}}}} so they land in the service's schema.\n\
+         -- The runner applies this file and records it in one transaction; add a line\n\
+         -- `-- pgdbm:no-transaction` for statements such as CREATE INDEX CONCURRENTLY.\n\n",
+        name.trim()
     );
+    let create_err = |hint, source| SourceError::Create {
+        path: path.clone(),
+        hint,
+        source,
+    };
+    // create_new: another process creating the same file between from_dir and here must not be
+    // overwritten.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|source| SourceError::Create {
-            path: path.clone(),
-            source,
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "a file with that name already exists; try again or pick another name"
+            } else {
+                "check that the directory is writable"
+            };
+            create_err(hint, e)
         })?;
-    std::io::Write::write_all(&mut f, body.as_bytes()).map_err(|source| SourceError::Create {
-        path: path.clone(),
-        source,
-    })?;
+    std::io::Write::write_all(&mut f, body.as_bytes())
+        .map_err(|e| create_err("check the free disk space", e))?;
     Ok(path)
 }
 

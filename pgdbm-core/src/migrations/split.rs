@@ -11,53 +11,156 @@ pub struct Statement<'a> {
 }
 
 /// Splits `sql` at top-level `;`, understanding `'…'` strings (with `''`), `E'…'` strings (with
-/// backslash escapes), `"…"` identifiers, `$$…$$` / `$tag$…$tag$` bodies, `-- …` comments and
-/// nested `/* … */` comments. Empty and comment-only pieces are dropped, and so are the comments
-/// that lead a statement.
+/// backslash escapes), `"…"` identifiers, `$$…$$` / `$tag$…$tag$` bodies (`$1` is a parameter,
+/// not a quote), `-- …` comments and nested `/* … */` comments.
+///
+/// Like psql, a `;` inside parentheses (a multi-action `CREATE RULE … DO (…; …)`) or inside the
+/// `BEGIN ATOMIC … END` body of `CREATE [OR REPLACE] FUNCTION|PROCEDURE` does not end the
+/// statement. Each statement is trimmed and keeps its `;`; empty and comment-only pieces are
+/// dropped (pgdbm keeps a trailing comment-only piece), and so are the comments that lead a
+/// statement. An unclosed quote or comment takes the rest of the text.
 ///
 /// ```
 /// use pgdbm_core::migrations::split_statements;
 /// let s = split_statements("CREATE TABLE t (a text DEFAULT ';');\n-- x;\nCREATE FUNCTION f() RETURNS int AS $b$ SELECT 1; $b$ LANGUAGE sql;");
 /// assert_eq!(s.len(), 2);
 /// assert_eq!(s[1].text, "CREATE FUNCTION f() RETURNS int AS $b$ SELECT 1; $b$ LANGUAGE sql;");
+/// assert_eq!(s[1].offset, 42);
 /// ```
 pub fn split_statements(sql: &str) -> Vec<Statement<'_>> {
     let b = sql.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
+    let mut state = StatementState::default();
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'\'' => {
-                let escapes =
-                    i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !is_ident_byte(b[i - 2]));
-                i = skip_quoted(b, i, b'\'', escapes);
-            }
+        let c = b[i];
+        let word_start = i == 0 || !is_ident_byte(b[i - 1]);
+        match c {
+            b'\'' => i = skip_quoted(b, i, b'\'', false),
             b'"' => i = skip_quoted(b, i, b'"', false),
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line_comment(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
-            b'$' if i == 0 || !is_ident_byte(b[i - 1]) => match dollar_tag(b, i) {
+            // After an identifier byte `$` is part of the identifier (`a$b`), never a quote.
+            b'$' if word_start => match dollar_tag(b, i) {
                 Some(tag_len) => {
                     let tag = &b[i..i + tag_len];
-                    let body = i + tag_len;
-                    i = find(b, body, tag).map_or(b.len(), |end| end + tag_len);
+                    i = find(b, i + tag_len, tag).map_or(b.len(), |end| end + tag_len);
                 }
                 None => i += 1,
             },
-            b';' => {
+            b'(' => {
+                state.parens += 1;
+                i += 1;
+            }
+            b')' => {
+                state.parens = state.parens.saturating_sub(1);
+                i += 1;
+            }
+            b';' if state.parens == 0 && state.begin_depth == 0 => {
                 push(sql, start, i + 1, &mut out);
                 i += 1;
                 start = i;
+                state = StatementState::default();
+            }
+            _ if word_start && is_ident_start(c) => {
+                let end = word_end(b, i);
+                let word = &b[i..end];
+                if end - i == 1 && matches!(c, b'E' | b'e') && b.get(end) == Some(&b'\'') {
+                    i = skip_quoted(b, end, b'\'', true);
+                } else {
+                    state.word(word);
+                    i = end;
+                }
             }
             _ => i += 1,
         }
     }
     push(sql, start, b.len(), &mut out);
     out
+}
+
+/// What the splitter tracks about the statement it is in.
+#[derive(Default)]
+struct StatementState {
+    /// Open parentheses.
+    parens: usize,
+    /// The first words of the statement (up to four), lowercased, to recognise
+    /// `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
+    head: [Option<Head>; 4],
+    words: usize,
+    /// Open `BEGIN [ATOMIC]` / `CASE` blocks of a routine body, closed by `END`.
+    begin_depth: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Head {
+    Create,
+    Or,
+    Replace,
+    Routine,
+}
+
+impl StatementState {
+    fn word(&mut self, word: &[u8]) {
+        let is = |kw: &str| word.eq_ignore_ascii_case(kw.as_bytes());
+        if self.words < self.head.len() {
+            self.head[self.words] = if is("create") {
+                Some(Head::Create)
+            } else if is("or") {
+                Some(Head::Or)
+            } else if is("replace") {
+                Some(Head::Replace)
+            } else if is("function") || is("procedure") {
+                Some(Head::Routine)
+            } else {
+                None
+            };
+        }
+        self.words += 1;
+        if !self.in_routine() || self.parens > 0 {
+            return;
+        }
+        // A SQL-standard body (`BEGIN ATOMIC … END`) holds `;`-terminated statements; CASE …
+        // END can nest in it, and only matters once inside a body.
+        if is("begin") || (is("case") && self.begin_depth > 0) {
+            self.begin_depth += 1;
+        } else if is("end") {
+            self.begin_depth = self.begin_depth.saturating_sub(1);
+        }
+    }
+
+    fn in_routine(&self) -> bool {
+        use Head::*;
+        matches!(
+            self.head,
+            [Some(Create), Some(Routine), ..] | [Some(Create), Some(Or), Some(Replace), Some(Routine)]
+        )
+    }
+}
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_ident_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
+}
+
+/// The end of the identifier or keyword starting at `i` (identifiers may contain `$`).
+fn word_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
+        i += 1;
+    }
+    i
+}
+
+/// Returns the index of the `\n` ending the line comment at `i` (or the end of the text).
+fn skip_line_comment(b: &[u8], i: usize) -> usize {
+    b[i..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(b.len(), |p| i + p)
 }
 
 /// Returns the index just past the block comment opening at `i` (PostgreSQL's nest), or the
@@ -79,10 +182,6 @@ fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
         }
     }
     b.len()
-}
-
-fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
 }
 
 /// Returns the index just past the closing quote (or the end of the text if unclosed).
@@ -126,13 +225,13 @@ fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
 
 fn push<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<Statement<'a>>) {
     let piece = &sql[start..end];
-    if only_comments(piece) {
-        return;
-    }
     // Leading comments belong to no statement; dropping them makes `text` start at the SQL
     // itself (and error reports show the statement, not the comment above it).
     let lead = leading_comments_len(piece);
     let text = piece[lead..].trim_end();
+    if text.is_empty() || text == ";" {
+        return;
+    }
     out.push(Statement {
         text,
         offset: start + lead,
@@ -144,38 +243,15 @@ fn leading_comments_len(piece: &str) -> usize {
     let b = piece.as_bytes();
     let mut i = 0;
     loop {
-        while i < b.len() && b[i].is_ascii_whitespace() {
-            i += 1;
-        }
+        i += piece[i..].len() - piece[i..].trim_start().len();
         if b[i..].starts_with(b"--") {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
+            i = skip_line_comment(b, i);
         } else if b[i..].starts_with(b"/*") {
             i = skip_block_comment(b, i);
         } else {
             return i;
         }
     }
-}
-
-fn only_comments(text: &str) -> bool {
-    let b = text.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_whitespace() || b[i] == b';' {
-            i += 1;
-        } else if b[i] == b'-' && b.get(i + 1) == Some(&b'-') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            i = skip_block_comment(b, i);
-        } else {
-            return false;
-        }
-    }
-    true
 }
 
 /// Line and column (both 1-based; the column counts characters) of a byte offset.
