@@ -6,7 +6,7 @@ mod source;
 mod split;
 
 pub use source::{
-    Migration, MigrationSet, SourceError, checksum, create_migration_file, is_no_transaction,
-    parse_version,
+    MAX_FILENAME_LEN, Migration, MigrationSet, MigrationVersion, SourceError, checksum,
+    create_migration_file, is_no_transaction, new_migration_filename, parse_version,
 };
 pub use split::{Statement, char_position_to_byte_offset, line_col, split_statements};

@@ -163,7 +163,14 @@ pub struct Migration {
 /// ```
 pub fn checksum(content: &str) -> String {
     let normalized = content.replace("\r\n", "\n");
-    hex(&Sha256::digest(normalized.trim().as_bytes()))
+    hex(&Sha256::digest(python_strip(&normalized).as_bytes()))
+}
+
+/// Python's `str.strip()`: Rust's `trim()` plus U+001C..U+001F, which Python counts as white
+/// space and Unicode does not. A checksum that differed from pgdbm's would make every applied file
+/// look modified.
+fn python_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -261,7 +268,7 @@ impl Migration {
                 chars,
             });
         }
-        if content.trim().is_empty() {
+        if python_strip(content).is_empty() {
             return Err(SourceError::Empty {
                 filename: filename.to_string(),
             });
@@ -469,7 +476,9 @@ fn slug(name: &str) -> Result<String, SourceError> {
         })
         .collect();
     if s.is_empty() {
-        return Err(invalid("it is empty; give a short description such as `add posts`"));
+        return Err(invalid(
+            "it is empty; give a short description such as `add posts`",
+        ));
     }
     if !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(invalid(
@@ -529,32 +538,128 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
 mod tests {
     use super::*;
 
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("pgdbm-src-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn write(&self, name: &str, content: impl AsRef<[u8]>) {
+            std::fs::write(self.0.join(name), content).unwrap();
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn names(set: &MigrationSet) -> Vec<&str> {
+        set.iter().map(|m| m.filename.as_str()).collect()
+    }
+
     #[test]
     fn checksum_matches_python() {
-        // hashlib.sha256("CREATE TABLE IF NOT EXISTS {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT);".encode()).hexdigest()
+        // Values from hashlib.sha256(content.replace("\r\n", "\n").strip().encode()).hexdigest()
         let c =
             "CREATE TABLE IF NOT EXISTS {{tables.users}} (id SERIAL PRIMARY KEY, email TEXT);\r\n";
         assert_eq!(
             checksum(c),
             "7c1bb0eef737009f5bf43b11f6cc003f67c1916d39f1a03c43d023a503241caf"
         );
+        assert_eq!(
+            checksum("\n SELECT 1;\r\nSELECT 2;\t\n"),
+            "f64316e71b25e7e950d2440c39420b51dfcc2931e172a923d5b7f89fdc67342d"
+        );
+        // Python's strip() also trims Unicode white space such as U+00A0 and U+3000, and the
+        // separators U+001C..U+001F that Rust's trim() keeps.
+        assert_eq!(
+            checksum("\u{a0}SELECT 'é';\u{3000}"),
+            "c5f84c3f2634f117a637e393398187dd6e5d3d2d3bde89f8237f4d5891d4bf58"
+        );
+        assert_eq!(checksum("\u{1c}\u{85}x\u{1f}\u{2029}"), checksum("x"));
+        assert_eq!(checksum("\u{200b}x"), checksum("\u{200b}x ")); // ZWSP is not white space
+        assert_ne!(checksum("\u{200b}x"), checksum("x"));
         assert_eq!(checksum("\n\n  x  \n"), checksum("x"));
         assert_ne!(checksum("a\rb"), checksum("a\nb")); // a lone CR is kept, as in pgdbm
     }
 
     #[test]
-    fn versions() {
-        assert_eq!(parse_version("001_name.sql"), Some(1));
-        assert_eq!(parse_version("V1__name.sql"), Some(1));
-        assert_eq!(parse_version("V12__x.sql"), Some(12));
+    fn versions_and_names() {
+        let parts = |f: &str| {
+            let m = Migration::new(f, "SELECT 1;").unwrap();
+            (m.version.number, m.version.text, m.name)
+        };
+        assert_eq!(parts("001_name.sql"), (1, "001".into(), "name".into()));
+        assert_eq!(parts("V1__name.sql"), (1, "1".into(), "name".into()));
+        assert_eq!(parts("V12__a_b.sql"), (12, "12".into(), "a_b".into()));
         assert_eq!(
-            parse_version("20240101120000_name.sql"),
-            Some(20240101120000)
+            parts("20240101120000_create_users.sql"),
+            (
+                20240101120000,
+                "20240101120000".into(),
+                "create_users".into()
+            )
         );
-        assert_eq!(parse_version("v2__a.sql"), None);
-        assert_eq!(parse_version("V1_a.sql"), None);
-        assert_eq!(parse_version("custom.name.sql"), None);
-        assert_eq!(parse_version("_1.sql"), None);
+        // Embedded names need not end in .sql; `_` after the first separator stays in the name.
+        assert_eq!(parts("2__x"), (2, "2".into(), "_x".into()));
+        assert_eq!(parts("3_.sql"), (3, "3".into(), String::new()));
+        assert_eq!(parse_version("V1__a.sql").unwrap().to_string(), "1");
+        for bad in [
+            "v2__a.sql",
+            "V1_a.sql",
+            "Vx__a.sql",
+            "custom.name.sql",
+            "_1.sql",
+            "001.sql",
+            "001-a.sql",
+            "",
+        ] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+            let err = Migration::new(bad, "SELECT 1;").unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "migration `{bad}` has no version in its name; name files like 001_name.sql, V1__name.sql or 20240101120000_name.sql"
+                )
+            );
+        }
+        let huge = format!("{}_a.sql", "9".repeat(39));
+        assert_eq!(parse_version(&huge), None);
+        let err = Migration::new(&huge, "SELECT 1;").unwrap_err();
+        assert!(matches!(err, SourceError::VersionTooLarge { .. }));
+        assert!(err.to_string().starts_with(&format!(
+            "migration `{huge}` has a version with too many digits"
+        )));
+    }
+
+    #[test]
+    fn version_order_is_numeric() {
+        let v = |f: &str| parse_version(f).unwrap();
+        assert!(v("2_b.sql") < v("10_c.sql"));
+        assert!(v("001_a.sql") < v("2_b.sql"));
+        assert!(v("V9__a.sql") < v("20240101120000_a.sql"));
+    }
+
+    #[test]
+    fn long_file_names_are_refused() {
+        let ok = format!("1_{}.sql", "a".repeat(MAX_FILENAME_LEN - 6));
+        assert_eq!(ok.chars().count(), MAX_FILENAME_LEN);
+        assert!(Migration::new(&ok, "SELECT 1;").is_ok());
+        let long = format!("1_{}.sql", "é".repeat(MAX_FILENAME_LEN - 5));
+        let err = Migration::new(&long, "SELECT 1;").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "migration file name `{long}` is 256 characters long, but the history table stores at most 255; rename it"
+            )
+        );
     }
 
     #[test]
@@ -564,10 +669,24 @@ mod tests {
             "SELECT 1;\r\n-- pgdbm:no-transaction\r\nX"
         ));
         assert!(is_no_transaction("x\n-- pgdbm:no-transaction"));
+        assert!(is_no_transaction(
+            "-- pgdbm:no-transaction because CONCURRENTLY\n"
+        ));
+        assert!(is_no_transaction("-- pgdbm:no-transaction\tx"));
         assert!(!is_no_transaction("--pgdbm:no-transaction\n"));
         assert!(!is_no_transaction("  -- pgdbm:no-transaction\n"));
+        assert!(!is_no_transaction("--  pgdbm:no-transaction\n"));
         assert!(!is_no_transaction("-- pgdbm:no-transactions\n"));
+        assert!(!is_no_transaction("-- pgdbm:no-transaction;\n"));
         assert!(!is_no_transaction("-- PGDBM:NO-TRANSACTION\n"));
+        assert!(!is_no_transaction("SELECT 1; -- pgdbm:no-transaction\n"));
+        let m = Migration::new("1_a.sql", "-- pgdbm:no-transaction\nSELECT 1;").unwrap();
+        assert!(m.no_transaction);
+        assert!(
+            !Migration::new("1_a.sql", "SELECT 1;")
+                .unwrap()
+                .no_transaction
+        );
     }
 
     #[test]
@@ -579,63 +698,297 @@ mod tests {
             ("001_a.sql", "a"),
         ])
         .unwrap();
-        let names: Vec<&str> = set.iter().map(|m| m.filename.as_str()).collect();
-        assert_eq!(names, ["001_a.sql", "2_b.sql", "V3__x.sql", "10_c.sql"]);
-        let err = MigrationSet::from_embedded(&[("1_a.sql", "a"), ("001_b.sql", "b")]).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("001_b.sql") && text.contains("1_a.sql"),
-            "{text}"
+        assert_eq!(
+            names(&set),
+            ["001_a.sql", "2_b.sql", "V3__x.sql", "10_c.sql"]
         );
-        let err = MigrationSet::from_embedded(&[("1_a.sql", " \n")]).unwrap_err();
-        assert!(err.to_string().contains("`1_a.sql` is empty"), "{err}");
-        let err = MigrationSet::from_embedded(&[("init.sql", "x")]).unwrap_err();
+        assert_eq!(set.len(), 4);
+        assert!(!set.is_empty());
+        assert_eq!(set.get("V3__x.sql").unwrap().content, "x");
+        assert_eq!(set.get("V3__x.sql").unwrap().checksum, checksum("x"));
+        assert!(set.get("3_x.sql").is_none());
+        assert_eq!((&set).into_iter().count(), 4);
+
+        let err = MigrationSet::from_embedded(&[("1_a.sql", "a"), ("001_b.sql", "b")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "migrations `001_b.sql` and `1_a.sql` have the same version 1; give one of them another number"
+        );
+        let err = MigrationSet::from_embedded(&[("1_a.sql", "a"), ("V1__a.sql", "b")]).unwrap_err();
+        assert!(
+            matches!(err, SourceError::DuplicateVersion { version: 1, .. }),
+            "{err}"
+        );
+        let err = MigrationSet::from_embedded(&[("1_a.sql", "a"), ("1_a.sql", "a")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "migration `1_a.sql` is listed twice; list each file once"
+        );
+        let err = MigrationSet::from_embedded(&[("1_a.sql", " \r\n\t")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "migration `1_a.sql` is empty; write the SQL in it or delete it"
+        );
+        let err = MigrationSet::from_embedded(&[("1_a.sql", "x"), ("init.sql", "x")]).unwrap_err();
         assert!(
             err.to_string().contains("`init.sql` has no version"),
             "{err}"
+        );
+        assert!(MigrationSet::from_embedded(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn set_checksum_identifies_names_and_contents() {
+        let base = MigrationSet::from_embedded(&[("1_a.sql", "A"), ("2_b.sql", "B")]).unwrap();
+        let sum = base.set_checksum();
+        assert_eq!(sum.len(), 64);
+        assert!(
+            sum.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        // The input order does not matter, and neither does what checksum() ignores.
+        let same = MigrationSet::from_embedded(&[("2_b.sql", "B\r\n"), ("1_a.sql", " A")]).unwrap();
+        assert_eq!(same.set_checksum(), sum);
+        for other in [
+            vec![("1_a.sql", "A"), ("2_b.sql", "C")],
+            vec![("1_a.sql", "A"), ("2_c.sql", "B")],
+            vec![("1_a.sql", "A")],
+            vec![("1_a.sql", "A"), ("2_b.sql", "B"), ("3_c.sql", "C")],
+        ] {
+            let set = MigrationSet::from_embedded(&other).unwrap();
+            assert_ne!(set.set_checksum(), sum, "{other:?}");
+        }
+        // sha256 of nothing.
+        assert_eq!(
+            MigrationSet::default().set_checksum(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
 
     #[test]
     fn reads_a_directory() {
-        let dir = std::env::temp_dir().join(format!("pgdbm-src-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("002_b.sql"), "SELECT 2;").unwrap();
-        std::fs::write(dir.join("001_a.sql"), "SELECT 1;").unwrap();
-        std::fs::write(dir.join(".003_hidden.sql"), "x").unwrap();
-        std::fs::write(dir.join("004_notes.txt"), "x").unwrap();
-        std::fs::write(dir.join("sub").join("005_nested.sql"), "x").unwrap();
-        let set = MigrationSet::from_dir(&dir).unwrap();
-        assert_eq!(set.len(), 2);
-        assert_eq!(set.iter().next().unwrap().filename, "001_a.sql");
-        assert_eq!(set.next_filename("Add Posts").unwrap(), "003_add_posts.sql");
-        assert_eq!(set.set_checksum().len(), 64);
-
-        let path = create_migration_file(&dir, "add posts").unwrap();
-        assert!(path.ends_with("003_add_posts.sql"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.to_uppercase().contains("BEGIN;"));
-        assert_eq!(MigrationSet::from_dir(&dir).unwrap().len(), 3);
-        assert!(create_migration_file(&dir, "bad/name").is_err());
-
+        let dir = TempDir::new("read");
+        std::fs::create_dir_all(dir.0.join("sub")).unwrap();
+        std::fs::create_dir_all(dir.0.join("006_dir.sql")).unwrap();
+        dir.write("10_c.sql", "SELECT 10;");
+        dir.write("002_b.sql", "SELECT 2;\r\n");
+        dir.write("001_a.sql", "-- pgdbm:no-transaction\nSELECT 1;");
+        dir.write(".003_hidden.sql", "x");
+        dir.write("004_notes.txt", "x");
+        dir.write("005_upper.SQL", "x");
+        dir.write("README", "x");
+        dir.write("sub/005_nested.sql", "x");
+        let set = MigrationSet::from_dir(&dir.0).unwrap();
+        assert_eq!(names(&set), ["001_a.sql", "002_b.sql", "10_c.sql"]);
+        let b = set.get("002_b.sql").unwrap();
+        assert_eq!(b.content, "SELECT 2;\r\n");
+        assert_eq!(b.checksum, checksum("SELECT 2;"));
+        assert_eq!(b.name, "b");
+        assert!(set.get("001_a.sql").unwrap().no_transaction);
+        assert_eq!(
+            set,
+            MigrationSet::from_embedded(&[
+                ("002_b.sql", "SELECT 2;\r\n"),
+                ("10_c.sql", "SELECT 10;"),
+                ("001_a.sql", "-- pgdbm:no-transaction\nSELECT 1;"),
+            ])
+            .unwrap()
+        );
+        // A symlink that stays inside the directory is read like a file.
         #[cfg(unix)]
         {
-            let outside =
-                std::env::temp_dir().join(format!("pgdbm-outside-{}.sql", std::process::id()));
-            std::fs::write(&outside, "SELECT 1;").unwrap();
-            std::fs::remove_file(&path).unwrap();
-            std::os::unix::fs::symlink(&outside, dir.join("009_link.sql")).unwrap();
-            let err = MigrationSet::from_dir(&dir).unwrap_err();
-            assert!(
-                err.to_string().contains("outside the migrations directory"),
-                "{err}"
-            );
-            std::fs::remove_file(&outside).unwrap();
+            std::os::unix::fs::symlink(dir.0.join("10_c.sql"), dir.0.join("11_d.sql")).unwrap();
+            let set = MigrationSet::from_dir(&dir.0).unwrap();
+            assert_eq!(set.get("11_d.sql").unwrap().content, "SELECT 10;");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
+    #[test]
+    fn directory_errors_name_the_path() {
         let err = MigrationSet::from_dir("/nonexistent/migrations").unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/migrations"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot read the migrations directory `/nonexistent/migrations`: "),
+            "{text}"
+        );
+        assert!(text.ends_with("; create it (an empty directory means no migrations) or point the migrator at the right path"), "{text}");
+
+        let dir = TempDir::new("empty");
+        assert!(MigrationSet::from_dir(&dir.0).unwrap().is_empty());
+
+        dir.write("001_a.sql", "  \n");
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "migration `001_a.sql` is empty; write the SQL in it or delete it"
+        );
+
+        dir.write("001_a.sql", b"SELECT '\xff';");
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot read migration `{}`: invalid utf-8",
+                dir.0.canonicalize().unwrap().join("001_a.sql").display()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("; save the file as UTF-8"), "{text}");
+        std::fs::remove_file(dir.0.join("001_a.sql")).unwrap();
+
+        dir.write("init.sql", "SELECT 1;");
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        assert!(matches!(&err, SourceError::NoVersion { filename } if filename == "init.sql"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_links_leading_outside() {
+        let dir = TempDir::new("link");
+        let outside = TempDir::new("link-outside");
+        outside.write("x.sql", "SELECT 1;");
+        dir.write("001_a.sql", "SELECT 1;");
+        std::os::unix::fs::symlink(outside.0.join("x.sql"), dir.0.join("002_link.sql")).unwrap();
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        let root = dir.0.canonicalize().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "migration `{}` resolves to `{}`, outside the migrations directory; refusing to read it: copy the file into the directory instead of linking to it",
+                root.join("002_link.sql").display(),
+                outside.0.canonicalize().unwrap().join("x.sql").display()
+            )
+        );
+
+        std::fs::remove_file(dir.0.join("002_link.sql")).unwrap();
+        std::os::unix::fs::symlink(dir.0.join("missing"), dir.0.join("003_broken.sql")).unwrap();
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot read migration `{}`: ",
+                root.join("003_broken.sql").display()
+            )),
+            "{text}"
+        );
+        assert!(text.ends_with("(a broken symlink?)"), "{text}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn refuses_non_utf8_file_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = TempDir::new("name");
+        let name = std::ffi::OsStr::from_bytes(b"001_\xff.sql");
+        std::fs::write(dir.0.join(name), "SELECT 1;").unwrap();
+        let err = MigrationSet::from_dir(&dir.0).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with(": its name is not valid UTF-8; rename it (e.g. 001_name.sql)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn next_file_names() {
+        let empty = MigrationSet::default();
+        assert_eq!(
+            new_migration_filename(&empty, "init").unwrap(),
+            "001_init.sql"
+        );
+        let set = MigrationSet::from_embedded(&[("1_a.sql", "x"), ("V3__c.sql", "x")]).unwrap();
+        assert_eq!(
+            new_migration_filename(&set, "  Add Posts-table ").unwrap(),
+            "004_add_posts_table.sql"
+        );
+        assert_eq!(set.next_filename("x_2").unwrap(), "004_x_2.sql");
+        let stamped = MigrationSet::from_embedded(&[("20240101120000_a.sql", "x")]).unwrap();
+        assert_eq!(
+            new_migration_filename(&stamped, "b").unwrap(),
+            "20240101120001_b.sql"
+        );
+        let big = MigrationSet::from_embedded(&[("999_a.sql", "x")]).unwrap();
+        assert_eq!(new_migration_filename(&big, "b").unwrap(), "1000_b.sql");
+
+        let cases = [
+            (
+                "",
+                "it is empty; give a short description such as `add posts`",
+            ),
+            (
+                "   ",
+                "it is empty; give a short description such as `add posts`",
+            ),
+            (
+                "bad/name",
+                "use only ASCII letters, digits, spaces, '-' and '_', e.g. `add posts`",
+            ),
+            (
+                "café",
+                "use only ASCII letters, digits, spaces, '-' and '_', e.g. `add posts`",
+            ),
+            (
+                "a.b",
+                "use only ASCII letters, digits, spaces, '-' and '_', e.g. `add posts`",
+            ),
+        ];
+        for (name, reason) in cases {
+            let err = new_migration_filename(&set, name).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid migration name `{name}`: {reason}")
+            );
+        }
+        let err = new_migration_filename(&set, &"a".repeat(300)).unwrap_err();
+        assert!(err.to_string().ends_with("use a shorter name"), "{err}");
+    }
+
+    #[test]
+    fn creates_migration_files() {
+        let dir = TempDir::new("create");
+        let nested = dir.0.join("db").join("migrations");
+        let first = create_migration_file(&nested, "Create users").unwrap();
+        assert_eq!(first, nested.join("001_create_users.sql"));
+        let text = std::fs::read_to_string(&first).unwrap();
+        assert!(text.starts_with("-- Migration: Create users\n"), "{text}");
+        assert!(text.contains("{{tables.name}}"), "{text}");
+        let upper = text.to_uppercase();
+        assert!(
+            !upper.contains("BEGIN") && !upper.contains("COMMIT"),
+            "{text}"
+        );
+        // The new file is a valid (comment-only) migration, not a no-transaction one.
+        let set = MigrationSet::from_dir(&nested).unwrap();
+        assert_eq!(names(&set), ["001_create_users.sql"]);
+        assert!(!set.iter().next().unwrap().no_transaction);
+
+        std::fs::write(nested.join("007_x.sql"), "SELECT 7;").unwrap();
+        let second = create_migration_file(&nested, "add_posts").unwrap();
+        assert_eq!(second, nested.join("008_add_posts.sql"));
+
+        let err = create_migration_file(&nested, "bad/name").unwrap_err();
+        assert!(matches!(err, SourceError::InvalidName { .. }), "{err}");
+        assert!(!nested.join("009_bad").exists());
+
+        // Existing invalid files are reported instead of being numbered around.
+        std::fs::write(nested.join("notes.sql"), "x").unwrap();
+        let err = create_migration_file(&nested, "more").unwrap_err();
+        assert!(
+            err.to_string().contains("`notes.sql` has no version"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn create_error_has_a_hint() {
+        let err = SourceError::Create {
+            path: PathBuf::from("m/001_a.sql"),
+            hint: "a file with that name already exists; try again or pick another name",
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot create migration `m/001_a.sql`: entity already exists; a file with that name already exists; try again or pick another name"
+        );
     }
 }

@@ -25,7 +25,7 @@ pub struct Statement<'a> {
 /// let s = split_statements("CREATE TABLE t (a text DEFAULT ';');\n-- x;\nCREATE FUNCTION f() RETURNS int AS $b$ SELECT 1; $b$ LANGUAGE sql;");
 /// assert_eq!(s.len(), 2);
 /// assert_eq!(s[1].text, "CREATE FUNCTION f() RETURNS int AS $b$ SELECT 1; $b$ LANGUAGE sql;");
-/// assert_eq!(s[1].offset, 42);
+/// assert_eq!(s[1].offset, 43);
 /// ```
 pub fn split_statements(sql: &str) -> Vec<Statement<'_>> {
     let b = sql.as_bytes();
@@ -134,7 +134,8 @@ impl StatementState {
         use Head::*;
         matches!(
             self.head,
-            [Some(Create), Some(Routine), ..] | [Some(Create), Some(Or), Some(Replace), Some(Routine)]
+            [Some(Create), Some(Routine), ..]
+                | [Some(Create), Some(Or), Some(Replace), Some(Routine)]
         )
     }
 }
@@ -289,42 +290,150 @@ mod tests {
             ["SELECT 1;", "SELECT 2;", "SELECT 3"]
         );
         assert_eq!(texts(";;  ;"), Vec::<&str>::new());
+        assert_eq!(texts(""), Vec::<&str>::new());
+        assert_eq!(texts(" \u{a0}\n"), Vec::<&str>::new());
+        assert_eq!(texts("\u{3000}SELECT 1;\u{3000}"), ["SELECT 1;"]);
+        let s = split_statements("  SELECT 1 ;\n\tSELECT 2;");
+        assert_eq!(
+            s[0],
+            Statement {
+                text: "SELECT 1 ;",
+                offset: 2
+            }
+        );
+        assert_eq!(
+            s[1],
+            Statement {
+                text: "SELECT 2;",
+                offset: 14
+            }
+        );
     }
 
     #[test]
     fn keeps_quotes_comments_and_dollar_bodies_intact() {
         let sql = "INSERT INTO t VALUES ('a;b', 'it''s; fine');\n\
-                   SELECT \"weird;name\" FROM t;\n\
-                   SELECT E'back\\'slash;';\n\
+                   SELECT \"weird;name\", \"a\"\"b;\" FROM t;\n\
+                   SELECT E'back\\'slash;', e'\\\\', 'x';\n\
                    /* outer /* nested; */ still comment; */ SELECT 4;\n\
                    CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n\
-                   CREATE FUNCTION g() RETURNS int AS $body$ BEGIN RETURN 1; END; $body$ LANGUAGE plpgsql;\n\
-                   SELECT $1::int; -- trailing; comment\n";
+                   CREATE FUNCTION g() RETURNS int AS $body$ BEGIN RETURN $$;$$; END; $body$ LANGUAGE plpgsql;\n\
+                   SELECT $1::int; -- trailing; comment\n\
+                   SELECT a$b$c FROM t;\n\
+                   SELECT $_$;$_$, $é$;$é$;";
         let t = texts(sql);
-        assert_eq!(t.len(), 7, "{t:#?}");
-        assert_eq!(t[0], "INSERT INTO t VALUES ('a;b', 'it''s; fine');");
-        assert_eq!(t[1], "SELECT \"weird;name\" FROM t;");
-        assert_eq!(t[2], "SELECT E'back\\'slash;';");
-        assert_eq!(t[3], "SELECT 4;");
-        assert!(t[4].contains("$$ SELECT 1; $$"));
-        assert!(t[5].contains("BEGIN RETURN 1; END;"));
-        assert_eq!(t[6], "SELECT $1::int;");
+        assert_eq!(
+            t,
+            [
+                "INSERT INTO t VALUES ('a;b', 'it''s; fine');",
+                "SELECT \"weird;name\", \"a\"\"b;\" FROM t;",
+                "SELECT E'back\\'slash;', e'\\\\', 'x';",
+                "SELECT 4;",
+                "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;",
+                "CREATE FUNCTION g() RETURNS int AS $body$ BEGIN RETURN $$;$$; END; $body$ LANGUAGE plpgsql;",
+                "SELECT $1::int;",
+                "SELECT a$b$c FROM t;",
+                "SELECT $_$;$_$, $é$;$é$;",
+            ]
+        );
+    }
+
+    #[test]
+    fn e_prefix_only_as_a_whole_word() {
+        // `CASE'…'`/`type'…'` are not E-strings: a backslash there is an ordinary character.
+        assert_eq!(
+            texts("SELECT date'2020-01-01', some'\\'; SELECT 2;"),
+            ["SELECT date'2020-01-01', some'\\';", "SELECT 2;"]
+        );
+        assert_eq!(
+            texts("SELECT E'\\\\'; SELECT 2;"),
+            ["SELECT E'\\\\';", "SELECT 2;"]
+        );
+        // 1e5 is a number, not an E-string prefix.
+        assert_eq!(
+            texts("SELECT 1e5;SELECT 'a'"),
+            ["SELECT 1e5;", "SELECT 'a'"]
+        );
+    }
+
+    #[test]
+    fn comments_are_dropped_around_statements_only() {
+        let sql = "-- header; with a semicolon\n/* block; */\nSELECT 1 /* inline; */ -- x;\n;\n-- trailing only;\n/* and /* nested */ */";
+        let s = split_statements(sql);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].text, "SELECT 1 /* inline; */ -- x;\n;");
+        assert_eq!(&sql[s[0].offset..s[0].offset + 8], "SELECT 1");
+        assert_eq!(texts("-- only\n/* comments */"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn semicolons_in_parentheses_and_atomic_bodies() {
+        let rule = "CREATE RULE r AS ON INSERT TO t DO ALSO (INSERT INTO a VALUES (1); INSERT INTO b VALUES (2));";
+        assert_eq!(texts(&format!("{rule}\nSELECT 1;")), [rule, "SELECT 1;"]);
+        let atomic = "CREATE OR REPLACE FUNCTION f(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT CASE WHEN x > 0 THEN 1 ELSE 0 END;\n  SELECT x;\nEND;";
+        assert_eq!(
+            texts(&format!("{atomic}\nSELECT 2;")),
+            [atomic, "SELECT 2;"]
+        );
+        let procedure =
+            "create procedure p() language sql begin atomic insert into t values (1); end;";
+        assert_eq!(
+            texts(&format!("{procedure} select 3;")),
+            [procedure, "select 3;"]
+        );
+        // BEGIN/END outside a routine definition are ordinary statements.
+        assert_eq!(
+            texts("BEGIN; SELECT 1; END; CREATE TABLE begin_end (a int);"),
+            [
+                "BEGIN;",
+                "SELECT 1;",
+                "END;",
+                "CREATE TABLE begin_end (a int);"
+            ]
+        );
+        // A stray `)` does not make the rest one statement.
+        assert_eq!(texts("SELECT 1); SELECT 2;"), ["SELECT 1);", "SELECT 2;"]);
     }
 
     #[test]
     fn no_transaction_file_with_three_statements() {
         let sql = "-- pgdbm:no-transaction\nCREATE TABLE IF NOT EXISTS {{tables.t}} (id int);\nCREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON {{tables.t}} (id);\nCREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql;\n";
         let s = split_statements(sql);
-        assert_eq!(s.len(), 3);
-        assert!(s[0].text.starts_with("CREATE TABLE"));
-        assert_eq!(&sql[s[0].offset..s[0].offset + 12], "CREATE TABLE");
-        assert_eq!(&sql[s[1].offset..s[1].offset + 12], "CREATE INDEX");
+        assert_eq!(
+            s,
+            [
+                Statement {
+                    text: "CREATE TABLE IF NOT EXISTS {{tables.t}} (id int);",
+                    offset: 24
+                },
+                Statement {
+                    text: "CREATE INDEX CONCURRENTLY IF NOT EXISTS t_id ON {{tables.t}} (id);",
+                    offset: 74
+                },
+                Statement {
+                    text: "CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql;",
+                    offset: 141
+                },
+            ]
+        );
+        for st in &s {
+            assert_eq!(&sql[st.offset..st.offset + st.text.len()], st.text);
+        }
+        let crlf = sql.replace('\n', "\r\n");
+        assert_eq!(texts(&crlf), s.iter().map(|s| s.text).collect::<Vec<_>>());
     }
 
     #[test]
     fn unclosed_quotes_take_the_rest() {
         assert_eq!(texts("SELECT 'a; b"), ["SELECT 'a; b"]);
+        assert_eq!(texts("SELECT \"a; b"), ["SELECT \"a; b"]);
+        assert_eq!(texts("SELECT E'a\\"), ["SELECT E'a\\"]);
         assert_eq!(texts("SELECT $x$ a; b"), ["SELECT $x$ a; b"]);
+        assert_eq!(
+            texts("SELECT 1 /* a; /* b */ c; "),
+            ["SELECT 1 /* a; /* b */ c;"]
+        );
+        assert_eq!(texts("SELECT 1; /* a; b"), ["SELECT 1;"]);
     }
 
     #[test]
@@ -333,9 +442,20 @@ mod tests {
         assert_eq!(line_col(text, 0), (1, 1));
         assert_eq!(line_col(text, 3), (2, 1));
         assert_eq!(line_col(text, 7), (2, 4)); // after the two-byte é
+        assert_eq!(line_col(text, 6), (2, 3)); // inside é: its start
         assert_eq!(line_col(text, 8), (3, 1));
+        assert_eq!(line_col(text, 99), (3, 2));
+        assert_eq!(line_col("a\r\nb", 3), (2, 1));
+        assert_eq!(char_position_to_byte_offset(text, 0), 0);
         assert_eq!(char_position_to_byte_offset(text, 1), 0);
+        assert_eq!(char_position_to_byte_offset(text, 6), 5); // é
         assert_eq!(char_position_to_byte_offset(text, 7), 7);
         assert_eq!(char_position_to_byte_offset(text, 99), text.len());
+        // A server position (1-based characters) of a statement, turned into a file line:col.
+        let file = "-- é\nSELECT 'ü', nope;";
+        let stmt = &split_statements(file)[0];
+        let pos = stmt.text.chars().position(|c| c == 'n').unwrap() + 1;
+        let at = stmt.offset + char_position_to_byte_offset(stmt.text, pos);
+        assert_eq!(line_col(file, at), (2, 13));
     }
 }
