@@ -1,8 +1,10 @@
 //! Procedural macros of pgdbm. Use them through the `pgdbm` crate.
 #![deny(missing_docs)]
 
+mod config;
 mod embed;
 mod test_attr;
+mod tsql;
 
 use proc_macro::TokenStream;
 
@@ -47,3 +49,45 @@ pub fn test(attr: TokenStream, item: TokenStream) -> TokenStream {
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
+
+macro_rules! tsql_macro {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[proc_macro]
+        pub fn $name(input: TokenStream) -> TokenStream {
+            tsql::expand($kind, input.into())
+                .unwrap_or_else(syn::Error::into_compile_error)
+                .into()
+        }
+    };
+}
+
+tsql_macro!(
+    /// `sqlx::query!` with `<<tables.x>>` / `{{tables.x}}` rendered at compile time for the schema
+    /// of `pgdbm.toml` (or `PGDBM_SCHEMA`). A placeholder naming a table the migrations do not
+    /// create is a compile error. Takes the same arguments as `sqlx::query!`, optionally preceded
+    /// by `module = "NAME"` to use a module of `pgdbm.toml`.
+    ///
+    /// ```ignore
+    /// let row = pgdbm::tsql!("INSERT INTO <<tables.users>> (email) VALUES ($1) RETURNING id", email)
+    ///     .fetch_one(&db)
+    ///     .await?;
+    /// ```
+    tsql,
+    tsql::Kind::Query
+);
+tsql_macro!(
+    /// `sqlx::query_as!` with placeholders rendered at compile time: `tsql_as!(User, "SELECT … FROM <<tables.users>> …", args…)`.
+    tsql_as,
+    tsql::Kind::QueryAs
+);
+tsql_macro!(
+    /// `sqlx::query_scalar!` with placeholders rendered at compile time.
+    tsql_scalar,
+    tsql::Kind::Scalar
+);
+tsql_macro!(
+    /// The rendered SQL as a `&'static str`, checked like `tsql!` (for the runtime API or another driver).
+    tsql_str,
+    tsql::Kind::Str
+);

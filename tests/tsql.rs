@@ -1,0 +1,185 @@
+//! `tsql!` queries against the real server. The schema is fixed at compile time (`myservice`,
+//! from pgdbm.toml), so each test runs in a database of its own rather than a schema.
+
+use pgdbm::testing::TestDatabase;
+use pgdbm::{Database, Migrator, tsql, tsql_as, tsql_scalar, tsql_str};
+
+#[derive(Debug, PartialEq)]
+struct User {
+    id: i64,
+    email: String,
+    name: Option<String>,
+}
+
+async fn service_db() -> TestDatabase {
+    let t = TestDatabase::builder()
+        .migrations(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .module("myservice")
+        .schema("myservice")
+        .build()
+        .await
+        .unwrap();
+    let billing = t.with_schema(Some("billing")).unwrap();
+    Migrator::new(
+        &billing,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/billing_migrations"),
+        "billing",
+    )
+    .apply_pending()
+    .await
+    .unwrap();
+    t
+}
+
+#[test]
+fn tsql_str_renders_at_compile_time() {
+    assert_eq!(
+        tsql_str!("SELECT id FROM <<tables.users>> WHERE email = $1"),
+        "SELECT id FROM \"myservice\".users WHERE email = $1"
+    );
+    assert_eq!(
+        tsql_str!(
+            "SELECT count(*) FROM {{tables.users}} u JOIN {{tables.posts}} p ON p.user_id = u.id"
+        ),
+        "SELECT count(*) FROM \"myservice\".users u JOIN \"myservice\".posts p ON p.user_id = u.id"
+    );
+    assert_eq!(
+        tsql_str!(module = "billing", "SELECT * FROM <<tables.invoices>>"),
+        "SELECT * FROM \"billing\".invoices"
+    );
+    assert_eq!(
+        tsql_str!(r#"SELECT 'it''s' AS "quoted", id FROM <<tables.users>>"#),
+        "SELECT 'it''s' AS \"quoted\", id FROM \"myservice\".users"
+    );
+    assert_eq!(
+        tsql_str!("SELECT 1 " + "FROM <<tables.posts>>"),
+        "SELECT 1 FROM \"myservice\".posts"
+    );
+}
+
+#[tokio::test]
+async fn queries_run_and_are_typed() {
+    let t = service_db().await;
+    let db: Database = t.database();
+
+    let email = "alice@example.com".to_string();
+    let row = tsql!(
+        "INSERT INTO <<tables.users>> (email, name) VALUES ($1, $2) RETURNING id",
+        email,
+        "Alice"
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let id: i64 = row.id;
+    assert_eq!(id, 1);
+
+    let user = tsql_as!(
+        User,
+        "SELECT id, email, name FROM <<tables.users>> WHERE id = $1",
+        id
+    )
+    .fetch_optional(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        user,
+        Some(User {
+            id: 1,
+            email: "alice@example.com".into(),
+            name: Some("Alice".into())
+        })
+    );
+    let missing = tsql_as!(
+        User,
+        "SELECT id, email, name FROM <<tables.users>> WHERE id = $1",
+        99_i64
+    )
+    .fetch_optional(&db)
+    .await
+    .unwrap();
+    assert_eq!(missing, None);
+
+    let n: i64 = tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 1);
+
+    // The same rendered SQL through the runtime API.
+    let n2: Option<i64> = db
+        .fetch_value(tsql_str!("SELECT count(*) FROM <<tables.users>>"), ())
+        .await
+        .unwrap();
+    assert_eq!(n2, Some(1));
+
+    // Inside a transaction, as a sqlx executor.
+    let mut tx = db.transaction().await.unwrap();
+    tsql!(
+        "INSERT INTO {{tables.posts}} (user_id, title) VALUES ($1, $2)",
+        id,
+        "Hello"
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let titles = tsql_scalar!("SELECT title FROM <<tables.posts>> WHERE user_id = $1", id)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(titles, vec!["Hello".to_string()]);
+}
+
+#[tokio::test]
+async fn a_module_renders_into_its_own_schema() {
+    let t = service_db().await;
+    let db = t.database();
+    let inv = tsql!(
+        module = "billing",
+        "INSERT INTO <<tables.invoices>> (customer_email, amount_cents) VALUES ($1, $2) RETURNING id",
+        "alice@example.com",
+        1250_i64
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(inv.id, 1);
+    let total: Option<i64> = tsql_scalar!(
+        module = "billing",
+        "SELECT sum(amount_cents)::int8 FROM <<tables.invoices>>"
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(total, Some(1250));
+    // The row is really in the billing schema.
+    let n: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM billing.invoices", ())
+        .await
+        .unwrap();
+    assert_eq!(n, Some(1));
+}
+
+#[tokio::test]
+async fn errors_from_the_server_come_back_typed() {
+    let t = service_db().await;
+    let db = t.database();
+    tsql!(
+        "INSERT INTO <<tables.users>> (email) VALUES ($1)",
+        "dup@example.com"
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let err = tsql!(
+        "INSERT INTO <<tables.users>> (email) VALUES ($1)",
+        "dup@example.com"
+    )
+    .execute(&db)
+    .await
+    .unwrap_err();
+    let db_err = err.as_database_error().expect("a database error");
+    assert!(db_err.is_unique_violation());
+}
