@@ -223,7 +223,7 @@ pub(crate) fn has_sqlx_dependency() -> bool {
     found
 }
 
-fn manifest_has_sqlx(t: &toml::Table) -> bool {
+pub(crate) fn manifest_has_sqlx(t: &toml::Table) -> bool {
     let in_section = |s: Option<&toml::Value>| {
         s.and_then(|v| v.as_table())
             .is_some_and(|d| d.contains_key("sqlx"))

@@ -12,7 +12,7 @@ use proc_macro::TokenStream;
 /// into the binary, for `Migrator::embedded`. The files are validated at compile time (versions,
 /// duplicates, empty files), and editing one rebuilds the crate.
 ///
-/// ```ignore
+/// ```text
 /// let report = pgdbm::Migrator::embedded(&db, pgdbm::embed_migrations!("./migrations"), "myservice")
 ///     .apply_pending()
 ///     .await?;
@@ -30,7 +30,7 @@ pub fn embed_migrations(input: TokenStream) -> TokenStream {
 /// Runs an async test with a database of its own, already migrated, dropped afterwards (also
 /// when the test panics).
 ///
-/// ```ignore
+/// ```text
 /// #[pgdbm::test(migrations = "./migrations", module = "myservice")]
 /// async fn creates_user(db: pgdbm::Database) -> pgdbm::Result<()> {
 ///     let id: i64 = db.execute_and_return_id("INSERT INTO {{tables.users}} (email) VALUES ($1)", ("t@example.com",)).await?;

@@ -253,3 +253,114 @@ impl Parse for Parsed {
         unreachable!("parsed with parse_input")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expansion without a compiler round trip. `CARGO_MANIFEST_DIR` is this crate's directory,
+    //! so the workspace's pgdbm.toml (schema `myservice`, migrations/, module `billing`) applies.
+    use super::*;
+
+    fn expand_str(kind: Kind, input: TokenStream) -> Result<String, String> {
+        expand(kind, input)
+            .map(|t| t.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn renders_for_the_configured_schema() {
+        let out = expand_str(
+            Kind::Str,
+            quote!("SELECT * FROM <<tables.users>> WHERE id = $1"),
+        )
+        .unwrap();
+        assert!(
+            out.contains(r#""SELECT * FROM \"myservice\".users WHERE id = $1""#),
+            "{out}"
+        );
+        assert!(out.contains("option_env ! (\"PGDBM_SCHEMA\")"), "{out}");
+        assert!(out.contains("pgdbm.toml"), "tracks the config file: {out}");
+        assert!(
+            out.contains("001_create_users.sql"),
+            "tracks the migrations: {out}"
+        );
+        let out = expand_str(
+            Kind::Str,
+            quote!(module = "billing", "SELECT * FROM {{tables.invoices}}"),
+        )
+        .unwrap();
+        assert!(out.contains(r#"\"billing\".invoices"#), "{out}");
+        let out = expand_str(Kind::Str, quote!("SELECT 1 FROM " + "<<tables.posts>>")).unwrap();
+        assert!(
+            out.contains(r#""SELECT 1 FROM \"myservice\".posts""#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_tables_with_a_suggestion() {
+        let e = expand_str(Kind::Str, quote!("SELECT * FROM <<tables.userz>>")).unwrap_err();
+        assert_eq!(
+            e,
+            "unknown table `userz` in <<tables.userz>>; migrations in migrations/ create: posts, users; did you mean `users`?"
+        );
+        let e = expand_str(
+            Kind::Str,
+            quote!(module = "billing", "SELECT * FROM <<tables.users>>"),
+        )
+        .unwrap_err();
+        assert!(e.contains("create: invoices (module `billing`)"), "{e}");
+        // An explicit schema that a module manages is checked against that module.
+        let e =
+            expand_str(Kind::Str, quote!("SELECT * FROM {{tables.billing.users}}")).unwrap_err();
+        assert!(e.contains("unknown table `users`"), "{e}");
+        assert!(
+            expand_str(
+                Kind::Str,
+                quote!("SELECT * FROM {{tables.billing.invoices}}")
+            )
+            .is_ok()
+        );
+        // A schema no module manages is not checked.
+        assert!(expand_str(Kind::Str, quote!("SELECT * FROM {{tables.audit.events}}")).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let e = expand_str(Kind::Str, quote!(some_variable)).unwrap_err();
+        assert!(
+            e.starts_with("tsql_str!: the SQL must be a string literal"),
+            "{e}"
+        );
+        let e = expand_str(Kind::Str, quote!(module = "nope", "SELECT 1")).unwrap_err();
+        assert!(
+            e.contains("no module `nope`") && e.contains("billing"),
+            "{e}"
+        );
+        let e = expand_str(Kind::Str, quote!(modul = "billing", "SELECT 1")).unwrap_err();
+        assert!(e.contains("unknown option `modul`"), "{e}");
+        let e = expand_str(Kind::Str, quote!("SELECT * FROM {{tables.}}")).unwrap_err();
+        assert!(e.contains("the table name is empty"), "{e}");
+        let e = expand_str(Kind::Str, quote!("SELECT 1", 5)).unwrap_err();
+        assert!(e.contains("tsql_str! takes only the SQL"), "{e}");
+    }
+
+    #[test]
+    fn passes_arguments_through_and_names_sqlx() {
+        // This crate has no sqlx dependency, so the query forms say what to add.
+        let e = expand_str(
+            Kind::Query,
+            quote!("SELECT id FROM <<tables.users>> WHERE id = $1", id),
+        )
+        .unwrap_err();
+        assert!(e.contains("add sqlx to this crate's [dependencies]"), "{e}");
+    }
+
+    #[test]
+    fn sees_sqlx_in_any_dependency_section() {
+        let has = |t: &str| crate::config::manifest_has_sqlx(&t.parse().unwrap());
+        assert!(has("[dependencies]\nsqlx = \"0.9\""));
+        assert!(has("[dev-dependencies]\nsqlx = { workspace = true }"));
+        assert!(has("[target.'cfg(unix)'.dependencies]\nsqlx = \"0.9\""));
+        assert!(!has("[dependencies]\npgdbm = \"0.1\""));
+    }
+}

@@ -130,18 +130,17 @@ impl Relations {
             let Some((old, next)) = qualified(t, i) else {
                 return;
             };
-            if kw(next, "RENAME") && kw(next + 1, "TO") {
-                if let Some(new) = name_at(t, next + 2) {
-                    let new = (old.0.clone(), new);
-                    self.remove(&old);
-                    self.insert(new);
+            let target = name_at(t, next + 2);
+            let renamed = match target {
+                Some(new) if kw(next, "RENAME") && kw(next + 1, "TO") => Some((old.0.clone(), new)),
+                Some(schema) if kw(next, "SET") && kw(next + 1, "SCHEMA") => {
+                    Some((Some(schema), old.1.clone()))
                 }
-            } else if kw(next, "SET") && kw(next + 1, "SCHEMA") {
-                if let Some(schema) = name_at(t, next + 2) {
-                    let moved = (Some(schema), old.1.clone());
-                    self.remove(&old);
-                    self.insert(moved);
-                }
+                _ => None,
+            };
+            if let Some(moved) = renamed {
+                self.remove(&old);
+                self.insert(moved);
             }
         } else if kw(0, "DROP") {
             i = 1;

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = pgdbm::tsql_str!(module = "shipping", "SELECT * FROM <<tables.parcels>>");
+}

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = pgdbm::tsql_str!("SELECT * FROM <<tables.accounts>> WHERE id = $1");
+}
