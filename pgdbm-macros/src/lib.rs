@@ -68,7 +68,7 @@ tsql_macro!(
     /// create is a compile error. Takes the same arguments as `sqlx::query!`, optionally preceded
     /// by `module = "NAME"` to use a module of `pgdbm.toml`.
     ///
-    /// ```ignore
+    /// ```text
     /// let row = pgdbm::tsql!("INSERT INTO <<tables.users>> (email) VALUES ($1) RETURNING id", email)
     ///     .fetch_one(&db)
     ///     .await?;
