@@ -581,3 +581,49 @@ pub const TEST_DATABASE_PREFIX: &str = template_db::TEST_PREFIX;
 pub async fn drop_stale_test_databases(admin_url: &str) -> Result<Vec<String>> {
     template_db::drop_stale(admin_url).await
 }
+
+/// For examples and local development: `DATABASE_URL` when it is set; otherwise the database
+/// `name` on a local server — the one on localhost:5432, or else the throwaway server the tests
+/// use (kept under `target/`, so a second run finds its data again) — created if missing. Says
+/// which in one log line. A `.env` file is read first.
+pub async fn database_url_or_local(name: &str) -> Result<String> {
+    let _ = dotenvy::dotenv();
+    if let Some(url) = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        return Ok(url);
+    }
+    validate_identifier(name, IdentifierKind::Database)?;
+    let mut discovery = ServerDiscovery::from_env();
+    discovery.test_url = None;
+    discovery.database_url = None;
+    let server = discovery.find().await?;
+    let mut conn = template_db::admin(&server.admin_url).await?;
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)";
+    let exists: bool = sqlx::query_scalar(sql)
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| Error::query(sql, e))?;
+    if !exists {
+        let create = format!("CREATE DATABASE {}", crate::ident::quote_identifier(name));
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone()))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => {}
+            // Another process created it meanwhile.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(Error::query(create, e)),
+        }
+    }
+    let _ = sqlx::Connection::close(conn).await;
+    let url = template_db::url_for(&server.admin_url, name);
+    let place = match &server.source {
+        ServerSource::Throwaway(dir) => format!("a local server started in {}", dir.display()),
+        _ => "the server on localhost".to_string(),
+    };
+    tracing::info!("DATABASE_URL is not set: using database `{name}` on {place} ({url})");
+    Ok(url)
+}

@@ -1,0 +1,209 @@
+//! A service that owns its database: the Rust twin of pgdbm's FastAPI example.
+//!
+//! `cargo run --example standalone_service` — reads config (environment and `.env`), connects,
+//! applies `migrations/` for module `myservice`, serves on 127.0.0.1:8000 (`PORT`, `BIND`), and on
+//! Ctrl-C / SIGTERM stops taking requests, finishes those in flight and closes the pool.
+//! Without `DATABASE_URL` it uses a local server (see `pgdbm::testing::database_url_or_local`).
+//!
+//! Routes: `POST /users` (`{"email", "name"}` → 201 `{"id", "email"}`; 409 duplicate email; 422 bad
+//! body), `GET /users/{id}` (200 user; 404 `{"detail": "User not found"}`; 422 non-numeric id),
+//! `GET /health` (200 when the database answers, 503 when not), `GET /ping` (no database).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pgdbm::{Database, DatabaseConfig, Migrator, tsql, tsql_as};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone)]
+struct AppState {
+    db: Database,
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    email: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Created {
+    id: i64,
+    email: String,
+}
+
+#[derive(Serialize)]
+struct User {
+    id: i64,
+    email: String,
+    name: Option<String>,
+}
+
+fn detail(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "detail": msg.into() }))).into_response()
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> Response {
+    let Json(new) = match body {
+        Ok(b) => b,
+        Err(e) => return detail(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()),
+    };
+    if new.email.trim().is_empty() || !new.email.contains('@') {
+        return detail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "email must be an email address",
+        );
+    }
+    let row = tsql!(
+        "INSERT INTO <<tables.users>> (email, name) VALUES ($1, $2) RETURNING id",
+        new.email,
+        new.name
+    )
+    .fetch_one(&state.db)
+    .await;
+    match row {
+        Ok(row) => (
+            StatusCode::CREATED,
+            Json(Created {
+                id: row.id,
+                email: new.email,
+            }),
+        )
+            .into_response(),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            detail(
+                StatusCode::CONFLICT,
+                "A user with this email already exists",
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "create_user failed");
+            detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        }
+    }
+}
+
+async fn get_user(State(state): State<AppState>, id: Result<Path<i64>, PathRejection>) -> Response {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(e) => return detail(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()),
+    };
+    match tsql_as!(
+        User,
+        "SELECT id, email, name FROM <<tables.users>> WHERE id = $1",
+        id
+    )
+    .fetch_optional(&state.db)
+    .await
+    {
+        Ok(Some(user)) => Json(user).into_response(),
+        Ok(None) => detail(StatusCode::NOT_FOUND, "User not found"),
+        Err(e) => {
+            tracing::error!(error = %e, "get_user failed");
+            detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+        }
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let check = tokio::time::timeout(
+        Duration::from_secs(2),
+        state.db.fetch_value::<i32, _>("SELECT 1", ()),
+    )
+    .await;
+    match check {
+        Ok(Ok(Some(1))) => Json(serde_json::json!({ "status": "ok" })).into_response(),
+        other => {
+            tracing::warn!(?other, "health check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "unavailable" })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// For tests of graceful shutdown: a request that takes a while (only with
+/// `PGDBM_EXAMPLE_DEBUG_ROUTES=1`).
+async fn sleep(Path(ms): Path<u64>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
+    Json(serde_json::json!({ "slept_ms": ms })).into_response()
+}
+
+fn app(db: Database) -> Router {
+    let mut router = Router::new()
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(get_user))
+        .route("/health", get(health))
+        .route("/ping", get(|| async { "pong" }));
+    if std::env::var("PGDBM_EXAMPLE_DEBUG_ROUTES").as_deref() == Ok("1") {
+        router = router.route("/debug/sleep/{ms}", get(sleep));
+    }
+    router.with_state(AppState { db })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let url = pgdbm::testing::database_url_or_local("myservice").await?;
+    // SAFETY: set before any other thread reads the environment.
+    unsafe { std::env::set_var("DATABASE_URL", &url) };
+    let config = DatabaseConfig::from_env()?
+        .schema("myservice")
+        .min_connections(5)
+        .max_connections(20);
+    let db = Database::connect(config).await?;
+    let report = Migrator::new(
+        &db,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
+        "myservice",
+    )
+    .apply_pending()
+    .await?;
+    tracing::info!(applied = report.applied.len(), "migrations up to date");
+
+    let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());
+    let addr: SocketAddr = format!("{bind}:{port}").parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app(db.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

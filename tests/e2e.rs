@@ -1,0 +1,354 @@
+//! End to end: the example binaries run as child processes on a free port, against a database of
+//! each test's own, spoken to over HTTP (the service) or through the queue (the worker).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgdbm::testing::TestDatabase;
+use serde_json::{Value, json};
+
+/// The example binary, built by `cargo test` beside this test (built here if it is missing).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let bin = dir.join(name);
+    if !bin.is_file() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name}");
+    }
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    async fn start(db: &TestDatabase) -> Service {
+        let port = free_port();
+        let child = Command::new(example("standalone_service"))
+            .env("DATABASE_URL", db.url())
+            .env("PORT", port.to_string())
+            .env("PGDBM_EXAMPLE_DEBUG_ROUTES", "1")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if client.get(format!("{base}/ping")).send().await.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "service did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service { child, base }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_route_and_status() {
+    let db = TestDatabase::new().await.unwrap();
+    let svc = Service::start(&db).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", svc.base);
+
+    let r = c
+        .post(url("/users"))
+        .json(&json!({"email": "alice@example.com", "name": "Alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created, json!({"id": 1, "email": "alice@example.com"}));
+    // The row is really in the database, in the service's schema.
+    let row: Option<(String, Option<String>)> = db
+        .fetch_optional("SELECT email, name FROM myservice.users WHERE id = 1", ())
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        Some(("alice@example.com".into(), Some("Alice".into())))
+    );
+
+    let r = c
+        .post(url("/users"))
+        .json(&json!({"email": "alice@example.com", "name": "Again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    for body in [
+        json!({"email": "bob@example.com"}),
+        json!({"name": "No Email"}),
+        json!({"email": 42, "name": "x"}),
+        json!({"email": "not-an-email", "name": "x"}),
+    ] {
+        let r = c.post(url("/users")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 422, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    }
+    let r = c
+        .post(url("/users"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+
+    let r = c.get(url("/users/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(
+        user,
+        json!({"id": 1, "email": "alice@example.com", "name": "Alice"})
+    );
+    let r = c.get(url("/users/999")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"detail": "User not found"})
+    );
+    let r = c.get(url("/users/abc")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+
+    let r = c.get(url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let count: Option<i64> = db
+        .fetch_value("SELECT count(*) FROM myservice.users", ())
+        .await
+        .unwrap();
+    assert_eq!(count, Some(1), "failed requests wrote nothing");
+}
+
+#[tokio::test]
+async fn health_is_503_while_the_database_does_not_answer() {
+    let db = TestDatabase::new().await.unwrap();
+    let svc = Service::start(&db).await;
+    let c = reqwest::Client::new();
+    let name = db.name().to_string();
+    let admin = pgdbm::testing::test_server()
+        .await
+        .unwrap()
+        .admin_url
+        .clone();
+    let mut a = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    let sql = |s: String| sqlx::raw_sql(sqlx::AssertSqlSafe(s));
+    sql(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"))
+        .execute(&mut a)
+        .await
+        .unwrap();
+    sql(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ))
+    .execute(&mut a)
+    .await
+    .unwrap();
+    let r = c.get(format!("{}/health", svc.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    sql(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"))
+        .execute(&mut a)
+        .await
+        .unwrap();
+    let r = c.get(format!("{}/health", svc.base)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_and_exits_0() {
+    let db = TestDatabase::new().await.unwrap();
+    let mut svc = Service::start(&db).await;
+    let c = reqwest::Client::new();
+    let slow = {
+        let url = format!("{}/debug/sleep/1500", svc.base);
+        let c = c.clone();
+        tokio::spawn(async move { c.get(url).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&svc.child, "-TERM");
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"slept_ms": 1500}));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = svc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(c.get(format!("{}/ping", svc.base)).send().await.is_err());
+}
+
+#[tokio::test]
+async fn workers_do_every_job_exactly_once_even_when_one_is_killed() {
+    let db = TestDatabase::builder()
+        .migrations(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/worker_migrations"
+        ))
+        .module("worker")
+        .schema("worker")
+        .build()
+        .await
+        .unwrap();
+    let jobs = (0..2000).map(|i| {
+        let payload = match i % 100 {
+            0 => format!("fail-{i}"),
+            1 => format!("flaky-{i}"),
+            _ => format!("ok-{i}"),
+        };
+        (payload,)
+    });
+    assert_eq!(db.copy_in("jobs", &["payload"], jobs).await.unwrap(), 2000);
+
+    let spawn = |id: usize| {
+        Command::new(example("background_worker"))
+            .env("DATABASE_URL", db.url())
+            .env("WORKER_ID", format!("w{id}"))
+            .env("CONCURRENCY", "2")
+            .env("JOB_DELAY_MS", "2")
+            .env("EXIT_WHEN_IDLE", "1")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..4).map(spawn).collect();
+    // Kill one worker with SIGKILL while it is busy.
+    let started = Instant::now();
+    loop {
+        let done = db.count_rows_where("jobs", "status", "done").await.unwrap();
+        if done >= 300 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&workers[0], "-KILL");
+    let killed = workers.remove(0);
+    let _ = { killed }.wait();
+    for mut w in workers {
+        let status = w.wait().unwrap();
+        assert!(status.success(), "worker exit status {status:?}");
+    }
+
+    assert_eq!(
+        db.count_rows_where("jobs", "status", "queued")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        db.count_rows_where("jobs", "status", "done").await.unwrap(),
+        1980
+    );
+    assert_eq!(
+        db.count_rows_where("jobs", "status", "parked")
+            .await
+            .unwrap(),
+        20
+    );
+    // One result per done job, none for parked ones (job_id is the key: no job twice).
+    assert_eq!(db.count_rows("job_results").await.unwrap(), 1980);
+    let wrong: Option<i64> = db
+        .fetch_value(
+            "SELECT count(*) FROM {{tables.jobs}} j LEFT JOIN {{tables.job_results}} r ON r.job_id = j.id \
+             WHERE (j.status = 'done') <> (r.job_id IS NOT NULL)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong, Some(0));
+    // Failing jobs were tried MAX_ATTEMPTS times, flaky ones twice.
+    let parked_attempts: Vec<(i32,)> = db
+        .fetch_all(
+            "SELECT DISTINCT attempts FROM {{tables.jobs}} WHERE status = 'parked'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked_attempts, vec![(3,)]);
+    let flaky: Vec<(i32,)> = db
+        .fetch_all(
+            "SELECT DISTINCT attempts FROM {{tables.jobs}} WHERE payload LIKE 'flaky-%'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(flaky, vec![(2,)]);
+    let results: Option<i64> = db
+        .fetch_value(
+            "SELECT count(*) FROM {{tables.job_results}} r JOIN {{tables.jobs}} j ON j.id = r.job_id WHERE r.result = upper(j.payload)",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(results, Some(1980));
+}
+
+#[tokio::test]
+async fn a_worker_stops_cleanly_on_sigterm() {
+    let db = TestDatabase::new().await.unwrap();
+    let mut w = Command::new(example("background_worker"))
+        .env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it has migrated (the jobs table exists), then ask it to stop.
+    let started = Instant::now();
+    while !db.table_exists("worker.jobs").await.unwrap() {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&w, "-TERM");
+    let status = w.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
