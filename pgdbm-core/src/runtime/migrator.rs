@@ -513,10 +513,20 @@ impl Migrator {
         let table = self.qualified_table();
         let mut statements = Vec::new();
         if let Some(s) = self.db.schema() {
-            statements.push(format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_identifier(s)
-            ));
+            // Usually there already (Database::connect creates it); asking first spares the
+            // server's "already exists, skipping" notice on every run.
+            let sql = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)";
+            let exists: bool = sqlx::query_scalar(sql)
+                .bind(s)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| Error::query(sql, e))?;
+            if !exists {
+                statements.push(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}",
+                    quote_identifier(s)
+                ));
+            }
         }
         // pgdbm's DDL, with the names quoted.
         statements.push(format!(
