@@ -72,97 +72,78 @@ impl Relations {
     }
 
     fn apply(&mut self, t: &[Tok]) {
-        let kw =
-            |i: usize, w: &str| matches!(t.get(i), Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w));
-        let mut i;
-        if kw(0, "CREATE") {
-            i = 1;
+        let kw = |i: usize, w: &str| keyword(t, i, w);
+        let verb = ["CREATE", "ALTER", "DROP"].into_iter().find(|v| kw(0, v));
+        let mut i = 1;
+        if verb == Some("CREATE") {
             if kw(i, "OR") && kw(i + 1, "REPLACE") {
                 i += 2;
             }
-            while [
+            let modifiers = [
                 "TEMP",
                 "TEMPORARY",
                 "UNLOGGED",
                 "GLOBAL",
                 "LOCAL",
                 "RECURSIVE",
-            ]
-            .iter()
-            .any(|w| kw(i, w))
-            {
+            ];
+            while modifiers.iter().any(|w| kw(i, w)) {
                 i += 1;
             }
-            if kw(i, "MATERIALIZED") {
-                i += 1;
-            }
-            if !["TABLE", "VIEW", "SEQUENCE", "TYPE"]
+        }
+        // `[MATERIALIZED] TABLE|VIEW|SEQUENCE|TYPE [IF [NOT] EXISTS]`
+        if kw(i, "MATERIALIZED") {
+            i += 1;
+        }
+        if verb.is_none()
+            || !["TABLE", "VIEW", "SEQUENCE", "TYPE"]
                 .iter()
                 .any(|w| kw(i, w))
-            {
-                return;
-            }
-            i += 1;
-            if kw(i, "IF") && kw(i + 1, "NOT") && kw(i + 2, "EXISTS") {
-                i += 3;
-            }
-            if let Some((name, _)) = qualified(t, i) {
-                self.insert(name);
-            }
-        } else if kw(0, "ALTER") {
-            i = 1;
-            if kw(i, "MATERIALIZED") {
-                i += 1;
-            }
-            if !["TABLE", "VIEW", "SEQUENCE", "TYPE"]
-                .iter()
-                .any(|w| kw(i, w))
-            {
-                return;
-            }
-            i += 1;
-            if kw(i, "IF") && kw(i + 1, "EXISTS") {
-                i += 2;
-            }
-            if kw(i, "ONLY") {
-                i += 1;
-            }
-            let Some((old, next)) = qualified(t, i) else {
-                return;
-            };
-            let target = name_at(t, next + 2);
-            let renamed = match target {
-                Some(new) if kw(next, "RENAME") && kw(next + 1, "TO") => Some((old.0.clone(), new)),
-                Some(schema) if kw(next, "SET") && kw(next + 1, "SCHEMA") => {
-                    Some((Some(schema), old.1.clone()))
+        {
+            return;
+        }
+        i += 1;
+        if kw(i, "IF") && kw(i + 1, "NOT") && kw(i + 2, "EXISTS") {
+            i += 3;
+        } else if kw(i, "IF") && kw(i + 1, "EXISTS") {
+            i += 2;
+        }
+        match verb {
+            Some("CREATE") => {
+                if let Some((name, _)) = qualified(t, i) {
+                    self.insert(name);
                 }
-                _ => None,
-            };
-            if let Some(moved) = renamed {
-                self.remove(&old);
-                self.insert(moved);
             }
-        } else if kw(0, "DROP") {
-            i = 1;
-            if kw(i, "MATERIALIZED") {
-                i += 1;
+            Some("ALTER") => {
+                if kw(i, "ONLY") {
+                    i += 1;
+                }
+                let Some((old, next)) = qualified(t, i) else {
+                    return;
+                };
+                let renamed = match name_at(t, next + 2) {
+                    Some(new) if kw(next, "RENAME") && kw(next + 1, "TO") => {
+                        Some((old.0.clone(), new))
+                    }
+                    Some(schema) if kw(next, "SET") && kw(next + 1, "SCHEMA") => {
+                        Some((Some(schema), old.1.clone()))
+                    }
+                    _ => None,
+                };
+                if let Some(moved) = renamed {
+                    self.remove(&old);
+                    self.insert(moved);
+                }
             }
-            if !["TABLE", "VIEW", "SEQUENCE", "TYPE"]
-                .iter()
-                .any(|w| kw(i, w))
-            {
-                return;
-            }
-            i += 1;
-            if kw(i, "IF") && kw(i + 1, "EXISTS") {
-                i += 2;
-            }
-            while let Some((name, next)) = qualified(t, i) {
-                self.remove(&name);
-                if matches!(t.get(next), Some(Tok::Punct(','))) {
-                    i = next + 1;
-                } else {
-                    break;
+            _ => {
+                // DROP a, b, c [CASCADE]
+                while let Some((name, next)) = qualified(t, i) {
+                    self.remove(&name);
+                    if matches!(t.get(next), Some(Tok::Punct(','))) {
+                        i = next + 1;
+                    } else {
+                        break;
+                    }
                 }
             }
         }
@@ -201,6 +182,10 @@ enum Tok {
     /// A quoted name.
     Ident(String),
     Punct(char),
+}
+
+fn keyword(t: &[Tok], i: usize, w: &str) -> bool {
+    matches!(t.get(i), Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
 }
 
 /// `[schema .] name` at `i`: returns ((schema, name), index after it).

@@ -84,6 +84,25 @@ pub(crate) async fn execute(
     .await
 }
 
+/// The first row, decoded by `decode`.
+async fn first_row<T>(
+    conn: &mut PgConnection,
+    ctx: QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: PgArguments,
+    decode: impl FnOnce(&PgRow) -> Result<T, sqlx::Error> + Send,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: Send,
+{
+    observe(ctx, sql, async {
+        let row = q(sql, args).fetch_optional(&mut *conn).await?;
+        let value = row.as_ref().map(decode).transpose()?;
+        Ok(Outcome::Rows(row.is_some() as u64, value))
+    })
+    .await
+}
+
 pub(crate) async fn fetch_optional<T>(
     conn: &mut PgConnection,
     ctx: QueryCtx<'_>,
@@ -93,12 +112,7 @@ pub(crate) async fn fetch_optional<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    observe(ctx, sql, async {
-        let row = q(sql, args).fetch_optional(&mut *conn).await?;
-        let value = row.as_ref().map(T::from_row).transpose()?;
-        Ok(Outcome::Rows(row.is_some() as u64, value))
-    })
-    .await
+    first_row(conn, ctx, sql, args, |r| T::from_row(r)).await
 }
 
 pub(crate) async fn fetch_all<T>(
@@ -122,6 +136,7 @@ where
     .await
 }
 
+/// The first column of the first row.
 pub(crate) async fn fetch_value<T>(
     conn: &mut PgConnection,
     ctx: QueryCtx<'_>,
@@ -131,18 +146,11 @@ pub(crate) async fn fetch_value<T>(
 where
     T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
 {
-    observe(ctx, sql, async {
-        let row = q(sql, args).fetch_optional(&mut *conn).await?;
-        let value = match &row {
-            Some(r) => {
-                if r.len() == 0 {
-                    return Err(sqlx::Error::ColumnIndexOutOfBounds { index: 0, len: 0 });
-                }
-                Some(r.try_get::<T, _>(0)?)
-            }
-            None => None,
-        };
-        Ok(Outcome::Rows(row.is_some() as u64, value))
+    first_row(conn, ctx, sql, args, |r| {
+        if r.is_empty() {
+            return Err(sqlx::Error::ColumnIndexOutOfBounds { index: 0, len: 0 });
+        }
+        r.try_get::<T, _>(0)
     })
     .await
 }
