@@ -1,14 +1,27 @@
-//! Point-query throughput: `Database::fetch_one` beside plain sqlx `PgPool` and one sqlx
-//! connection per task, at 8 and 64 concurrent tasks, in one run.
+//! Point-query throughput of `pgdbm::Database` against plain sqlx, in one run.
 //!
-//! Workload: `SELECT abalance FROM pgbench_accounts WHERE aid = $1` with a random aid, pgbench
-//! scale 10 (1M rows) in a database `pgdbm_bench` (created and filled on first run).
+//! Run: `cargo bench --bench pool` (the bench profile is an optimised build).
 //!
-//! Run: `cargo bench --bench pool`. Env: `PGDBM_BENCH_URL` / `DATABASE_URL` (server),
-//! `PGDBM_BENCH_SECS` (seconds per cell, default 5), `PGDBM_BENCH_TASKS` (default `8,64`).
-//! Bar (issue 2): Database >= 0.90x per-task connections and >= 1.5x PgPool at 8 tasks.
-//! Figures are printed, never asserted.
+//! Measures completed queries per second of
+//! `SELECT abalance FROM pgbench_accounts WHERE aid = $1` (random aid in 1..=1_000_000, pgbench
+//! scale 10) from N concurrent tokio tasks, each looping on the query, for:
+//!   1. `Database::fetch_one::<(i32,), _>` on a pool of N connections (`slow_query_threshold(None)`);
+//!   2. sqlx `PgPool` with N connections and otherwise default settings;
+//!   3. one sqlx `PgConnection` held by each task (no pool at all: the ceiling);
+//!   4. sqlx `PgPool` with `test_before_acquire(false)`, for reference.
+//!
+//! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
+//! Env: `PGDBM_BENCH_URL`, else `DATABASE_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`
+//! names the server (its database name is replaced by `pgdbm_bench`, created and filled with
+//! `pgbench -i -s 10` on first use, or with SQL when pgbench is not installed);
+//! `PGDBM_BENCH_TASKS` the task counts (default `8,64`).
+//! Bar: Database >= 0.90 x per-task connections and >= 1.5 x PgPool at 8 tasks. The figures and
+//! PASS/MISS are printed, never asserted. The `tls` column shows whether each system's
+//! connections ended up encrypted (`sslmode` from the URL; pgdbm turns TLS off for a loopback
+//! server unless the URL sets `sslmode`), since that alone moves the figures.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,237 +31,358 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
 const SQL: &str = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-const ROWS: u64 = 1_000_000;
+const TLS_SQL: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+const ACCOUNTS: u64 = 1_000_000;
+const BENCH_DB: &str = "pgdbm_bench";
+const WARM_UP: Duration = Duration::from_secs(1);
 
-fn admin_url() -> String {
-    std::env::var("PGDBM_BENCH_URL")
+fn server_url() -> url::Url {
+    let raw = std::env::var("PGDBM_BENCH_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into())
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".into());
+    url::Url::parse(&raw).expect("PGDBM_BENCH_URL / DATABASE_URL is not a valid URL")
 }
 
-fn bench_url() -> String {
-    let mut u = url::Url::parse(&admin_url()).expect("valid url");
-    u.set_path("/pgdbm_bench");
+fn with_database(url: &url::Url, db: &str) -> String {
+    let mut u = url.clone();
+    u.set_path(&format!("/{db}"));
     u.to_string()
 }
 
-async fn prepare() {
-    let mut admin = PgConnection::connect(&admin_url())
+/// pgbench from PATH, else from the Debian PostgreSQL 15 location.
+fn find_pgbench() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain([PathBuf::from("/usr/lib/postgresql/15/bin")])
+        .map(|dir| dir.join("pgbench"))
+        .find(|p| p.is_file())
+}
+
+/// `pgbench -i -s 10` into the bench database; `false` when pgbench is missing or failed.
+fn fill_with_pgbench(server: &url::Url) -> bool {
+    let Some(pgbench) = find_pgbench() else {
+        return false;
+    };
+    let mut cmd = Command::new(&pgbench);
+    cmd.args(["-i", "-s", "10", BENCH_DB]);
+    cmd.args(["-h", server.host_str().unwrap_or("127.0.0.1")]);
+    cmd.args(["-p", &server.port().unwrap_or(5432).to_string()]);
+    if !server.username().is_empty() {
+        cmd.args(["-U", server.username()]);
+    }
+    if let Some(pw) = server.password() {
+        let pw = url::form_urlencoded::parse(format!("p={pw}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        cmd.env("PGPASSWORD", pw);
+    }
+    println!("populating {BENCH_DB} with {} -i -s 10 ...", pgbench.display());
+    match cmd.output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "pgbench -i failed ({}); falling back to SQL:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("could not run {}: {e}; falling back to SQL", pgbench.display());
+            false
+        }
+    }
+}
+
+/// Creates `pgdbm_bench` if missing and makes sure it holds pgbench_accounts with 1M rows.
+async fn prepare(server: &url::Url) -> String {
+    let mut admin = PgConnection::connect(&with_database(server, "postgres"))
         .await
-        .expect("admin connection");
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'pgdbm_bench')",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+        .expect("connection to the postgres database");
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(BENCH_DB)
+            .fetch_one(&mut admin)
+            .await
+            .expect("pg_database lookup");
     if !exists {
+        println!("creating database {BENCH_DB}");
         sqlx::raw_sql("CREATE DATABASE pgdbm_bench")
             .execute(&mut admin)
             .await
-            .unwrap();
+            .expect("CREATE DATABASE pgdbm_bench");
     }
-    let mut conn = PgConnection::connect(&bench_url()).await.unwrap();
-    let filled: Option<i64> = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_class WHERE relname = 'pgbench_accounts' AND relkind = 'r'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    if filled == Some(1) {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pgbench_accounts")
+    admin.close().await.ok();
+
+    let url = with_database(server, BENCH_DB);
+    let mut conn = PgConnection::connect(&url)
+        .await
+        .expect("connection to pgdbm_bench");
+    let present: bool = sqlx::query_scalar("SELECT to_regclass('pgbench_accounts') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .expect("to_regclass");
+    // max(aid) comes off the primary key, so this check is instant; it catches a half-filled table.
+    let complete = present
+        && sqlx::query_scalar::<_, Option<i32>>("SELECT max(aid) FROM pgbench_accounts")
             .fetch_one(&mut conn)
             .await
-            .unwrap();
-        if n as u64 == ROWS {
-            return;
+            .ok()
+            .flatten()
+            == Some(ACCOUNTS as i32);
+    if !complete {
+        if present {
+            println!("pgbench_accounts is incomplete; rebuilding it");
+        }
+        if !fill_with_pgbench(server) {
+            println!("filling pgbench_accounts with 1,000,000 rows via generate_series ...");
+            sqlx::raw_sql(
+                "DROP TABLE IF EXISTS pgbench_accounts;
+                 CREATE TABLE pgbench_accounts (aid int NOT NULL, bid int, abalance int, filler char(84));
+                 INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+                     SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, 1000000) AS g;
+                 ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid);",
+            )
+            .execute(&mut conn)
+            .await
+            .expect("filling pgbench_accounts");
+            sqlx::raw_sql("VACUUM ANALYZE pgbench_accounts")
+                .execute(&mut conn)
+                .await
+                .expect("VACUUM ANALYZE pgbench_accounts");
         }
     }
-    // The same table pgbench -i -s 10 makes, built with SQL so no pgbench binary is needed.
-    println!("filling pgbench_accounts (1M rows, once)...");
-    sqlx::raw_sql(
-        "DROP TABLE IF EXISTS pgbench_accounts;
-         CREATE TABLE pgbench_accounts (aid int NOT NULL, bid int, abalance int, filler char(84)) WITH (fillfactor = 100);
-         INSERT INTO pgbench_accounts SELECT g, (g - 1) / 100000 + 1, 0, '' FROM generate_series(1, 1000000) g;
-         ALTER TABLE pgbench_accounts ADD PRIMARY KEY (aid);",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    sqlx::raw_sql("VACUUM ANALYZE pgbench_accounts")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    conn.close().await.ok();
+    url
 }
 
+/// xorshift64: a few cycles per aid, no dependency, distinct stream per task.
 struct XorShift(u64);
 
 impl XorShift {
-    fn next_aid(&mut self) -> i32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % ROWS + 1) as i32
+    fn for_task(i: usize) -> Self {
+        XorShift(0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(i as u64 + 1) | 1)
+    }
+
+    fn aid(&mut self) -> i32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x % ACCOUNTS + 1) as i32
     }
 }
 
-/// Runs `tasks` copies of `work` for the warm-up plus `secs`, counting queries after warm-up.
-async fn drive<F, Fut>(tasks: usize, secs: f64, work: F) -> f64
+/// What every task shares: the stop flag and the completed-query counter.
+#[derive(Clone, Default)]
+struct Run {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+}
+
+impl Run {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn completed(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Spawns one task per element of `per_task`, lets them warm up, then counts completed queries
+/// over `secs`. Returns queries per second.
+async fn measure<S, F, Fut>(per_task: Vec<S>, secs: f64, work: F) -> f64
 where
-    F: Fn(usize, Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicBool>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    F: Fn(usize, S, Run) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let counting = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let handles: Vec<_> = (0..tasks)
-        .map(|i| tokio::spawn(work(i, stop.clone(), count.clone(), counting.clone())))
+    let run = Run::default();
+    let handles: Vec<_> = per_task
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(work(i, s, run.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    counting.store(true, Ordering::SeqCst);
-    let started = Instant::now();
+    tokio::time::sleep(WARM_UP).await;
+    let (n0, t0) = (run.done.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let n = count.load(Ordering::SeqCst);
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::SeqCst);
+    let (n1, t1) = (run.done.load(Ordering::Relaxed), Instant::now());
+    run.stop.store(true, Ordering::Relaxed);
     for h in handles {
-        h.await.unwrap();
+        h.await.expect("a benchmark task panicked");
     }
-    n as f64 / elapsed
+    (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
 }
 
-async fn bench_database(tasks: usize, secs: f64) -> f64 {
+struct Cell {
+    qps: f64,
+    tls: bool,
+}
+
+async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
     let db = Database::connect(
-        DatabaseConfig::new(bench_url())
+        DatabaseConfig::new(url)
             .min_connections(tasks)
             .max_connections(tasks)
             .slow_query_threshold(None),
     )
     .await
-    .expect("connect");
-    let qps = drive(tasks, secs, |i, stop, count, counting| {
-        let db = db.clone();
-        async move {
-            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-            while !stop.load(Ordering::Relaxed) {
-                let (_,): (i32,) = db.fetch_one(SQL, (rng.next_aid(),)).await.unwrap();
-                if counting.load(Ordering::Relaxed) {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+    .expect("Database::connect");
+    let (tls,): (bool,) = db.fetch_one(TLS_SQL, ()).await.expect("TLS probe");
+    let qps = measure(vec![db.clone(); tasks], secs, |i, db, run| async move {
+        let mut rng = XorShift::for_task(i);
+        while run.running() {
+            let (_balance,) = db
+                .fetch_one::<(i32,), _>(SQL, (rng.aid(),))
+                .await
+                .expect("Database::fetch_one");
+            run.completed();
         }
     })
     .await;
     db.close().await;
-    qps
+    Cell { qps, tls }
 }
 
-async fn bench_pgpool(tasks: usize, secs: f64, test_before_acquire: bool) -> f64 {
-    let pool: PgPool = PgPoolOptions::new()
+async fn bench_pgpool(url: &str, tasks: usize, secs: f64, test_before_acquire: bool) -> Cell {
+    let mut options = PgPoolOptions::new()
         .max_connections(tasks as u32)
-        .min_connections(tasks as u32)
-        .test_before_acquire(test_before_acquire)
-        .connect(&bench_url())
+        .min_connections(tasks as u32);
+    if !test_before_acquire {
+        options = options.test_before_acquire(false);
+    }
+    let pool: PgPool = options.connect(url).await.expect("PgPool connect");
+    let tls: bool = sqlx::query_scalar(TLS_SQL)
+        .fetch_one(&pool)
         .await
-        .expect("PgPool");
-    let qps = drive(tasks, secs, |i, stop, count, counting| {
-        let pool = pool.clone();
-        async move {
-            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-            while !stop.load(Ordering::Relaxed) {
-                let _: (i32,) = sqlx::query_as(SQL)
-                    .bind(rng.next_aid())
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                if counting.load(Ordering::Relaxed) {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        .expect("TLS probe");
+    let qps = measure(vec![pool.clone(); tasks], secs, |i, pool, run| async move {
+        let mut rng = XorShift::for_task(i);
+        while run.running() {
+            let (_balance,) = sqlx::query_as::<_, (i32,)>(SQL)
+                .bind(rng.aid())
+                .fetch_one(&pool)
+                .await
+                .expect("PgPool fetch_one");
+            run.completed();
         }
     })
     .await;
     pool.close().await;
-    qps
+    Cell { qps, tls }
 }
 
-async fn bench_connections(tasks: usize, secs: f64) -> f64 {
-    let mut conns = Vec::new();
+async fn bench_connections(url: &str, tasks: usize, secs: f64) -> Cell {
+    let mut conns = Vec::with_capacity(tasks);
     for _ in 0..tasks {
-        conns.push(PgConnection::connect(&bench_url()).await.unwrap());
+        conns.push(PgConnection::connect(url).await.expect("PgConnection"));
     }
-    let conns = Arc::new(std::sync::Mutex::new(conns));
-    drive(tasks, secs, |i, stop, count, counting| {
-        let mut conn = conns.lock().unwrap().pop().unwrap();
-        async move {
-            let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-            while !stop.load(Ordering::Relaxed) {
-                let _: (i32,) = sqlx::query_as(SQL)
-                    .bind(rng.next_aid())
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap();
-                if counting.load(Ordering::Relaxed) {
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            conn.close().await.ok();
+    let tls: bool = sqlx::query_scalar(TLS_SQL)
+        .fetch_one(&mut conns[0])
+        .await
+        .expect("TLS probe");
+    let qps = measure(conns, secs, |i, mut conn, run| async move {
+        let mut rng = XorShift::for_task(i);
+        while run.running() {
+            let (_balance,) = sqlx::query_as::<_, (i32,)>(SQL)
+                .bind(rng.aid())
+                .fetch_one(&mut conn)
+                .await
+                .expect("PgConnection fetch_one");
+            run.completed();
         }
+        conn.close().await.ok();
     })
-    .await
+    .await;
+    Cell { qps, tls }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
 }
 
 fn main() {
     let secs: f64 = std::env::var("PGDBM_BENCH_SECS")
         .ok()
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|s: &f64| *s > 0.0)
         .unwrap_or(5.0);
     let task_counts: Vec<usize> = std::env::var("PGDBM_BENCH_TASKS")
         .unwrap_or_else(|_| "8,64".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .expect("tokio runtime");
     rt.block_on(async {
-        prepare().await;
+        let server = server_url();
+        let url = prepare(&server).await;
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!();
+        println!("workload: {SQL}, random aid in 1..={ACCOUNTS}");
         println!(
-            "\npoint queries, {SQL}\n{secs} s per cell after 1 s warm-up; pool size = tasks\n"
+            "{secs} s per cell after {} s warm-up; pool size = tasks; {} CPUs; load average at start: {}",
+            WARM_UP.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
         );
+        println!();
         println!(
-            "{:>5}  {:<38} {:>10} {:>14} {:>10}",
-            "tasks", "system", "queries/s", "vs per-task", "vs PgPool"
+            "{:<5}  {:<38} {:<3}  {:>9}  {:>16}  {:>9}",
+            "tasks", "system", "tls", "queries/s", "vs per-task conn", "vs PgPool"
         );
+        let mut bar = None;
         for &tasks in &task_counts {
-            let conn = bench_connections(tasks, secs).await;
-            let pool = bench_pgpool(tasks, secs, true).await;
-            let pool_lean = bench_pgpool(tasks, secs, false).await;
-            let db = bench_database(tasks, secs).await;
+            let conn = bench_connections(&url, tasks, secs).await;
+            let pool = bench_pgpool(&url, tasks, secs, true).await;
+            let lean = bench_pgpool(&url, tasks, secs, false).await;
+            let db = bench_database(&url, tasks, secs).await;
             let rows = [
-                ("pgdbm Database::fetch_one", db),
-                ("sqlx PgConnection, one per task", conn),
-                ("sqlx PgPool (defaults)", pool),
-                ("sqlx PgPool (test_before_acquire off)", pool_lean),
+                ("pgdbm Database", &db),
+                ("sqlx PgConnection per task", &conn),
+                ("sqlx PgPool", &pool),
+                ("sqlx PgPool, test_before_acquire(false)", &lean),
             ];
-            for (name, qps) in rows {
+            for (name, cell) in rows {
                 println!(
-                    "{tasks:>5}  {name:<38} {qps:>10.0} {:>13.2}x {:>9.2}x",
-                    qps / conn,
-                    qps / pool
+                    "{tasks:<5}  {name:<38} {:<3}  {:>9.0}  {:>16.2}  {:>9.2}",
+                    if cell.tls { "on" } else { "off" },
+                    cell.qps,
+                    cell.qps / conn.qps,
+                    cell.qps / pool.qps,
                 );
             }
-            if tasks == 8 {
-                let a = db / conn;
-                let b = db / pool;
-                println!(
-                    "       Bar at 8 tasks: Database >= 0.90x per-task ({a:.2}x: {}) and >= 1.5x PgPool ({b:.2}x: {})",
-                    if a >= 0.9 { "PASS" } else { "MISS" },
-                    if b >= 1.5 { "PASS" } else { "MISS" }
-                );
-            }
+            println!(
+                "{tasks:<5}  Database / per-task connections = {:.2}, Database / PgPool = {:.2}",
+                db.qps / conn.qps,
+                db.qps / pool.qps
+            );
             println!();
+            if tasks == 8 {
+                bar = Some((db.qps / conn.qps, db.qps / pool.qps));
+            }
+        }
+        println!("Bar: Database >= 0.90 x per-task connections and >= 1.5 x PgPool at 8 tasks");
+        match bar {
+            Some((vs_conn, vs_pool)) => {
+                println!(
+                    "  Database / per-task connections at 8 tasks: {vs_conn:.2} (>= 0.90): {}",
+                    verdict(vs_conn >= 0.90)
+                );
+                println!(
+                    "  Database / PgPool at 8 tasks:                {vs_pool:.2} (>= 1.50): {}",
+                    verdict(vs_pool >= 1.5)
+                );
+            }
+            None => println!("  not evaluated: PGDBM_BENCH_TASKS does not include 8"),
         }
     });
 }
