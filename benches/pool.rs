@@ -80,7 +80,10 @@ fn fill_with_pgbench(server: &url::Url) -> bool {
             .unwrap_or_default();
         cmd.env("PGPASSWORD", pw);
     }
-    println!("populating {BENCH_DB} with {} -i -s 10 ...", pgbench.display());
+    println!(
+        "populating {BENCH_DB} with {} -i -s 10 ...",
+        pgbench.display()
+    );
     match cmd.output() {
         Ok(out) if out.status.success() => true,
         Ok(out) => {
@@ -92,7 +95,10 @@ fn fill_with_pgbench(server: &url::Url) -> bool {
             false
         }
         Err(e) => {
-            eprintln!("could not run {}: {e}; falling back to SQL", pgbench.display());
+            eprintln!(
+                "could not run {}: {e}; falling back to SQL",
+                pgbench.display()
+            );
             false
         }
     }
@@ -336,7 +342,7 @@ fn main() {
         );
         println!();
         println!(
-            "{:<5}  {:<38} {:<3}  {:>9}  {:>16}  {:>9}",
+            "{:<5}  {:<40} {:<3}  {:>9}  {:>16}  {:>9}",
             "tasks", "system", "tls", "queries/s", "vs per-task conn", "vs PgPool"
         );
         let mut bar = None;
@@ -353,7 +359,7 @@ fn main() {
             ];
             for (name, cell) in rows {
                 println!(
-                    "{tasks:<5}  {name:<38} {:<3}  {:>9.0}  {:>16.2}  {:>9.2}",
+                    "{tasks:<5}  {name:<40} {:<3}  {:>9.0}  {:>16.2}  {:>9.2}",
                     if cell.tls { "on" } else { "off" },
                     cell.qps,
                     cell.qps / conn.qps,

@@ -299,3 +299,42 @@ fn tls_defaults_to_off_for_a_local_server_only() {
         SslMode::Prefer
     );
 }
+
+#[test]
+fn deserializes_from_any_serde_format_and_rejects_unknown_keys() {
+    let c: DatabaseConfig = serde_json::from_str(
+        r#"{
+            "url": "postgresql://app:pw123@db.internal:6543/orders",
+            "schema": "orders",
+            "min_connections": 2,
+            "max_connections": 9,
+            "statement_timeout_ms": 1500,
+            "lock_timeout_ms": 0,
+            "ssl_mode": "verify-full",
+            "server_settings": {"work_mem": "8MB"},
+            "init_commands": ["SET TIME ZONE 'UTC'"]
+        }"#,
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.get_schema(), Some("orders"));
+    assert_eq!(c.get_ssl_mode().unwrap(), SslMode::VerifyFull);
+    let dbg = format!("{c:?}");
+    assert!(
+        dbg.contains("max_connections: 9") && dbg.contains("lock_timeout: None"),
+        "{dbg}"
+    );
+    assert!(!dbg.contains("pw123"), "{dbg}");
+
+    // pgdbm ignored misspelled keys; here they are errors that name the key.
+    let err = serde_json::from_str::<DatabaseConfig>(r#"{"schema_name": "x"}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `schema_name`"),
+        "{err}"
+    );
+    let err = serde_json::from_str::<DatabaseConfig>(r#"{"ssl_mode": "sometimes"}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown TLS mode `sometimes`"),
+        "{err}"
+    );
+}
