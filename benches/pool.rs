@@ -7,7 +7,7 @@
 //! scale 10) from N concurrent tokio tasks, each looping on the query, for:
 //!   1. `Database::fetch_one::<(i32,), _>` on a pool of N connections (`slow_query_threshold(None)`);
 //!   2. sqlx `PgPool` with N connections and otherwise default settings;
-//!   3. one sqlx `PgConnection` held by each task (no pool at all: the ceiling);
+//!   3. one sqlx `PgConnection` held by each task (no pool at all);
 //!   4. sqlx `PgPool` with `test_before_acquire(false)`, for reference.
 //!
 //! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
@@ -16,9 +16,14 @@
 //! `pgbench -i -s 10` on first use, or with SQL when pgbench is not installed);
 //! `PGDBM_BENCH_TASKS` the task counts (default `8,64`).
 //! Bar: Database >= 0.90 x per-task connections and >= 1.5 x PgPool at 8 tasks. The figures and
-//! PASS/MISS are printed, never asserted. The `tls` column shows whether each system's
-//! connections ended up encrypted (`sslmode` from the URL; pgdbm turns TLS off for a loopback
-//! server unless the URL sets `sslmode`), since that alone moves the figures.
+//! PASS/MISS are printed, never asserted.
+//!
+//! Columns besides queries/s: `tls` says whether that system's connections ended up encrypted
+//! (sqlx follows the URL's `sslmode`, default `prefer`, so TLS whenever the server offers it;
+//! pgdbm turns TLS off for a loopback server unless the URL sets `sslmode`), which alone moves
+//! the figures: append `?sslmode=disable` to the URL to compare like with like. `client us/q` is
+//! this process's CPU time per query (Linux), the client-side cost that competes with the server
+//! for the same cores.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -201,9 +206,26 @@ impl Run {
     }
 }
 
+/// CPU time this process (all its threads) has used, in nanoseconds; Linux only.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Throughput of one cell, and the benchmark process's own CPU time per query (what the client
+/// side costs; on a small machine it competes with the server for the same cores).
+struct Measured {
+    qps: f64,
+    client_us_per_query: Option<f64>,
+}
+
 /// Spawns one task per element of `per_task`, lets them warm up, then counts completed queries
-/// over `secs`. Returns queries per second.
-async fn measure<S, F, Fut>(per_task: Vec<S>, secs: f64, work: F) -> f64
+/// over `secs`.
+async fn measure<S, F, Fut>(per_task: Vec<S>, secs: f64, work: F) -> Measured
 where
     F: Fn(usize, S, Run) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -215,18 +237,33 @@ where
         .map(|(i, s)| tokio::spawn(work(i, s, run.clone())))
         .collect();
     tokio::time::sleep(WARM_UP).await;
-    let (n0, t0) = (run.done.load(Ordering::Relaxed), Instant::now());
+    let (n0, t0, cpu0) = (
+        run.done.load(Ordering::Relaxed),
+        Instant::now(),
+        process_cpu_ns(),
+    );
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    let (n1, t1) = (run.done.load(Ordering::Relaxed), Instant::now());
+    let (n1, t1, cpu1) = (
+        run.done.load(Ordering::Relaxed),
+        Instant::now(),
+        process_cpu_ns(),
+    );
     run.stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.await.expect("a benchmark task panicked");
     }
-    (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
+    let queries = (n1 - n0) as f64;
+    Measured {
+        qps: queries / (t1 - t0).as_secs_f64(),
+        client_us_per_query: match (cpu0, cpu1) {
+            (Some(a), Some(b)) if b >= a && queries > 0.0 => Some((b - a) as f64 / 1e3 / queries),
+            _ => None,
+        },
+    }
 }
 
 struct Cell {
-    qps: f64,
+    m: Measured,
     tls: bool,
 }
 
@@ -240,7 +277,7 @@ async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
     .await
     .expect("Database::connect");
     let (tls,): (bool,) = db.fetch_one(TLS_SQL, ()).await.expect("TLS probe");
-    let qps = measure(vec![db.clone(); tasks], secs, |i, db, run| async move {
+    let m = measure(vec![db.clone(); tasks], secs, |i, db, run| async move {
         let mut rng = XorShift::for_task(i);
         while run.running() {
             let (_balance,) = db
@@ -252,7 +289,7 @@ async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
     })
     .await;
     db.close().await;
-    Cell { qps, tls }
+    Cell { m, tls }
 }
 
 async fn bench_pgpool(url: &str, tasks: usize, secs: f64, test_before_acquire: bool) -> Cell {
@@ -267,7 +304,7 @@ async fn bench_pgpool(url: &str, tasks: usize, secs: f64, test_before_acquire: b
         .fetch_one(&pool)
         .await
         .expect("TLS probe");
-    let qps = measure(vec![pool.clone(); tasks], secs, |i, pool, run| async move {
+    let m = measure(vec![pool.clone(); tasks], secs, |i, pool, run| async move {
         let mut rng = XorShift::for_task(i);
         while run.running() {
             let (_balance,) = sqlx::query_as::<_, (i32,)>(SQL)
@@ -280,7 +317,7 @@ async fn bench_pgpool(url: &str, tasks: usize, secs: f64, test_before_acquire: b
     })
     .await;
     pool.close().await;
-    Cell { qps, tls }
+    Cell { m, tls }
 }
 
 async fn bench_connections(url: &str, tasks: usize, secs: f64) -> Cell {
@@ -292,7 +329,7 @@ async fn bench_connections(url: &str, tasks: usize, secs: f64) -> Cell {
         .fetch_one(&mut conns[0])
         .await
         .expect("TLS probe");
-    let qps = measure(conns, secs, |i, mut conn, run| async move {
+    let m = measure(conns, secs, |i, mut conn, run| async move {
         let mut rng = XorShift::for_task(i);
         while run.running() {
             let (_balance,) = sqlx::query_as::<_, (i32,)>(SQL)
@@ -305,7 +342,7 @@ async fn bench_connections(url: &str, tasks: usize, secs: f64) -> Cell {
         conn.close().await.ok();
     })
     .await;
-    Cell { qps, tls }
+    Cell { m, tls }
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -342,10 +379,11 @@ fn main() {
         );
         println!();
         println!(
-            "{:<5}  {:<40} {:<3}  {:>9}  {:>16}  {:>9}",
-            "tasks", "system", "tls", "queries/s", "vs per-task conn", "vs PgPool"
+            "{:<5}  {:<40} {:<3}  {:>9}  {:>16}  {:>9}  {:>13}",
+            "tasks", "system", "tls", "queries/s", "vs per-task conn", "vs PgPool", "client us/q"
         );
         let mut bar = None;
+        let mut tls_differs = false;
         for &tasks in &task_counts {
             let conn = bench_connections(&url, tasks, secs).await;
             let pool = bench_pgpool(&url, tasks, secs, true).await;
@@ -357,24 +395,33 @@ fn main() {
                 ("sqlx PgPool", &pool),
                 ("sqlx PgPool, test_before_acquire(false)", &lean),
             ];
+            tls_differs |= rows.iter().any(|(_, c)| c.tls != db.tls);
             for (name, cell) in rows {
                 println!(
-                    "{tasks:<5}  {name:<40} {:<3}  {:>9.0}  {:>16.2}  {:>9.2}",
+                    "{tasks:<5}  {name:<40} {:<3}  {:>9.0}  {:>16.2}  {:>9.2}  {:>13}",
                     if cell.tls { "on" } else { "off" },
-                    cell.qps,
-                    cell.qps / conn.qps,
-                    cell.qps / pool.qps,
+                    cell.m.qps,
+                    cell.m.qps / conn.m.qps,
+                    cell.m.qps / pool.m.qps,
+                    cell.m
+                        .client_us_per_query
+                        .map_or_else(|| "-".to_string(), |us| format!("{us:.1}")),
                 );
             }
+            let (vs_conn, vs_pool) = (db.m.qps / conn.m.qps, db.m.qps / pool.m.qps);
             println!(
-                "{tasks:<5}  Database / per-task connections = {:.2}, Database / PgPool = {:.2}",
-                db.qps / conn.qps,
-                db.qps / pool.qps
+                "{tasks:<5}  Database / per-task connections = {vs_conn:.2}, Database / PgPool = {vs_pool:.2}"
             );
             println!();
             if tasks == 8 {
-                bar = Some((db.qps / conn.qps, db.qps / pool.qps));
+                bar = Some((vs_conn, vs_pool));
             }
+        }
+        if tls_differs {
+            println!(
+                "note: TLS differs between systems, which skews the ratios; add sslmode=disable (or \
+                 require) to PGDBM_BENCH_URL to compare like with like"
+            );
         }
         println!("Bar: Database >= 0.90 x per-task connections and >= 1.5 x PgPool at 8 tasks");
         match bar {
