@@ -9,6 +9,7 @@
 
 pub mod ident;
 pub mod migrations;
+pub mod sql_lex;
 pub mod template;
 
 #[cfg(feature = "runtime")]

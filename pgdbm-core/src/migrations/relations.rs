@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{MigrationSet, split_statements};
+use crate::sql_lex::{Token, TokenKind, tokens};
 use crate::template;
 
 /// Stand-in schema used while reading: placeholders for the module's own schema render to it.
@@ -37,7 +38,10 @@ impl Relations {
                 continue;
             };
             for stmt in split_statements(&sql) {
-                r.apply(&tokens(stmt.text));
+                let t: Vec<Token<'_>> = tokens(stmt.text)
+                    .filter(|t| !matches!(t.kind, TokenKind::Comment | TokenKind::Literal))
+                    .collect();
+                r.apply(&t);
             }
         }
         r
@@ -71,7 +75,7 @@ impl Relations {
             .map(|(_, c)| c.as_str())
     }
 
-    fn apply(&mut self, t: &[Tok]) {
+    fn apply(&mut self, t: &[Token<'_>]) {
         let kw = |i: usize, w: &str| keyword(t, i, w);
         let verb = ["CREATE", "ALTER", "DROP"].into_iter().find(|v| kw(0, v));
         let mut i = 1;
@@ -139,7 +143,7 @@ impl Relations {
                 // DROP a, b, c [CASCADE]
                 while let Some((name, next)) = qualified(t, i) {
                     self.remove(&name);
-                    if matches!(t.get(next), Some(Tok::Punct(','))) {
+                    if matches!(t.get(next), Some(x) if x.kind == TokenKind::Punct(b',')) {
                         i = next + 1;
                     } else {
                         break;
@@ -175,24 +179,16 @@ impl Relations {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Tok {
-    /// A keyword or unquoted name, as written.
-    Word(String),
-    /// A quoted name.
-    Ident(String),
-    Punct(char),
-}
-
-fn keyword(t: &[Tok], i: usize, w: &str) -> bool {
-    matches!(t.get(i), Some(Tok::Word(x)) if x.eq_ignore_ascii_case(w))
+fn keyword(t: &[Token<'_>], i: usize, w: &str) -> bool {
+    t.get(i).is_some_and(|x| x.is_word(w))
 }
 
 /// `[schema .] name` at `i`: returns ((schema, name), index after it).
 #[allow(clippy::type_complexity)]
-fn qualified(t: &[Tok], i: usize) -> Option<((Option<String>, String), usize)> {
+fn qualified(t: &[Token<'_>], i: usize) -> Option<((Option<String>, String), usize)> {
     let first = name_at(t, i)?;
-    if matches!(t.get(i + 1), Some(Tok::Punct('.')))
+    if t.get(i + 1)
+        .is_some_and(|x| x.kind == TokenKind::Punct(b'.'))
         && let Some(second) = name_at(t, i + 2)
     {
         return Some(((Some(first), second), i + 3));
@@ -200,62 +196,13 @@ fn qualified(t: &[Tok], i: usize) -> Option<((Option<String>, String), usize)> {
     Some(((None, first), i + 1))
 }
 
-/// The words, quoted names and punctuation of a statement (comments and literals skipped).
-fn tokens(sql: &str) -> Vec<Tok> {
-    let b = sql.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i = sql[i + 2..].find("*/").map_or(b.len(), |p| i + 2 + p + 2);
-        } else if c == b'"' || c == b'\'' {
-            let mut j = i + 1;
-            while j < b.len() {
-                if b[j] == c {
-                    if b.get(j + 1) == Some(&c) {
-                        j += 2;
-                        continue;
-                    }
-                    break;
-                }
-                j += 1;
-            }
-            if c == b'"' {
-                let inner = &sql[i + 1..j.min(b.len())];
-                out.push(Tok::Ident(inner.replace("\"\"", "\"")));
-            }
-            i = j + 1;
-        } else if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
-            let start = i;
-            while i < b.len()
-                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
-            {
-                i += 1;
-            }
-            out.push(Tok::Word(sql[start..i].to_string()));
-        } else {
-            out.push(Tok::Punct(c as char));
-            i += 1;
-        }
+/// A name at `t[i]`, unless it is one of the keywords of the statements read here.
+fn name_at(t: &[Token<'_>], i: usize) -> Option<String> {
+    let tok = t.get(i)?;
+    if tok.kind == TokenKind::Word && is_reserved(tok.text) {
+        return None;
     }
-    out
-}
-
-/// A name at `t[i]`: a quoted identifier as written, or an unquoted word folded to lower case
-/// (unless it is one of the keywords of the statements read here).
-fn name_at(t: &[Tok], i: usize) -> Option<String> {
-    match t.get(i)? {
-        Tok::Ident(n) => Some(n.clone()),
-        Tok::Word(w) if !is_reserved(w) => Some(w.to_lowercase()),
-        _ => None,
-    }
+    tok.name()
 }
 
 /// Words that are never relation names in the statements read here, so they stay keywords.

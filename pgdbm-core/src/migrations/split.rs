@@ -1,6 +1,8 @@
 //! Splitting a SQL script into statements, for `-- pgdbm:no-transaction` files (each statement
 //! runs on its own, so `CREATE INDEX CONCURRENTLY` works) and for locating errors.
 
+use crate::sql_lex::{TokenKind, tokens};
+
 /// One statement of a script.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Statement<'a> {
@@ -28,55 +30,23 @@ pub struct Statement<'a> {
 /// assert_eq!(s[1].offset, 43);
 /// ```
 pub fn split_statements(sql: &str) -> Vec<Statement<'_>> {
-    let b = sql.as_bytes();
     let mut out = Vec::new();
     let mut start = 0;
     let mut state = StatementState::default();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let word_start = i == 0 || !is_ident_byte(b[i - 1]);
-        match c {
-            b'\'' => i = skip_quoted(b, i, b'\'', false),
-            b'"' => i = skip_quoted(b, i, b'"', false),
-            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line_comment(b, i),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
-            // After an identifier byte `$` is part of the identifier (`a$b`), never a quote.
-            b'$' if word_start => match dollar_tag(b, i) {
-                Some(tag_len) => {
-                    let tag = &b[i..i + tag_len];
-                    i = find(b, i + tag_len, tag).map_or(b.len(), |end| end + tag_len);
-                }
-                None => i += 1,
-            },
-            b'(' => {
-                state.parens += 1;
-                i += 1;
-            }
-            b')' => {
-                state.parens = state.parens.saturating_sub(1);
-                i += 1;
-            }
-            b';' if state.parens == 0 && state.begin_depth == 0 => {
-                push(sql, start, i + 1, &mut out);
-                i += 1;
-                start = i;
+    for t in tokens(sql) {
+        match t.kind {
+            TokenKind::Punct(b'(') => state.parens += 1,
+            TokenKind::Punct(b')') => state.parens = state.parens.saturating_sub(1),
+            TokenKind::Punct(b';') if state.parens == 0 && state.begin_depth == 0 => {
+                push(sql, start, t.start + 1, &mut out);
+                start = t.start + 1;
                 state = StatementState::default();
             }
-            _ if word_start && is_ident_start(c) => {
-                let end = word_end(b, i);
-                let word = &b[i..end];
-                if end - i == 1 && matches!(c, b'E' | b'e') && b.get(end) == Some(&b'\'') {
-                    i = skip_quoted(b, end, b'\'', true);
-                } else {
-                    state.word(word);
-                    i = end;
-                }
-            }
-            _ => i += 1,
+            TokenKind::Word => state.word(t.text.as_bytes()),
+            _ => {}
         }
     }
-    push(sql, start, b.len(), &mut out);
+    push(sql, start, sql.len(), &mut out);
     out
 }
 
@@ -140,90 +110,6 @@ impl StatementState {
     }
 }
 
-fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-fn is_ident_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
-}
-
-/// The end of the identifier or keyword starting at `i` (identifiers may contain `$`).
-fn word_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && (is_ident_byte(b[i]) || b[i] == b'$') {
-        i += 1;
-    }
-    i
-}
-
-/// Returns the index of the `\n` ending the line comment at `i` (or the end of the text).
-fn skip_line_comment(b: &[u8], i: usize) -> usize {
-    b[i..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(b.len(), |p| i + p)
-}
-
-/// Returns the index just past the block comment opening at `i` (PostgreSQL's nest), or the
-/// end of the text if it is unclosed.
-fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
-    let mut depth = 0usize;
-    while i < b.len() {
-        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-            depth += 1;
-            i += 2;
-        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    b.len()
-}
-
-/// Returns the index just past the closing quote (or the end of the text if unclosed).
-fn skip_quoted(b: &[u8], open: usize, quote: u8, backslash_escapes: bool) -> usize {
-    let mut i = open + 1;
-    while i < b.len() {
-        if backslash_escapes && b[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b[i] == quote {
-            if b.get(i + 1) == Some(&quote) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-
-/// The length of a dollar-quote tag (`$$` or `$tag$`) starting at `i`; `None` for `$1`.
-fn dollar_tag(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    while j < b.len() && is_ident_byte(b[j]) {
-        j += 1;
-    }
-    (b.get(j) == Some(&b'$')).then_some(j + 1 - i)
-}
-
-fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-    hay.get(from..)?
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
-}
-
 fn push<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<Statement<'a>>) {
     let piece = &sql[start..end];
     // Leading comments belong to no statement; dropping them makes `text` start at the SQL
@@ -241,18 +127,9 @@ fn push<'a>(sql: &'a str, start: usize, end: usize, out: &mut Vec<Statement<'a>>
 
 /// Length of the white space and comments at the start of `piece`.
 fn leading_comments_len(piece: &str) -> usize {
-    let b = piece.as_bytes();
-    let mut i = 0;
-    loop {
-        i += piece[i..].len() - piece[i..].trim_start().len();
-        if b[i..].starts_with(b"--") {
-            i = skip_line_comment(b, i);
-        } else if b[i..].starts_with(b"/*") {
-            i = skip_block_comment(b, i);
-        } else {
-            return i;
-        }
-    }
+    tokens(piece)
+        .find(|t| t.kind != TokenKind::Comment)
+        .map_or(piece.len(), |t| t.start)
 }
 
 /// Line and column (both 1-based; the column counts characters) of a byte offset.

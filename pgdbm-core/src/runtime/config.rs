@@ -588,7 +588,11 @@ impl DatabaseConfig {
             && let Ok(u) = url::Url::parse(url)
             && let Some(p) = u.password()
         {
-            return Some(percent_decode(p));
+            return Some(
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+            );
         }
         std::env::var("DB_PASSWORD").ok().filter(|p| !p.is_empty())
     }
@@ -719,25 +723,6 @@ fn is_local(host: &str) -> bool {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_var<T: FromStr>(name: &str, value: &str) -> Result<T>

@@ -238,12 +238,6 @@ impl Database {
         }
     }
 
-    fn args<P: Params>(sql: &Arc<str>, params: P) -> Result<PgArguments> {
-        params
-            .into_arguments()
-            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))
-    }
-
     /// Runs a statement and returns the number of rows it affected.
     ///
     /// With `()` as parameters the statement goes over the simple protocol, so a script of
@@ -251,7 +245,7 @@ impl Database {
     pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
         let sql = self.render(sql)?;
         let simple = params.is_empty();
-        let args = Self::args(&sql, params)?;
+        let args = query::encode(&sql, params)?;
         let ctx = self.ctx();
         with_retry!(self, &sql, args, |conn, a| query::execute(
             conn,
@@ -301,7 +295,7 @@ impl Database {
         T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
         P: Params,
     {
-        let args = Self::args(sql, params)?;
+        let args = query::encode(sql, params)?;
         let ctx = self.ctx();
         with_retry!(self, sql, args, |conn, a| query::fetch_optional::<T>(
             conn, ctx, sql, a
@@ -315,7 +309,7 @@ impl Database {
         P: Params,
     {
         let sql = self.render(sql)?;
-        let args = Self::args(&sql, params)?;
+        let args = query::encode(&sql, params)?;
         let ctx = self.ctx();
         with_retry!(self, &sql, args, |conn, a| query::fetch_all::<T>(
             conn, ctx, &sql, a
@@ -330,7 +324,7 @@ impl Database {
         P: Params,
     {
         let sql = self.render(sql)?;
-        let args = Self::args(&sql, params)?;
+        let args = query::encode(&sql, params)?;
         let ctx = self.ctx();
         with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
             conn, ctx, &sql, a
@@ -346,7 +340,7 @@ impl Database {
     {
         let with_id = query::with_returning_id(&self.render(sql)?);
         let sql: Arc<str> = with_id.into();
-        let args = Self::args(&sql, params)?;
+        let args = query::encode(&sql, params)?;
         let ctx = self.ctx();
         let v = with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
             conn, ctx, &sql, a
@@ -374,11 +368,16 @@ impl Database {
 
     /// Creates this handle's schema if it does not exist (a no-op without a schema).
     pub async fn create_schema(&self) -> Result<()> {
-        if self.schema().is_some() {
-            self.execute("CREATE SCHEMA IF NOT EXISTS {{schema}}", ())
-                .await?;
-        }
-        Ok(())
+        let Some(schema) = self.schema() else {
+            return Ok(());
+        };
+        // Services sharing a pool often start together: tolerate a concurrent creator.
+        let mut conn = self.acquire().await?;
+        let sql = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            crate::ident::quote_identifier(schema)
+        );
+        super::pool::create_if_missing(&mut conn, &sql).await
     }
 
     /// Bulk-loads rows into `table` of this schema with `COPY … FROM STDIN (FORMAT binary)`:

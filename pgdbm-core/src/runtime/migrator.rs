@@ -742,9 +742,8 @@ impl Migrator {
     ) -> Error {
         let original = map.to_template(rendered_offset).min(m.content.len());
         let mut message = server_message(&e);
-        if m.no_transaction {
-            // message completed by statement_error
-        } else {
+        // (statement_error completes the message for no-transaction files.)
+        if !m.no_transaction {
             message.push_str("; the file was rolled back and no later file was run");
             if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25001")) {
                 message.push_str(

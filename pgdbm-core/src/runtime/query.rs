@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::{AssertSqlSafe, FromRow, Row};
+
+use super::params::Params;
+use crate::sql_lex::{TokenKind, tokens};
 use tracing::Instrument;
 
 /// Where a statement runs, for logs.
@@ -16,13 +19,9 @@ pub(crate) struct QueryCtx<'a> {
     pub(crate) slow: Option<Duration>,
 }
 
-pub(crate) enum Outcome<T> {
-    Rows(u64, T),
-}
-
 async fn observe<T, F>(ctx: QueryCtx<'_>, sql: &str, fut: F) -> Result<T, sqlx::Error>
 where
-    F: std::future::Future<Output = Result<Outcome<T>, sqlx::Error>>,
+    F: std::future::Future<Output = Result<(u64, T), sqlx::Error>>,
 {
     let span = tracing::debug_span!(
         "pgdbm.query",
@@ -35,7 +34,7 @@ where
     let result = fut.instrument(span.clone()).await;
     let elapsed = started.elapsed();
     span.record("elapsed_ms", elapsed.as_secs_f64() * 1000.0);
-    if let Ok(Outcome::Rows(n, _)) = &result {
+    if let Ok((n, _)) = &result {
         span.record("rows", *n);
     }
     if let Some(limit) = ctx.slow
@@ -49,7 +48,7 @@ where
             "pgdbm: slow query"
         );
     }
-    result.map(|Outcome::Rows(_, t)| t)
+    result.map(|(_, t)| t)
 }
 
 fn truncated(sql: &str) -> &str {
@@ -58,6 +57,16 @@ fn truncated(sql: &str) -> &str {
         end -= 1;
     }
     &sql[..end]
+}
+
+/// Binds `params`; an encoding failure is a query error naming the SQL.
+pub(crate) fn encode<P: Params>(
+    sql: &str,
+    params: P,
+) -> crate::runtime::error::Result<PgArguments> {
+    params
+        .into_arguments()
+        .map_err(|e| crate::runtime::error::Error::query(sql, sqlx::Error::Encode(e)))
 }
 
 fn q(sql: &Arc<str>, args: PgArguments) -> sqlx::query::Query<'static, Postgres, PgArguments> {
@@ -79,7 +88,7 @@ pub(crate) async fn execute(
                 .await?
                 .rows_affected(),
         };
-        Ok(Outcome::Rows(n, n))
+        Ok((n, n))
     })
     .await
 }
@@ -98,7 +107,7 @@ where
     observe(ctx, sql, async {
         let row = q(sql, args).fetch_optional(&mut *conn).await?;
         let value = row.as_ref().map(decode).transpose()?;
-        Ok(Outcome::Rows(row.is_some() as u64, value))
+        Ok((row.is_some() as u64, value))
     })
     .await
 }
@@ -131,7 +140,7 @@ where
             .and_then(|row| async move { T::from_row(&row) })
             .try_collect()
             .await?;
-        Ok(Outcome::Rows(rows.len() as u64, rows))
+        Ok((rows.len() as u64, rows))
     })
     .await
 }
@@ -161,66 +170,20 @@ where
 /// string literal, quoted identifier or comment does not count.
 pub(crate) fn with_returning_id(sql: &str) -> String {
     let trimmed = sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-    if has_returning_keyword(trimmed) {
+    let mut has_returning = false;
+    let mut ends_in_line_comment = false;
+    for t in tokens(trimmed) {
+        has_returning |= t.is_word("returning");
+        ends_in_line_comment = t.kind == TokenKind::Comment && t.text.starts_with("--");
+    }
+    if has_returning {
         trimmed.to_string()
-    } else if trimmed
-        .rsplit('\n')
-        .next()
-        .is_some_and(|last| last.contains("--"))
-    {
+    } else if ends_in_line_comment {
         // A trailing line comment would swallow the clause.
         format!("{trimmed}\nRETURNING id")
     } else {
         format!("{trimmed} RETURNING id")
     }
-}
-
-fn has_returning_keyword(sql: &str) -> bool {
-    let b = sql.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' => {
-                let quote = b[i];
-                i += 1;
-                while i < b.len() {
-                    if b[i] == quote {
-                        if b.get(i + 1) == Some(&quote) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 2;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$')
-                {
-                    i += 1;
-                }
-                if sql[start..i].eq_ignore_ascii_case("returning") {
-                    return true;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -244,6 +207,10 @@ mod tests {
         assert_eq!(
             with_returning_id("INSERT INTO t (a) VALUES ('RETURNING')"),
             "INSERT INTO t (a) VALUES ('RETURNING') RETURNING id"
+        );
+        assert_eq!(
+            with_returning_id("INSERT INTO t (a) VALUES ($$ returning $$), (E'\\' returning')"),
+            "INSERT INTO t (a) VALUES ($$ returning $$), (E'\\' returning') RETURNING id"
         );
         assert_eq!(
             with_returning_id("INSERT INTO t (\"returning\") VALUES (1) -- returning\n"),

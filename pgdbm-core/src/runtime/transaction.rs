@@ -92,9 +92,7 @@ impl<'a> Transaction<'a> {
     pub async fn execute<P: Params>(&mut self, sql: &str, params: P) -> Result<u64> {
         let sql = self.db.render(sql)?;
         let simple = params.is_empty();
-        let args = params
-            .into_arguments()
-            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let args = query::encode(&sql, params)?;
         let db = self.db.clone();
         let r = query::execute(self.conn(), db.ctx(), &sql, (!simple).then_some(args)).await;
         r.map_err(|e| self.fail(&sql, e))
@@ -110,9 +108,7 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut total = 0;
         for p in params {
-            let args = p
-                .into_arguments()
-                .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+            let args = query::encode(&sql, p)?;
             let r = query::execute(self.conn(), db.ctx(), &sql, Some(args)).await;
             total += r.map_err(|e| self.fail(&sql, e))?;
         }
@@ -124,9 +120,7 @@ impl<'a> Transaction<'a> {
         T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
         P: Params,
     {
-        let args = params
-            .into_arguments()
-            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let args = query::encode(sql, params)?;
         let db = self.db.clone();
         let r = query::fetch_optional::<T>(self.conn(), db.ctx(), sql, args).await;
         r.map_err(|e| self.fail(sql, e))
@@ -161,9 +155,7 @@ impl<'a> Transaction<'a> {
         P: Params,
     {
         let sql = self.db.render(sql)?;
-        let args = params
-            .into_arguments()
-            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let args = query::encode(&sql, params)?;
         let db = self.db.clone();
         let r = query::fetch_all::<T>(self.conn(), db.ctx(), &sql, args).await;
         r.map_err(|e| self.fail(&sql, e))
@@ -184,9 +176,7 @@ impl<'a> Transaction<'a> {
         T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
         P: Params,
     {
-        let args = params
-            .into_arguments()
-            .map_err(|e| Error::query(sql.to_string(), sqlx::Error::Encode(e)))?;
+        let args = query::encode(sql, params)?;
         let db = self.db.clone();
         let r = query::fetch_value::<T>(self.conn(), db.ctx(), sql, args).await;
         r.map_err(|e| self.fail(sql, e))
