@@ -6,13 +6,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::FromRow;
-use sqlx::postgres::{PgArguments, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgRow, PgTransactionManager, Postgres};
+use sqlx_core::transaction::TransactionManager;
 
 use super::config::DatabaseConfig;
 use super::copy;
 use super::error::{Error, Result};
 use super::params::{CopyRow, Params};
-use super::pool::{PoolConnection, PoolShared, PoolStats, is_connection_lost, session_terminated};
+use super::pool::{PoolConnection, PoolShared, PoolStats, is_connection_lost};
 use super::query::{self, QueryCtx};
 use super::transaction::Transaction;
 use crate::ident::{IdentifierKind, validate_identifier};
@@ -131,19 +132,17 @@ impl SharedPool {
     }
 }
 
-/// Runs `$body` on a pooled connection. When the server reports that it ended the session
-/// (`pg_terminate_backend`, a restart), the statement did not take effect (the server rolls back
-/// whatever the session had in flight), so it runs again on another connection; other idle
-/// connections may have died the same way, hence up to `max_connections + 1` tries.
+/// Runs `$body` on a pooled connection under the pool's one retry rule
+/// ([`PoolShared::retry_after`]).
 macro_rules! with_retry {
     ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
         let sql: &Arc<str> = $sql;
         let args: PgArguments = $args;
-        let max_tries = $self.inner.pool.config.max_connections + 1;
+        let pool = &$self.inner.pool;
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut obj = $self.inner.pool.get().await?;
+            let mut obj = pool.get().await?;
             let r = {
                 let $conn = &mut obj.conn;
                 let $a = args.clone();
@@ -151,20 +150,8 @@ macro_rules! with_retry {
             };
             match r {
                 Ok(v) => break Ok(v),
-                Err(e) => {
-                    if is_connection_lost(&e) {
-                        obj.broken = true;
-                    }
-                    let terminated = matches!(&e, sqlx::Error::Database(db)
-                        if session_terminated(db.code().as_deref()));
-                    if terminated && tries < max_tries {
-                        tracing::info!(
-                            "pgdbm: the server ended a pooled connection's session; retrying on another connection"
-                        );
-                        continue;
-                    }
-                    break Err(Error::query(sql.to_string(), e));
-                }
+                Err(e) if pool.retry_after(&mut obj, &e, tries) => continue,
+                Err(e) => break Err(Error::query(sql.to_string(), e)),
             }
         }
     }};
@@ -413,9 +400,13 @@ impl Database {
     }
 
     /// Checks out a connection, usable directly as a sqlx executor (`&mut *conn`).
+    ///
+    /// The connection is pinged first (one round trip): what runs on it is the caller's, and
+    /// pgdbm cannot run it again if the server had ended the session, so only a connection that
+    /// answers is handed out. It waits through an outage like every checkout.
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
-            obj: self.inner.pool.get().await?,
+            obj: self.inner.pool.get_pinged().await?,
         })
     }
 
@@ -434,8 +425,26 @@ impl Database {
     /// # Ok(()) }
     /// ```
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        let obj = self.inner.pool.get().await?;
-        Transaction::begin_owned(self.clone(), obj).await
+        let pool = &self.inner.pool;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut obj = pool.get().await?;
+            match PgTransactionManager::begin(&mut obj.conn, None).await {
+                Ok(()) => return Ok(Transaction::begun(self.clone(), obj)),
+                // BEGIN changes nothing, so it is safe to run again whatever killed the
+                // connection.
+                Err(e) if is_connection_lost(&e) && tries <= pool.config.max_connections => {
+                    pool.lost(&mut obj);
+                }
+                Err(e) => {
+                    if is_connection_lost(&e) {
+                        pool.lost(&mut obj);
+                    }
+                    return Err(Error::query("BEGIN", e));
+                }
+            }
+        }
     }
 
     /// Closes the pool (owner only; on other handles it does nothing). Idempotent. Connections

@@ -50,16 +50,25 @@ pub enum Error {
     #[error(transparent)]
     Identifier(#[from] InvalidIdentifier),
 
-    /// No connection became free within the acquire timeout.
-    #[error(
-        "timed out after {waited:?} waiting for a connection (pool size {max_size}); raise max_connections or acquire_timeout, or hold connections for less time"
-    )]
+    /// No connection could be checked out within the acquire timeout: all were in use, or the
+    /// server could not be reached for that long (then `unreachable` holds the last connect
+    /// error).
+    #[error("{}", pool_timeout_message(*.waited, *.max_size, .unreachable.as_deref()))]
     PoolTimeout {
         /// How long the caller waited.
         waited: Duration,
         /// The pool's maximum size.
         max_size: usize,
+        /// The last connect error, when the pool spent the wait reconnecting to the server.
+        unreachable: Option<String>,
     },
+
+    /// The connection was lost inside a transaction. pgdbm never re-runs a statement inside a
+    /// transaction: the server rolled it back, so run the whole transaction again (unless the
+    /// connection was lost during `COMMIT`, when the outcome is unknown; see
+    /// [`TransactionLost::during_commit`]).
+    #[error(transparent)]
+    TransactionLost(Box<TransactionLost>),
 
     /// The pool was closed (by [`Database::close`](crate::Database::close) on the owner).
     #[error("the connection pool is closed")]
@@ -92,6 +101,73 @@ pub struct ConnectError {
     /// The driver's error.
     #[source]
     pub source: sqlx::Error,
+}
+
+fn pool_timeout_message(waited: Duration, max_size: usize, unreachable: Option<&str>) -> String {
+    match unreachable {
+        Some(last) => format!(
+            "timed out after {waited:?} waiting for a connection: the database server could not be reached for all that time (last error: {last}); check that it is running, or raise acquire_timeout to wait through longer outages"
+        ),
+        None => format!(
+            "timed out after {waited:?} waiting for a connection (pool size {max_size}); raise max_connections or acquire_timeout, or hold connections for less time"
+        ),
+    }
+}
+
+/// The connection of a transaction was lost (the server ended the session, or the socket
+/// failed) while a statement of the transaction was in flight.
+#[derive(Debug)]
+pub struct TransactionLost {
+    query: QueryError,
+    during_commit: bool,
+}
+
+impl TransactionLost {
+    pub(crate) fn new(query: QueryError, during_commit: bool) -> Self {
+        TransactionLost {
+            query,
+            during_commit,
+        }
+    }
+
+    /// The statement that was in flight, and the driver's error.
+    pub fn query(&self) -> &QueryError {
+        &self.query
+    }
+
+    /// `true` when the connection was lost while `COMMIT` was in flight: the server may have
+    /// committed the transaction before the connection went, so check before running it again.
+    /// Otherwise the server rolled the transaction back and nothing of it was committed.
+    pub fn during_commit(&self) -> bool {
+        self.during_commit
+    }
+}
+
+impl fmt::Display for TransactionLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = match self.query.db() {
+            Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code()),
+            None => self.query.source.to_string(),
+        };
+        if self.during_commit {
+            write!(
+                f,
+                "the connection was lost while COMMIT was in flight ({cause}): the transaction may or may not have been committed; check before running it again"
+            )?;
+        } else {
+            write!(
+                f,
+                "the connection was lost inside a transaction ({cause}): the server rolled the transaction back and nothing of it was committed; run the whole transaction again"
+            )?;
+        }
+        write!(f, "\n  SQL: {}", truncate(&self.query.sql, 1000))
+    }
+}
+
+impl std::error::Error for TransactionLost {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.query.source)
+    }
 }
 
 /// A failed statement: the SQL that was sent (after templating) and the driver's error.
@@ -147,6 +223,10 @@ impl QueryError {
             sql: sql.into(),
             source,
         }
+    }
+
+    pub(crate) fn into_parts(self) -> (String, sqlx::Error) {
+        (self.sql, self.source)
     }
 
     /// The SQL sent to the server, after templating.
@@ -289,12 +369,21 @@ impl Error {
         }))
     }
 
-    /// The query error, if this is one.
+    /// The query error, if this is one (for [`Error::TransactionLost`], the statement that was
+    /// in flight).
     pub fn as_query_error(&self) -> Option<&QueryError> {
         match self {
             Error::Query(q) => Some(q),
+            Error::TransactionLost(t) => Some(&t.query),
             _ => None,
         }
+    }
+
+    /// `true` when the statement failed because its connection was lost (the server ended the
+    /// session, or the socket failed), inside a transaction or not.
+    pub fn is_connection_lost(&self) -> bool {
+        self.as_query_error()
+            .is_some_and(|q| crate::runtime::pool::is_connection_lost(&q.source))
     }
 
     /// The SQLSTATE code of a failed query.

@@ -1,15 +1,19 @@
 //! `&Database` as a sqlx executor, so `sqlx::query!(…).fetch_one(&db)` (and `tsql!`) work.
 //!
-//! Each call checks a connection out for the duration of the call. `fetch` / `fetch_many`
-//! collect the rows before yielding them, because the stream cannot own the pooled connection it
-//! borrows; to stream a large result use [`Database::acquire`] and run on `&mut *conn`.
+//! Each call checks a connection out for the duration of the call, under the same retry rule as
+//! the `Database` methods ([`PoolShared::retry_after`](super::pool::PoolShared::retry_after)):
+//! the query's SQL and arguments are taken once and replayed on another connection when the
+//! server ended the session before the statement completed. `fetch` / `fetch_many` collect the
+//! rows before yielding them, because the stream cannot own the pooled connection it borrows;
+//! to stream a large result use [`Database::acquire`] and run on `&mut *conn`.
 
 use either::Either;
 use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
-use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo, Postgres};
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo, Postgres};
 use sqlx::{Execute, Executor, SqlStr};
+use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
 use super::error::Error;
@@ -21,6 +25,123 @@ fn to_sqlx(e: Error) -> sqlx::Error {
         Error::PoolClosed => sqlx::Error::PoolClosed,
         Error::Connect(c) => c.source,
         other => sqlx::Error::Configuration(Box::new(other)),
+    }
+}
+
+/// A query taken apart once so it can be run again.
+#[derive(Clone)]
+struct Replay {
+    sql: SqlStr,
+    args: Option<PgArguments>,
+    statement: Option<PgStatement>,
+    persistent: bool,
+}
+
+impl Replay {
+    fn take<'q, E: Execute<'q, Postgres>>(mut query: E) -> Result<Replay, sqlx::Error> {
+        let statement = query.statement().cloned();
+        let persistent = query.persistent();
+        let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
+        Ok(Replay {
+            sql: query.sql(),
+            args,
+            statement,
+            persistent,
+        })
+    }
+}
+
+impl<'q> Execute<'q, Postgres> for Replay {
+    fn sql(self) -> SqlStr {
+        self.sql
+    }
+
+    fn statement(&self) -> Option<&PgStatement> {
+        self.statement.as_ref()
+    }
+
+    fn take_arguments(&mut self) -> Result<Option<PgArguments>, BoxDynError> {
+        Ok(self.args.take())
+    }
+
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
+}
+
+/// Runs `run` on pooled connections until it succeeds or fails in a way the retry rule does not
+/// retry; then the failure goes back to the caller as it was.
+async fn retrying<T, X, F>(db: &Database, mut run: F) -> Result<T, X>
+where
+    X: Failure,
+    F: for<'a> FnMut(&'a mut sqlx::PgConnection) -> BoxFuture<'a, Attempt<T, X>>,
+{
+    let pool = &db.inner.pool;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut obj = pool.get().await.map_err(|e| X::from(to_sqlx(e)))?;
+        match run(&mut obj.conn).await {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Failed(x) if pool.retry_after(&mut obj, x.error(), tries) => continue,
+            Attempt::Failed(x) => return Err(x),
+            Attempt::Partial(v, lost) => {
+                if lost {
+                    pool.lost(&mut obj);
+                }
+                return Ok(v);
+            }
+        }
+    }
+}
+
+enum Attempt<T, X> {
+    Done(T),
+    /// Failed before any statement completed.
+    Failed(X),
+    /// A statement completed before an error, which `.0` carries to the caller; `.1` tells
+    /// whether the error lost the connection.
+    Partial(T, bool),
+}
+
+/// A failed attempt: the error that decides whether to retry, and what the caller gets if not.
+trait Failure: From<sqlx::Error> {
+    fn error(&self) -> &sqlx::Error;
+}
+
+impl Failure for sqlx::Error {
+    fn error(&self) -> &sqlx::Error {
+        self
+    }
+}
+
+type Item = Result<Either<PgQueryResult, PgRow>, sqlx::Error>;
+
+/// What `fetch_many` yielded up to and including its error (rows may come before it).
+struct Unfinished {
+    items: Vec<Item>,
+    error: sqlx::Error,
+}
+
+impl From<sqlx::Error> for Unfinished {
+    fn from(error: sqlx::Error) -> Self {
+        Unfinished {
+            items: Vec::new(),
+            error,
+        }
+    }
+}
+
+impl Failure for Unfinished {
+    fn error(&self) -> &sqlx::Error {
+        &self.error
+    }
+}
+
+impl Unfinished {
+    fn into_items(mut self) -> Vec<Item> {
+        self.items.push(Err(self.error));
+        self.items
     }
 }
 
@@ -36,15 +157,30 @@ impl<'c> Executor<'c> for &'c Database {
         E: 'q + Execute<'q, Postgres>,
     {
         let fut = async move {
-            let mut conn = self.acquire().await.map_err(to_sqlx)?;
-            let items: Vec<Result<Either<PgQueryResult, PgRow>, sqlx::Error>> =
-                conn.fetch_many(query).collect().await;
-            if items
-                .iter()
-                .any(|r| matches!(r, Err(e) if is_connection_lost(e)))
-            {
-                conn.discard();
-            }
+            let replay = Replay::take(query)?;
+            let items = retrying(self, |conn| {
+                let q = replay.clone();
+                Box::pin(async move {
+                    let mut items: Vec<Item> = conn.fetch_many(q).collect().await;
+                    let Some(at) = items.iter().position(Result::is_err) else {
+                        return Attempt::Done(items);
+                    };
+                    // A statement completed (its result arrived) before the error: running the
+                    // query again could apply that statement twice.
+                    if items[..at].iter().any(|i| matches!(i, Ok(Either::Left(_)))) {
+                        let lost = matches!(&items[at], Err(e) if is_connection_lost(e));
+                        return Attempt::Partial(items, lost);
+                    }
+                    let rest = items.split_off(at);
+                    let error = match rest.into_iter().next() {
+                        Some(Err(e)) => e,
+                        _ => unreachable!("`at` is the position of an error"),
+                    };
+                    Attempt::Failed(Unfinished { items, error })
+                })
+            })
+            .await
+            .unwrap_or_else(Unfinished::into_items);
             Ok::<_, sqlx::Error>(futures_util::stream::iter(items))
         };
         futures_util::stream::once(fut).try_flatten().boxed()
@@ -59,12 +195,17 @@ impl<'c> Executor<'c> for &'c Database {
         E: 'q + Execute<'q, Postgres>,
     {
         Box::pin(async move {
-            let mut conn = self.acquire().await.map_err(to_sqlx)?;
-            let r = conn.fetch_optional(query).await;
-            if matches!(&r, Err(e) if is_connection_lost(e)) {
-                conn.discard();
-            }
-            r
+            let replay = Replay::take(query)?;
+            retrying(self, |conn| {
+                let q = replay.clone();
+                Box::pin(async move {
+                    match conn.fetch_optional(q).await {
+                        Ok(row) => Attempt::Done(row),
+                        Err(e) => Attempt::Failed(e),
+                    }
+                })
+            })
+            .await
         })
     }
 
@@ -77,8 +218,18 @@ impl<'c> Executor<'c> for &'c Database {
         'c: 'e,
     {
         Box::pin(async move {
-            let mut conn = self.acquire().await.map_err(to_sqlx)?;
-            conn.prepare_with(sql, parameters).await
+            retrying(self, |conn| {
+                let sql = sql.clone();
+                // Owned, because each attempt's future must not borrow from the caller.
+                let parameters = parameters.to_vec();
+                Box::pin(async move {
+                    match conn.prepare_with(sql, &parameters).await {
+                        Ok(s) => Attempt::Done(s),
+                        Err(e) => Attempt::Failed(e),
+                    }
+                })
+            })
+            .await
         })
     }
 
@@ -90,8 +241,16 @@ impl<'c> Executor<'c> for &'c Database {
         'c: 'e,
     {
         Box::pin(async move {
-            let mut conn = self.acquire().await.map_err(to_sqlx)?;
-            conn.describe(sql).await
+            retrying(self, |conn| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    match conn.describe(sql).await {
+                        Ok(d) => Attempt::Done(d),
+                        Err(e) => Attempt::Failed(e),
+                    }
+                })
+            })
+            .await
         })
     }
 }

@@ -5,7 +5,9 @@ mod copy;
 mod database;
 mod error;
 mod executor;
+mod health;
 mod migrator;
+mod outage;
 mod params;
 mod pool;
 mod query;
@@ -14,7 +16,10 @@ mod transaction;
 
 pub use config::{DatabaseConfig, SslMode};
 pub use database::{Database, SharedPool};
-pub use error::{ConnectError, Error, MigrationError, QueryError, Result, sqlstate};
+pub use error::{
+    ConnectError, Error, MigrationError, QueryError, Result, TransactionLost, sqlstate,
+};
+pub use health::{Health, HealthStatus};
 pub use migrator::{
     AppliedFile, EmbeddedMigrations, FileState, FileStatus, HistoryEntry, MigrationReport,
     Migrator, ReportStatus,

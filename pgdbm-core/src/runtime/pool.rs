@@ -16,6 +16,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use super::config::DatabaseConfig;
 use super::error::{ConnectError, Error, Result, redact};
+use super::outage::{Link, Outage, jittered, unreachable};
 
 /// A sqlx connection as the pool keeps it.
 #[derive(Debug)]
@@ -25,28 +26,90 @@ pub(crate) struct PooledConn {
     pub(crate) broken: bool,
 }
 
-pub(crate) struct ConnManager {
+impl PooledConn {
+    fn new(conn: PgConnection) -> PooledConn {
+        PooledConn {
+            conn,
+            broken: false,
+        }
+    }
+}
+
+/// Opens connections set up like the pool's (settings, init commands), bounded by
+/// `connect_timeout` (a timeout is reported as `sqlx::Error::PoolTimedOut`).
+pub(crate) struct Connector {
     options: PgConnectOptions,
     init_commands: Vec<String>,
+    connect_timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let open = async {
+            let mut conn = self.options.connect().await?;
+            for cmd in &self.init_commands {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str()))
+                    .execute(&mut conn)
+                    .await?;
+            }
+            Ok(conn)
+        };
+        match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
+}
+
+pub(crate) struct ConnManager {
+    connector: Arc<Connector>,
+    outage: Arc<Outage>,
     health_check_after: Duration,
     max_lifetime: Option<Duration>,
+    secret: Option<String>,
+}
+
+impl ConnManager {
+    async fn open(&self) -> Result<PooledConn, sqlx::Error> {
+        loop {
+            if self.outage.wait_usable().await.is_err() {
+                return Err(sqlx::Error::PoolClosed);
+            }
+            if let Some(conn) = self.outage.take_spare() {
+                return Ok(PooledConn::new(conn));
+            }
+            let attempted = Instant::now();
+            match self.connector.connect().await {
+                Ok(conn) => {
+                    self.outage.mark_up(None);
+                    return Ok(PooledConn::new(conn));
+                }
+                Err(e) if unreachable(&e) => {
+                    let reason = redact(&describe(&e, &self.connector), self.secret.as_deref());
+                    if self.outage.mark_down(reason, attempted) {
+                        spawn_reconnect(
+                            self.connector.clone(),
+                            self.outage.clone(),
+                            self.secret.clone(),
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 impl managed::Manager for ConnManager {
     type Type = PooledConn;
     type Error = sqlx::Error;
 
+    /// Opens a connection; while the server is unreachable, waits for the reconnect loop
+    /// instead of trying (the caller's `acquire_timeout` bounds the wait).
     async fn create(&self) -> Result<PooledConn, sqlx::Error> {
-        let mut conn = self.options.connect().await?;
-        for cmd in &self.init_commands {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str()))
-                .execute(&mut conn)
-                .await?;
-        }
-        Ok(PooledConn {
-            conn,
-            broken: false,
-        })
+        // Boxed: deadpool embeds this future in every checkout's future, and with the outage
+        // handling inline it made every checkout carry it; opening connections is rare.
+        Box::pin(self.open()).await
     }
 
     async fn recycle(&self, obj: &mut PooledConn, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
@@ -59,11 +122,54 @@ impl managed::Manager for ConnManager {
             return Err(RecycleError::message("connection exceeded max_lifetime"));
         }
         // A connection used recently is healthy with near certainty; only long-idle ones pay a
-        // round trip (firewalls and server restarts kill idle sockets).
-        if metrics.last_used() > self.health_check_after {
+        // round trip (firewalls and server restarts kill idle sockets), and so do all that sat
+        // idle while another connection was found dead: after a restart or a mass
+        // `pg_terminate_backend` they are dead too, and must not be handed to a statement.
+        let last_checkout = metrics.recycled.unwrap_or(metrics.created);
+        if metrics.last_used() > self.health_check_after || self.outage.lost_since(last_checkout) {
             obj.conn.ping().await.map_err(RecycleError::Backend)?;
         }
         Ok(())
+    }
+}
+
+/// Backoff of the reconnect loop: it starts small because most outages are restarts of a
+/// fraction of a second, and is capped well under a second so callers are served soon after the
+/// server is back.
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(20);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(400);
+
+/// The pool's one reconnect loop: probes the server until a connection opens, then ends the
+/// outage and hands that connection to the first waiter.
+fn spawn_reconnect(connector: Arc<Connector>, outage: Arc<Outage>, secret: Option<String>) {
+    tokio::spawn(async move {
+        let mut delay = RECONNECT_FIRST_DELAY;
+        loop {
+            tokio::time::sleep(jittered(delay)).await;
+            if outage.link() != Link::Down {
+                return;
+            }
+            match connector.connect().await {
+                Ok(conn) => return outage.mark_up(Some(conn)),
+                // The server answers, but with an error waiting will not fix (say, the database
+                // was dropped): end the outage so callers get that error now.
+                Err(e) if !unreachable(&e) => return outage.mark_up(None),
+                Err(e) => outage.still_down(redact(&describe(&e, &connector), secret.as_deref())),
+            }
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
+    });
+}
+
+fn describe(e: &sqlx::Error, connector: &Connector) -> String {
+    match e {
+        sqlx::Error::PoolTimedOut => {
+            format!(
+                "no connection within connect_timeout ({:?})",
+                connector.connect_timeout
+            )
+        }
+        e => e.to_string(),
     }
 }
 
@@ -82,6 +188,7 @@ pub(crate) struct PoolShared {
     pub(crate) pool: DeadPool,
     pub(crate) config: DatabaseConfig,
     pub(crate) counters: Counters,
+    pub(crate) outage: Arc<Outage>,
     timeouts: Timeouts,
 }
 
@@ -91,6 +198,24 @@ impl std::fmt::Debug for PoolShared {
             .field("target", &self.config.target())
             .field("status", &self.pool.status())
             .finish()
+    }
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // Stops the reconnect loop of a pool dropped without `close`.
+        self.outage.close();
+    }
+}
+
+enum Checkout {
+    Pool(PoolError<sqlx::Error>),
+    Ping(sqlx::Error),
+}
+
+impl From<PoolError<sqlx::Error>> for Checkout {
+    fn from(e: PoolError<sqlx::Error>) -> Self {
+        Checkout::Pool(e)
     }
 }
 
@@ -121,15 +246,23 @@ impl PoolShared {
     pub(crate) async fn open(config: DatabaseConfig) -> Result<Arc<PoolShared>> {
         config.validate()?;
         let options = config.connect_options()?;
+        let outage = Arc::new(Outage::new(config.target()));
         let manager = ConnManager {
-            options: options.clone(),
-            init_commands: config.init_commands.clone(),
+            connector: Arc::new(Connector {
+                options: options.clone(),
+                init_commands: config.init_commands.clone(),
+                connect_timeout: config.connect_timeout,
+            }),
+            outage: outage.clone(),
             health_check_after: config.health_check_after,
             max_lifetime: config.max_lifetime,
+            secret: config.secret(),
         };
+        // `get` bounds the whole checkout by `acquire_timeout` itself: waiting for a free slot
+        // and, during an outage, waiting for the server. Connects are bounded by the connector.
         let timeouts = Timeouts {
-            wait: Some(config.acquire_timeout),
-            create: Some(config.connect_timeout),
+            wait: None,
+            create: None,
             recycle: Some(config.connect_timeout),
         };
         let pool = managed::Pool::builder(manager)
@@ -164,6 +297,7 @@ impl PoolShared {
             pool,
             config,
             counters: Counters::default(),
+            outage,
             timeouts,
         });
         shared.fill_to_min().await?;
@@ -223,6 +357,10 @@ impl PoolShared {
                     }
                     keep
                 });
+                // During an outage the reconnect loop is already at work.
+                if shared.outage.link() != Link::Up {
+                    continue;
+                }
                 if let Err(e) = shared.fill_to_min().await {
                     tracing::warn!(error = %e, "pgdbm: could not restore min_connections");
                 }
@@ -230,35 +368,125 @@ impl PoolShared {
         });
     }
 
-    /// Checks a connection out of the pool.
+    /// Checks a connection out of the pool, waiting up to `acquire_timeout` for a free slot and,
+    /// while the server is unreachable, for it to come back.
     pub(crate) async fn get(&self) -> Result<PoolObject> {
-        match self.pool.timeout_get(&self.timeouts).await {
-            Ok(obj) => {
+        self.checkout(false).await
+    }
+
+    /// Like [`get`](Self::get), but pings the connection first and takes another while the ping
+    /// finds it dead: for connections handed to the caller, whose statements pgdbm cannot run
+    /// again.
+    pub(crate) async fn get_pinged(&self) -> Result<PoolObject> {
+        self.checkout(true).await
+    }
+
+    /// A checkout that takes its turn behind callers that waited through an outage; the ping is
+    /// part of the turn, so those callers get their connections in the order they came.
+    async fn checkout_in_turn(&self, ping: bool) -> Result<PoolObject, Checkout> {
+        self.outage
+            .in_turn(|| async {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let mut obj = self.pool.timeout_get(&self.timeouts).await?;
+                    if !ping {
+                        return Ok(obj);
+                    }
+                    match obj.conn.ping().await {
+                        Ok(()) => return Ok(obj),
+                        Err(e)
+                            if is_connection_lost(&e) && tries <= self.config.max_connections =>
+                        {
+                            self.lost(&mut obj)
+                        }
+                        Err(e) => {
+                            if is_connection_lost(&e) {
+                                self.lost(&mut obj);
+                            }
+                            return Err(Checkout::Ping(e));
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn checkout(&self, ping: bool) -> Result<PoolObject> {
+        let wait = self.config.acquire_timeout;
+        let r = if !ping && !self.outage.queueing() {
+            let get = self.pool.timeout_get(&self.timeouts);
+            tokio::time::timeout(wait, get)
+                .await
+                .map(|r| r.map_err(Checkout::Pool))
+        } else {
+            // Boxed: this path's future is large, and the hot path above should not carry it.
+            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(ping))).await
+        };
+        match r {
+            Ok(Ok(obj)) => {
                 self.counters.acquired.fetch_add(1, Ordering::Relaxed);
                 Ok(obj)
             }
-            Err(PoolError::Timeout(_)) => {
+            Ok(Err(Checkout::Pool(PoolError::Closed)))
+            | Ok(Err(Checkout::Pool(PoolError::Backend(sqlx::Error::PoolClosed)))) => {
+                Err(Error::PoolClosed)
+            }
+            Ok(Err(Checkout::Pool(PoolError::Backend(e)))) => {
+                Err(connect_error(&self.config, 1, e))
+            }
+            Ok(Err(Checkout::Pool(e))) => Err(Error::config("pool", e.to_string())),
+            Ok(Err(Checkout::Ping(e))) => Err(Error::query("-- ping of a pooled connection", e)),
+            Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(Error::PoolTimeout {
-                    waited: self.config.acquire_timeout,
+                    waited: wait,
                     max_size: self.config.max_connections,
+                    unreachable: self.outage.down().map(|d| d.last_error),
                 })
             }
-            Err(PoolError::Closed) => Err(Error::PoolClosed),
-            Err(PoolError::Backend(e)) => Err(connect_error(&self.config, 1, e)),
-            Err(e) => Err(Error::config("pool", e.to_string())),
         }
     }
 
     /// A new connection set up like the pool's (settings, init commands) but not part of it.
     pub(crate) async fn dedicated_connection(&self) -> Result<PgConnection> {
-        use deadpool::managed::Manager;
-        match tokio::time::timeout(self.config.connect_timeout, self.pool.manager().create()).await
-        {
-            Ok(Ok(c)) => Ok(c.conn),
-            Ok(Err(e)) => Err(connect_error(&self.config, 1, e)),
-            Err(_) => Err(connect_error(&self.config, 1, sqlx::Error::PoolTimedOut)),
+        match self.pool.manager().connector.connect().await {
+            Ok(c) => Ok(c),
+            Err(e) => Err(connect_error(&self.config, 1, e)),
         }
+    }
+
+    /// The one retry rule, for a statement that failed outside a transaction on `obj`: whether
+    /// to run it again on another connection (the caller counts `tries`, 1 for the first run).
+    ///
+    /// Only when the server says it ended the session (57P01/57P02/57P03): it then rolled back
+    /// whatever the session had in flight, so the statement did not take effect. Other idle
+    /// connections may have died the same way; they are pinged before they are handed out
+    /// again (see `recycle`), and the retries are bounded by the pool size. A connection found
+    /// dead before a statement is sent never reaches the statement (the ping drops it), so that
+    /// case needs no retry here. An I/O error in the middle of a statement is not retried: the
+    /// statement may have run, and it may be what broke the server.
+    pub(crate) fn retry_after(&self, obj: &mut PoolObject, e: &sqlx::Error, tries: usize) -> bool {
+        if !is_connection_lost(e) {
+            return false;
+        }
+        self.lost(obj);
+        let ended =
+            matches!(e, sqlx::Error::Database(db) if session_terminated(db.code().as_deref()));
+        if ended && tries <= self.config.max_connections {
+            tracing::debug!(
+                tries,
+                "pgdbm: the server ended a pooled connection's session; running the statement again on another connection"
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Drops `obj` when it is returned, and has the idle connections pinged before their next use.
+    pub(crate) fn lost(&self, obj: &mut PoolObject) {
+        obj.broken = true;
+        self.outage.note_lost();
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
@@ -276,6 +504,7 @@ impl PoolShared {
     }
 
     pub(crate) fn close(&self) {
+        self.outage.close();
         self.pool.close();
     }
 }

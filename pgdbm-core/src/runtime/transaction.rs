@@ -9,7 +9,7 @@ use sqlx_core::transaction::TransactionManager;
 
 use super::copy;
 use super::database::Database;
-use super::error::{Error, Result};
+use super::error::{Error, QueryError, Result, TransactionLost};
 use super::params::{CopyRow, Params};
 use super::pool::{PoolObject, is_connection_lost};
 use super::query;
@@ -42,18 +42,13 @@ impl std::fmt::Debug for Transaction<'_> {
 }
 
 impl Transaction<'static> {
-    pub(crate) async fn begin_owned(db: Database, mut obj: PoolObject) -> Result<Self> {
-        if let Err(e) = PgTransactionManager::begin(&mut obj.conn, None).await {
-            if is_connection_lost(&e) {
-                obj.broken = true;
-            }
-            return Err(Error::query("BEGIN", e));
-        }
-        Ok(Transaction {
+    /// A transaction on `obj`, on which `BEGIN` has run.
+    pub(crate) fn begun(db: Database, obj: PoolObject) -> Self {
+        Transaction {
             conn: TxConn::Owned(Some(obj)),
             db,
             open: true,
-        })
+        }
     }
 }
 
@@ -65,13 +60,23 @@ impl<'a> Transaction<'a> {
         }
     }
 
+    /// The error for a failed statement. A lost connection is never retried here: the server
+    /// rolled the transaction back, so the caller gets [`Error::TransactionLost`] and must run
+    /// the whole transaction again.
     fn fail(&mut self, sql: &str, e: sqlx::Error) -> Error {
-        if is_connection_lost(&e)
-            && let TxConn::Owned(Some(obj)) = &mut self.conn
-        {
+        if !is_connection_lost(&e) {
+            return Error::query(sql.to_string(), e);
+        }
+        if let TxConn::Owned(Some(obj)) = &mut self.conn {
             obj.broken = true;
         }
-        Error::query(sql.to_string(), e)
+        self.db.inner.pool.outage.note_lost();
+        // Only a top-level COMMIT can have taken effect: RELEASE SAVEPOINT commits nothing.
+        let during_commit = sql == "COMMIT" && matches!(self.conn, TxConn::Owned(_));
+        Error::TransactionLost(Box::new(TransactionLost::new(
+            QueryError::new(sql, e),
+            during_commit,
+        )))
     }
 
     /// The schema placeholders render into.
@@ -201,7 +206,13 @@ impl<'a> Transaction<'a> {
         I: IntoIterator<Item = R>,
     {
         let stmt = copy::statement(&self.db, table, columns)?;
-        copy::copy_in(self.conn(), &stmt, columns.len(), rows).await
+        match copy::copy_in(self.conn(), &stmt, columns.len(), rows).await {
+            Err(Error::Query(q)) => {
+                let (sql, e) = q.into_parts();
+                Err(self.fail(&sql, e))
+            }
+            other => other,
+        }
     }
 
     /// Opens a nested transaction (a SAVEPOINT). Dropping it without commit rolls back to the
