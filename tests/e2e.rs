@@ -1,36 +1,14 @@
 //! End to end: the example binaries run as child processes on a free port, against a database of
 //! each test's own, spoken to over HTTP (the service) or through the queue (the worker).
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use pgdbm::testing::TestDatabase;
 use serde_json::{Value, json};
-
-/// The example binary, built by `cargo test` beside this test (built here if it is missing).
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
-    let bin = dir.join(name);
-    if !bin.is_file() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "cargo build --example {name}");
-    }
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::service::{Service, example};
 
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
@@ -40,51 +18,14 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-struct Service {
-    child: Child,
-    base: String,
-}
-
-impl Service {
-    async fn start(db: &TestDatabase) -> Service {
-        let port = free_port();
-        let child = Command::new(example("standalone_service"))
-            .env("DATABASE_URL", db.url())
-            .env("PORT", port.to_string())
-            .env("PGDBM_EXAMPLE_DEBUG_ROUTES", "1")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if client.get(format!("{base}/ping")).send().await.is_ok() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "service did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Service { child, base }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn start_service(db: &TestDatabase) -> Service {
+    Service::start(&db.url(), &[]).await
 }
 
 #[tokio::test]
 async fn every_route_and_status() {
     let db = TestDatabase::new().await.unwrap();
-    let svc = Service::start(&db).await;
+    let svc = start_service(&db).await;
     let c = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", svc.base);
 
@@ -163,7 +104,7 @@ async fn every_route_and_status() {
 #[tokio::test]
 async fn health_is_503_while_the_database_does_not_answer() {
     let db = TestDatabase::new().await.unwrap();
-    let svc = Service::start(&db).await;
+    let svc = start_service(&db).await;
     let c = reqwest::Client::new();
     let name = db.name().to_string();
     let admin = pgdbm::testing::test_server()
@@ -198,7 +139,7 @@ async fn health_is_503_while_the_database_does_not_answer() {
 #[tokio::test]
 async fn sigterm_finishes_requests_in_flight_and_exits_0() {
     let db = TestDatabase::new().await.unwrap();
-    let mut svc = Service::start(&db).await;
+    let mut svc = start_service(&db).await;
     let c = reqwest::Client::new();
     let slow = {
         let url = format!("{}/debug/sleep/1500", svc.base);

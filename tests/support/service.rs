@@ -1,0 +1,87 @@
+//! The example binaries as child processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The example binary, brought up to date once per test binary (`cargo test --test x` does not
+/// rebuild examples, and a stale one would test old code).
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build --example {name}");
+        built.push(name.to_string());
+    }
+    dir.join(name)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `standalone_service` on a free port, killed when dropped.
+pub struct Service {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Service {
+    /// Starts the service on `database_url` with extra environment, and waits until it answers.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Service {
+        let port = free_port();
+        let mut cmd = Command::new(example("standalone_service"));
+        cmd.env("DATABASE_URL", database_url)
+            .env("PORT", port.to_string())
+            .env("PGDBM_EXAMPLE_DEBUG_ROUTES", "1")
+            .env("RUST_LOG", "warn")
+            // The service logs to stdout; `PGDBM_TEST_SERVICE_LOG=1` shows it.
+            .stdout(if std::env::var_os("PGDBM_TEST_SERVICE_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if client.get(format!("{base}/ping")).send().await.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "service did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Service { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
