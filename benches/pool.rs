@@ -8,7 +8,8 @@
 //!   1. `Database::fetch_one::<(i32,), _>` on a pool of N connections (`slow_query_threshold(None)`);
 //!   2. sqlx `PgPool` with N connections and otherwise default settings;
 //!   3. one sqlx `PgConnection` held by each task (no pool at all);
-//!   4. sqlx `PgPool` with `test_before_acquire(false)`, for reference.
+//!   4. sqlx `PgPool` with `test_before_acquire(false)`, for reference;
+//!   5. `sqlx::query_as(…).fetch_one(&db)`: `&Database` as a sqlx executor, the path of `tsql!`.
 //!
 //! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
 //! Env: `PGDBM_BENCH_URL`, else `DATABASE_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`
@@ -292,6 +293,37 @@ async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
     Cell { m, tls }
 }
 
+/// `&Database` as a sqlx executor: the path of `tsql!(…).fetch_one(&db)` and
+/// `sqlx::query!(…).fetch_one(&db)`.
+async fn bench_database_executor(url: &str, tasks: usize, secs: f64) -> Cell {
+    let db = Database::connect(
+        DatabaseConfig::new(url)
+            .min_connections(tasks)
+            .max_connections(tasks)
+            .slow_query_threshold(None),
+    )
+    .await
+    .expect("Database::connect");
+    let tls: bool = sqlx::query_scalar(TLS_SQL)
+        .fetch_one(&db)
+        .await
+        .expect("TLS probe");
+    let m = measure(vec![db.clone(); tasks], secs, |i, db, run| async move {
+        let mut rng = XorShift::for_task(i);
+        while run.running() {
+            let (_balance,) = sqlx::query_as::<_, (i32,)>(SQL)
+                .bind(rng.aid())
+                .fetch_one(&db)
+                .await
+                .expect("&Database fetch_one");
+            run.completed();
+        }
+    })
+    .await;
+    db.close().await;
+    Cell { m, tls }
+}
+
 async fn bench_pgpool(url: &str, tasks: usize, secs: f64, test_before_acquire: bool) -> Cell {
     let mut options = PgPoolOptions::new()
         .max_connections(tasks as u32)
@@ -389,8 +421,10 @@ fn main() {
             let pool = bench_pgpool(&url, tasks, secs, true).await;
             let lean = bench_pgpool(&url, tasks, secs, false).await;
             let db = bench_database(&url, tasks, secs).await;
+            let exec = bench_database_executor(&url, tasks, secs).await;
             let rows = [
                 ("pgdbm Database", &db),
+                ("pgdbm &Database as sqlx executor", &exec),
                 ("sqlx PgConnection per task", &conn),
                 ("sqlx PgPool", &pool),
                 ("sqlx PgPool, test_before_acquire(false)", &lean),
