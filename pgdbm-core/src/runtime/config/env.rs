@@ -1,0 +1,138 @@
+//! `DatabaseConfig::from_env` and friends: the environment variables pgdbm reads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{DatabaseConfig, Secret};
+use crate::runtime::error::{Error, Result};
+
+impl DatabaseConfig {
+    /// Reads the configuration from the environment, after loading a `.env` file from the
+    /// current directory or its parents (variables already set win over the file).
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `DATABASE_URL` | connection URL; otherwise `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER` |
+    /// | `DB_PASSWORD` | password, when the URL has none |
+    /// | `DB_SCHEMA` | schema that `{{tables.x}}` renders into |
+    /// | `DB_MIN_CONN`, `DB_MAX_CONN` | pool size |
+    /// | `DB_ACQUIRE_TIMEOUT_MS`, `DB_STATEMENT_TIMEOUT_MS`, `DB_LOCK_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | timeouts (`0` disables the server-side ones) |
+    /// | `DB_APPLICATION_NAME` | `application_name` |
+    /// | `DB_SSL_MODE`, `DB_SSL_CA_FILE`, `DB_SSL_CERT_FILE`, `DB_SSL_KEY_FILE` | TLS |
+    /// | `DB_SLOW_QUERY_MS` | slow-query warning threshold |
+    ///
+    /// A malformed value is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env) but with an explicit `.env` file; the process
+    /// environment still wins over the file. The process environment is not modified.
+    pub fn from_env_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let iter = dotenvy::from_path_iter(path).map_err(|e| {
+            Error::config("env_file", format!("cannot read `{}`: {e}", path.display()))
+        })?;
+        let mut file = BTreeMap::new();
+        for item in iter {
+            let (k, v) = item.map_err(|e| {
+                Error::config(
+                    "env_file",
+                    format!("cannot parse `{}`: {e}", path.display()),
+                )
+            })?;
+            file.insert(k, v);
+        }
+        Self::from_lookup(|k| std::env::var(k).ok().or_else(|| file.get(k).cloned()))
+    }
+
+    /// Builds a config from any variable lookup (the environment, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let mut c = match get("DATABASE_URL") {
+            Some(url) => DatabaseConfig::new(url),
+            None => {
+                let mut c = DatabaseConfig::default();
+                if let Some(h) = get("DB_HOST") {
+                    c.host = h;
+                }
+                if let Some(p) = get("DB_PORT") {
+                    c.port = parse_var("DB_PORT", &p)?;
+                }
+                if let Some(d) = get("DB_NAME") {
+                    c.database = d;
+                }
+                if let Some(u) = get("DB_USER") {
+                    c.user = u;
+                }
+                c
+            }
+        };
+        if let Some(p) = get("DB_PASSWORD") {
+            c.password = Some(Secret(p));
+        }
+        if let Some(s) = get("DB_SCHEMA") {
+            c.schema = Some(s);
+        }
+        if let Some(v) = get("DB_MIN_CONN") {
+            c.min_connections = parse_var("DB_MIN_CONN", &v)?;
+        }
+        if let Some(v) = get("DB_MAX_CONN") {
+            c.max_connections = parse_var("DB_MAX_CONN", &v)?;
+        }
+        if let Some(v) = get("DB_ACQUIRE_TIMEOUT_MS") {
+            c.acquire_timeout = Duration::from_millis(parse_var("DB_ACQUIRE_TIMEOUT_MS", &v)?);
+        }
+        let optional_ms = |name: &str, v: String| -> Result<Option<Duration>> {
+            let ms: u64 = parse_var(name, &v)?;
+            Ok((ms > 0).then(|| Duration::from_millis(ms)))
+        };
+        if let Some(v) = get("DB_STATEMENT_TIMEOUT_MS") {
+            c.statement_timeout = optional_ms("DB_STATEMENT_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = get("DB_LOCK_TIMEOUT_MS") {
+            c.lock_timeout = optional_ms("DB_LOCK_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = get("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS") {
+            c.idle_in_transaction_session_timeout =
+                optional_ms("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = get("DB_SLOW_QUERY_MS") {
+            c.slow_query_threshold = optional_ms("DB_SLOW_QUERY_MS", v)?;
+        }
+        if let Some(v) = get("DB_APPLICATION_NAME") {
+            c.application_name = Some(v);
+        }
+        if let Some(v) = get("DB_SSL_MODE") {
+            c.ssl_mode = Some(v.parse().map_err(|e: Error| match e {
+                Error::Config { message, .. } => Error::config("DB_SSL_MODE", message),
+                other => other,
+            })?);
+        }
+        if let Some(v) = get("DB_SSL_CA_FILE") {
+            c.ssl_root_cert = Some(v.into());
+        }
+        if let Some(v) = get("DB_SSL_CERT_FILE") {
+            c.ssl_client_cert = Some(v.into());
+        }
+        if let Some(v) = get("DB_SSL_KEY_FILE") {
+            c.ssl_client_key = Some(v.into());
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn parse_var<T: FromStr>(name: &str, value: &str) -> Result<T>
+where
+    T::Err: fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e| Error::config(name, format!("`{value}` is not valid here: {e}")))
+}
