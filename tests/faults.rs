@@ -6,12 +6,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, Migrator, tsql_as};
 use serde_json::json;
+use support::captured::Captured;
 use support::http_load::{Load, Sample, failures, longest};
 use support::pg_server::PgServer;
 use support::service::Service;
@@ -354,19 +354,6 @@ async fn a_killed_session_inside_a_transaction_is_an_error_and_commits_nothing()
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Everything logged in this test binary (the global subscriber: tracing caches interest per
 /// call site process-wide, so thread-local subscribers miss events from spawned tasks).
 fn captured_log() -> &'static Captured {
@@ -384,27 +371,30 @@ fn captured_log() -> &'static Captured {
 }
 
 fn log_lines_with(needle: &str, port: u16) -> Vec<String> {
-    let log = captured_log().0.lock().unwrap();
-    String::from_utf8_lossy(&log)
+    captured_log()
+        .text()
         .lines()
         .filter(|l| l.contains(needle) && l.contains(&format!(":{port}/")))
         .map(str::to_string)
         .collect()
 }
 
+/// A server of the test's own with a database `app`, and a pool of at most 4 connections on it.
+async fn server_and_pool(min: usize, acquire_timeout: Duration) -> (PgServer, Database) {
+    let server = PgServer::start();
+    blocking(|| server.create_database("app"));
+    let config = DatabaseConfig::new(server.url("app"))
+        .min_connections(min)
+        .max_connections(4)
+        .acquire_timeout(acquire_timeout);
+    let db = Database::connect(config).await.unwrap();
+    (server, db)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkouts_wait_through_an_outage_and_time_out_naming_the_connect_error() {
     captured_log();
-    let server = PgServer::start();
-    blocking(|| server.create_database("wait"));
-    let db = Database::connect(
-        DatabaseConfig::new(server.url("wait"))
-            .min_connections(2)
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(1)),
-    )
-    .await
-    .unwrap();
+    let (server, db) = server_and_pool(2, Duration::from_secs(1)).await;
     assert_eq!(db.health().await.status, HealthStatus::Healthy);
 
     blocking(|| server.stop("fast"));
@@ -484,16 +474,7 @@ async fn checkouts_wait_through_an_outage_and_time_out_naming_the_connect_error(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_reconnect_loop_not_one_per_waiting_caller() {
-    let server = PgServer::start();
-    blocking(|| server.create_database("herd"));
-    let db = Database::connect(
-        DatabaseConfig::new(server.url("herd"))
-            .min_connections(0)
-            .max_connections(4)
-            .acquire_timeout(Duration::from_millis(1500)),
-    )
-    .await
-    .unwrap();
+    let (server, db) = server_and_pool(0, Duration::from_millis(1500)).await;
     blocking(|| server.stop("fast"));
     // The server's port now accepts and drops every connection: each attempt is counted here,
     // which a stopped server's refusals are not.

@@ -1,5 +1,3 @@
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgdbm::Database;
@@ -8,20 +6,9 @@ use tracing_subscriber::fmt::format::FmtSpan;
 #[path = "integration/common.rs"]
 #[allow(dead_code)] // shared with the main integration suite
 mod common;
+mod support;
 use common::TestDb;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::captured::Captured;
 
 // A test binary of its own, with the global subscriber: tracing caches per-callsite interest
 // process-wide, which makes thread-local subscribers unreliable beside other tests.
@@ -54,7 +41,7 @@ async fn spans_carry_the_statement_and_slow_queries_warn() {
     db.fetch_value::<String, _>("SELECT pg_sleep(0.06)::text", ())
         .await
         .unwrap();
-    let out = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let out = captured.text();
     assert!(
         out.contains("pgdbm.query")
             && out.contains("db.statement=INSERT INTO \"obs\".t VALUES (1), (2)"),
