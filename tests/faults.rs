@@ -288,6 +288,25 @@ async fn tsql_through_database_survives_killed_sessions_and_a_restart() {
     assert_eq!(one, 1);
 }
 
+/// A transaction that inserted `id` into `t`, whose session the server then ended.
+async fn insert_then_get_killed(
+    db: &Database,
+    server: &PgServer,
+    id: i32,
+) -> pgdbm::Transaction<'static> {
+    let mut tx = db.transaction().await.unwrap();
+    tx.execute("INSERT INTO t VALUES ($1)", (id,))
+        .await
+        .unwrap();
+    let pid: i32 = tx
+        .fetch_value("SELECT pg_backend_pid()", ())
+        .await
+        .unwrap()
+        .unwrap();
+    blocking(|| server.psql("tx", &format!("SELECT pg_terminate_backend({pid})")));
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_inside_a_transaction_is_an_error_and_commits_nothing() {
     let server = PgServer::start();
@@ -302,14 +321,7 @@ async fn a_killed_session_inside_a_transaction_is_an_error_and_commits_nothing()
     db.execute("CREATE TABLE t (id int)", ()).await.unwrap();
 
     // Killed between two statements: the next statement fails, and so does COMMIT.
-    let mut tx = db.transaction().await.unwrap();
-    tx.execute("INSERT INTO t VALUES ($1)", (1,)).await.unwrap();
-    let pid: i32 = tx
-        .fetch_value("SELECT pg_backend_pid()", ())
-        .await
-        .unwrap()
-        .unwrap();
-    blocking(|| server.psql("tx", &format!("SELECT pg_terminate_backend({pid})")));
+    let mut tx = insert_then_get_killed(&db, &server, 1).await;
     let err = tx
         .execute("INSERT INTO t VALUES ($1)", (2,))
         .await
@@ -331,14 +343,7 @@ async fn a_killed_session_inside_a_transaction_is_an_error_and_commits_nothing()
     ));
 
     // Killed just before COMMIT.
-    let mut tx = db.transaction().await.unwrap();
-    tx.execute("INSERT INTO t VALUES ($1)", (3,)).await.unwrap();
-    let pid: i32 = tx
-        .fetch_value("SELECT pg_backend_pid()", ())
-        .await
-        .unwrap()
-        .unwrap();
-    blocking(|| server.psql("tx", &format!("SELECT pg_terminate_backend({pid})")));
+    let tx = insert_then_get_killed(&db, &server, 3).await;
     let err = tx.commit().await.unwrap_err();
     match &err {
         Error::TransactionLost(lost) => assert!(lost.during_commit(), "{err}"),
