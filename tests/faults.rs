@@ -282,7 +282,7 @@ async fn tsql_through_database_survives_killed_sessions_and_a_restart() {
     blocking(|| server.terminate_backends("app"));
     let mut conn = db.acquire().await.unwrap();
     let one: i32 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(one, 1);
@@ -439,7 +439,7 @@ async fn checkouts_wait_through_an_outage_and_time_out_naming_the_connect_error(
                 let mut conn = db.acquire().await.unwrap();
                 order.lock().unwrap().push(i);
                 let v: i32 = sqlx::query_scalar("SELECT 1")
-                    .fetch_one(&mut *conn)
+                    .fetch_one(&mut conn)
                     .await
                     .unwrap();
                 Some(v)

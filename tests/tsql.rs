@@ -33,27 +33,29 @@ async fn service_db() -> TestDatabase {
 
 #[test]
 fn tsql_str_renders_at_compile_time() {
+    // Each text starts with a marker naming the schema it was checked for and where that schema
+    // was written, so tenant handles can run it in their own schema (pgdbm_core::compiled).
     assert_eq!(
         tsql_str!("SELECT id FROM <<tables.users>> WHERE email = $1"),
-        "SELECT id FROM \"myservice\".users WHERE email = $1"
+        "/* pgdbm: schema=myservice at=15 */ SELECT id FROM \"myservice\".users WHERE email = $1"
     );
     assert_eq!(
         tsql_str!(
             "SELECT count(*) FROM {{tables.users}} u JOIN {{tables.posts}} p ON p.user_id = u.id"
         ),
-        "SELECT count(*) FROM \"myservice\".users u JOIN \"myservice\".posts p ON p.user_id = u.id"
+        "/* pgdbm: schema=myservice at=21,46 */ SELECT count(*) FROM \"myservice\".users u JOIN \"myservice\".posts p ON p.user_id = u.id"
     );
     assert_eq!(
         tsql_str!(module = "billing", "SELECT * FROM <<tables.invoices>>"),
-        "SELECT * FROM \"billing\".invoices"
+        "/* pgdbm: schema=billing at=14 */ SELECT * FROM \"billing\".invoices"
     );
     assert_eq!(
         tsql_str!(r#"SELECT 'it''s' AS "quoted", id FROM <<tables.users>>"#),
-        "SELECT 'it''s' AS \"quoted\", id FROM \"myservice\".users"
+        "/* pgdbm: schema=myservice at=36 */ SELECT 'it''s' AS \"quoted\", id FROM \"myservice\".users"
     );
     assert_eq!(
         tsql_str!("SELECT 1 " + "FROM <<tables.posts>>"),
-        "SELECT 1 FROM \"myservice\".posts"
+        "/* pgdbm: schema=myservice at=14 */ SELECT 1 FROM \"myservice\".posts"
     );
 }
 
@@ -121,7 +123,7 @@ async fn queries_run_and_are_typed() {
         id,
         "Hello"
     )
-    .execute(&mut *tx)
+    .execute(&mut tx)
     .await
     .unwrap();
     tx.commit().await.unwrap();
@@ -135,7 +137,9 @@ async fn queries_run_and_are_typed() {
 #[tokio::test]
 async fn a_module_renders_into_its_own_schema() {
     let t = service_db().await;
-    let db = t.database();
+    // A module's queries run on a handle of that module's schema: on the `myservice` handle they
+    // would be refused (Error::SchemaMismatch), since a plain handle serves one schema.
+    let db = t.with_schema(Some("billing")).unwrap();
     let inv = tsql!(
         module = "billing",
         "INSERT INTO <<tables.invoices>> (customer_email, amount_cents) VALUES ($1, $2) RETURNING id",

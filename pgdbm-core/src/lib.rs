@@ -7,6 +7,7 @@
 //! what `pgdbm-macros` uses at compile time without building a database driver for the host.
 #![deny(missing_docs)]
 
+pub mod compiled;
 pub mod ident;
 pub mod migrations;
 pub mod sql_lex;

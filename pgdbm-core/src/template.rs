@@ -145,6 +145,31 @@ pub fn render_with_map(
     Ok((out, OffsetMap { spans }))
 }
 
+/// Renders for `schema` like [`render`], and also returns the byte offsets in the output where
+/// the quoted `schema` was written for a placeholder that names no schema of its own
+/// (`{{tables.x}}`, `{{schema}}`): the places another schema would go (see [`crate::compiled`]).
+pub fn render_with_schema_slots(
+    sql: &str,
+    schema: &str,
+) -> Result<(String, Vec<usize>), TemplateError> {
+    validate_schema(Some(schema))?;
+    let found = placeholders(sql)?;
+    let mut spans = Vec::with_capacity(found.len());
+    let out = render_found(sql, Some(schema), &found, Some(&mut spans));
+    let slots = found
+        .iter()
+        .zip(&spans)
+        .filter(|(p, _)| {
+            matches!(
+                p.target,
+                Target::Schema | Target::Table { schema: None, .. }
+            )
+        })
+        .map(|(_, span)| span.2)
+        .collect();
+    Ok((out, slots))
+}
+
 /// Maps byte offsets of a rendered text to byte offsets of its template.
 #[derive(Clone, Debug, Default)]
 pub struct OffsetMap {

@@ -6,6 +6,7 @@ use quote::{quote, quote_spanned};
 use syn::parse::{Parse, ParseStream};
 use syn::{LitStr, Token};
 
+use pgdbm_core::compiled;
 use pgdbm_core::template::{self, Target};
 
 use crate::config::{self, Config, Module};
@@ -166,9 +167,13 @@ pub(crate) fn expand(kind: Kind, input: TokenStream) -> syn::Result<TokenStream>
             }
         }
     }
-    let rendered = template::render(&input.sql, module.schema.as_deref())
-        .map_err(|e| err(e.to_string()))?
-        .into_owned();
+    // Marked with the schema, so that the runtime can run it on a tenant's schema or refuse a
+    // handle of another schema (see `pgdbm_core::compiled`).
+    let rendered = match module.schema.as_deref() {
+        Some(schema) => compiled::render_marked(&input.sql, schema),
+        None => template::render(&input.sql, None).map(|r| r.into_owned()),
+    }
+    .map_err(|e| err(e.to_string()))?;
 
     let mut lit = Literal::string(&rendered);
     lit.set_span(input.span);
@@ -274,7 +279,9 @@ mod tests {
         )
         .unwrap();
         assert!(
-            out.contains(r#""SELECT * FROM \"myservice\".users WHERE id = $1""#),
+            out.contains(
+                r#""/* pgdbm: schema=myservice at=14 */ SELECT * FROM \"myservice\".users WHERE id = $1""#
+            ),
             "{out}"
         );
         assert!(out.contains("option_env ! (\"PGDBM_SCHEMA\")"), "{out}");
@@ -291,7 +298,7 @@ mod tests {
         assert!(out.contains(r#"\"billing\".invoices"#), "{out}");
         let out = expand_str(Kind::Str, quote!("SELECT 1 FROM " + "<<tables.posts>>")).unwrap();
         assert!(
-            out.contains(r#""SELECT 1 FROM \"myservice\".posts""#),
+            out.contains(r#"at=14 */ SELECT 1 FROM \"myservice\".posts""#),
             "{out}"
         );
     }

@@ -324,7 +324,7 @@ async fn database_is_a_sqlx_executor() {
     // acquire(): a raw connection usable as an executor.
     let mut conn = db.acquire().await.unwrap();
     let one: i32 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut conn)
         .await
         .unwrap();
     assert_eq!(one, 1);

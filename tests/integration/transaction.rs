@@ -150,7 +150,7 @@ async fn sqlx_queries_run_inside_the_transaction() {
     let mut tx = db.transaction().await.unwrap();
     sqlx::query("INSERT INTO tx.items (name) VALUES ($1)")
         .bind("via-sqlx")
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await
         .unwrap();
     let n = tx

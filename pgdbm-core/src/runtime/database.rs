@@ -16,6 +16,7 @@ use super::params::{CopyRow, Params};
 use super::pool::{PoolConnection, PoolShared, PoolStats, is_connection_lost};
 use super::query::{self, QueryCtx};
 use super::transaction::Transaction;
+use crate::compiled;
 use crate::ident::{IdentifierKind, validate_identifier};
 use crate::template;
 
@@ -49,6 +50,9 @@ pub struct Database {
 pub(crate) struct DbInner {
     pub(crate) pool: Arc<PoolShared>,
     pub(crate) schema: Option<String>,
+    /// For a tenant handle: the schema its module's `tsql!` queries were checked for, which
+    /// this handle re-targets to its own.
+    pub(crate) tenant_of: Option<String>,
     owner: bool,
     closed: AtomicBool,
     cache: TemplateCache,
@@ -61,17 +65,53 @@ struct TemplateCache {
 }
 
 impl TemplateCache {
-    fn get(&self, sql: &str, schema: Option<&str>) -> Result<Arc<str>> {
+    fn get(&self, sql: &str, schema: Option<&str>, tenant_of: Option<&str>) -> Result<Arc<str>> {
         if let Some(hit) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(sql) {
             return Ok(hit.clone());
         }
-        let rendered: Arc<str> = template::render(sql, schema)?.into();
+        let rendered = template::render(sql, schema)?;
+        let rendered: Arc<str> = match for_handle(&rendered, schema, tenant_of)? {
+            Some(retargeted) => retargeted.into(),
+            None => rendered.into(),
+        };
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         // A bounded cache: dynamic SQL must not grow it without limit.
         if map.len() < self.capacity {
             map.insert(sql.into(), rendered.clone());
         }
         Ok(rendered)
+    }
+}
+
+/// What `sql`, if `tsql!` marked it for a schema, becomes on a handle of `schema`: `None` to run it
+/// as it is (unmarked, marked for this schema, or another module's query on a tenant handle), the
+/// re-targeted text on a tenant handle of its module, and an error on a plain handle of another
+/// schema (see [`crate::compiled`]).
+pub(crate) fn for_handle(
+    sql: &str,
+    schema: Option<&str>,
+    tenant_of: Option<&str>,
+) -> Result<Option<String>> {
+    if !compiled::is_marked(sql) {
+        return Ok(None);
+    }
+    let Some(marked) = compiled::parse(sql) else {
+        return Err(Error::config(
+            "sql",
+            "the SQL starts with a `/* pgdbm: schema=… */` marker that does not fit the text after it; pass tsql!/tsql_str! output unchanged (appending is fine)",
+        ));
+    };
+    match (schema, tenant_of) {
+        (Some(s), _) if s == marked.schema => Ok(None),
+        (Some(s), Some(module)) if module == marked.schema => Ok(Some(marked.retarget(s))),
+        // A tenant handle knows which module it serves: another module's query keeps the
+        // schema it was checked for. A plain handle of another schema is ambiguous (it may be
+        // meant as a tenant's), so it refuses.
+        (_, Some(_)) => Ok(None),
+        _ => Err(Error::SchemaMismatch {
+            compiled_for: marked.schema.to_string(),
+            handle: schema.map(str::to_string),
+        }),
     }
 }
 
@@ -108,8 +148,37 @@ pub struct SharedPool {
 impl SharedPool {
     /// Opens the pool. The config's schema, if any, is ignored for rendering: each handle
     /// names its own.
+    ///
+    /// Every connection runs with `search_path` pinned to `pg_catalog` (as pgdbm does for
+    /// shared pools), so a table name without a schema fails loudly instead of reaching
+    /// `public` or another tenant's table; the pool refuses to open if the pin does not take.
+    /// [`connect_unpinned`](Self::connect_unpinned) leaves `search_path` alone.
     pub async fn connect(config: DatabaseConfig) -> Result<SharedPool> {
-        let config = config.no_schema();
+        let config = config
+            .no_schema()
+            .server_setting("search_path", "pg_catalog");
+        let pool = SharedPool::open(config).await?;
+        let path: Option<String> = pool.owner.fetch_value("SHOW search_path", ()).await?;
+        if path.as_deref() != Some("pg_catalog") {
+            pool.close().await;
+            return Err(Error::config(
+                "search_path",
+                format!(
+                    "the shared pool pins search_path to pg_catalog, but the server reports `{}` (a pooler or the role's settings override it); fix that, or use SharedPool::connect_unpinned",
+                    path.unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(pool)
+    }
+
+    /// Like [`connect`](Self::connect) without pinning `search_path`: unqualified table names
+    /// then resolve through the server's `search_path`.
+    pub async fn connect_unpinned(config: DatabaseConfig) -> Result<SharedPool> {
+        SharedPool::open(config.no_schema()).await
+    }
+
+    async fn open(config: DatabaseConfig) -> Result<SharedPool> {
         let shared = PoolShared::open(config).await?;
         Ok(SharedPool {
             owner: Database::from_shared(shared, None, true),
@@ -167,12 +236,22 @@ impl Database {
     }
 
     fn from_shared(pool: Arc<PoolShared>, schema: Option<String>, owner: bool) -> Database {
+        Database::handle(pool, schema, None, owner)
+    }
+
+    fn handle(
+        pool: Arc<PoolShared>,
+        schema: Option<String>,
+        tenant_of: Option<String>,
+        owner: bool,
+    ) -> Database {
         let slow = pool.config.slow_query_threshold;
         let capacity = pool.config.template_cache_capacity;
         Database {
             inner: Arc::new(DbInner {
                 pool,
                 schema,
+                tenant_of,
                 owner,
                 closed: AtomicBool::new(false),
                 cache: TemplateCache {
@@ -197,6 +276,23 @@ impl Database {
         ))
     }
 
+    /// A tenant handle: renders into `schema`, and runs the `tsql!` queries checked for
+    /// `module_schema` in `schema` instead.
+    pub(crate) fn tenant_handle(&self, schema: &str, module_schema: &str) -> Result<Database> {
+        validate_identifier(schema, IdentifierKind::Schema)?;
+        Ok(Database::handle(
+            self.inner.pool.clone(),
+            Some(schema.to_string()),
+            Some(module_schema.to_string()),
+            false,
+        ))
+    }
+
+    /// For a tenant handle, the schema whose `tsql!` queries it re-targets to its own.
+    pub fn tenant_of(&self) -> Option<&str> {
+        self.inner.tenant_of.as_deref()
+    }
+
     /// The schema `{{tables.x}}` renders into.
     pub fn schema(&self) -> Option<&str> {
         self.inner.schema.as_deref()
@@ -215,7 +311,20 @@ impl Database {
     /// # Ok(()) }
     /// ```
     pub fn render(&self, sql: &str) -> Result<Arc<str>> {
-        self.inner.cache.get(sql, self.schema())
+        self.inner
+            .cache
+            .get(sql, self.schema(), self.inner.tenant_of.as_deref())
+    }
+
+    /// `sql` as this handle must run it: unchanged unless `tsql!` marked it for another
+    /// schema (then re-targeted on a tenant handle of its module, else an error). Cached like
+    /// [`render`](Self::render).
+    pub(crate) fn check_compiled(&self, sql: &str) -> Result<Option<Arc<str>>> {
+        if !compiled::is_marked(sql) {
+            return Ok(None);
+        }
+        let rendered = self.render(sql)?;
+        Ok((*rendered != *sql).then_some(rendered))
     }
 
     pub(crate) fn ctx(&self) -> QueryCtx<'_> {
@@ -364,7 +473,7 @@ impl Database {
             "CREATE SCHEMA IF NOT EXISTS {}",
             crate::ident::quote_identifier(schema)
         );
-        super::pool::create_if_missing(&mut conn, &sql).await
+        super::pool::create_if_missing(conn.raw(), &sql).await
     }
 
     /// Bulk-loads rows into `table` of this schema with `COPY … FROM STDIN (FORMAT binary)`:
@@ -385,7 +494,7 @@ impl Database {
     {
         let stmt = copy::statement(self, table, columns)?;
         let mut conn = self.acquire().await?;
-        let r = copy::copy_in(&mut conn, &stmt, columns.len(), rows).await;
+        let r = copy::copy_in(conn.raw(), &stmt, columns.len(), rows).await;
         if let Err(Error::Query(q)) = &r
             && is_connection_lost(q.source_error())
         {
@@ -407,6 +516,7 @@ impl Database {
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
             obj: self.inner.pool.get_pinged().await?,
+            db: self.clone(),
         })
     }
 

@@ -74,6 +74,32 @@ pub enum Error {
     #[error("the connection pool is closed")]
     PoolClosed,
 
+    /// A query that `tsql!` checked for one schema was run on a handle of another schema that is
+    /// not a tenant handle of that module. It was not sent: it would have read and written the
+    /// compile-time schema's tables, not the handle's.
+    #[error(
+        "this query was checked at compile time for schema `{compiled_for}` and cannot run on a handle of {}: it would use `{compiled_for}`'s tables. Run it on a handle of `{compiled_for}`, or on a tenant handle of that module (`Tenants::get`), which runs it in the tenant's schema",
+        match .handle { Some(s) => format!("schema `{s}`"), None => "no schema".to_string() }
+    )]
+    SchemaMismatch {
+        /// The schema the query was rendered and checked for.
+        compiled_for: String,
+        /// The handle's schema.
+        handle: Option<String>,
+    },
+
+    /// A tenant operation was refused: unknown tenant, one that exists already, an invalid
+    /// name, or a drop without confirmation. Nothing was changed.
+    #[error("tenant `{tenant}`: {message}")]
+    Tenant {
+        /// The tenant name as given.
+        tenant: String,
+        /// What kind of refusal.
+        kind: crate::runtime::tenants::TenantErrorKind,
+        /// What was wrong and what to do.
+        message: String,
+    },
+
     /// A migration could not be loaded or applied.
     #[error(transparent)]
     Migration(Box<MigrationError>),

@@ -12,7 +12,7 @@ use futures_core::future::BoxFuture;
 use futures_core::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow, PgStatement, PgTypeInfo, Postgres};
-use sqlx::{Execute, Executor, SqlStr};
+use sqlx::{AssertSqlSafe, Execute, Executor, SqlSafeStr, SqlStr};
 use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
@@ -38,17 +38,29 @@ struct Replay {
 }
 
 impl Replay {
-    fn take<'q, E: Execute<'q, Postgres>>(mut query: E) -> Result<Replay, sqlx::Error> {
+    /// Takes `query` apart, with its SQL as `db` must run it: a `tsql!` query checked for another
+    /// schema is re-targeted on a tenant handle of its module and refused on any other.
+    fn take<'q, E: Execute<'q, Postgres>>(
+        db: &Database,
+        mut query: E,
+    ) -> Result<Replay, sqlx::Error> {
         let statement = query.statement().cloned();
         let persistent = query.persistent();
         let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
         Ok(Replay {
-            sql: query.sql(),
+            sql: checked_sql(db, query.sql())?,
             args,
             statement,
             persistent,
         })
     }
+}
+
+fn checked_sql(db: &Database, sql: SqlStr) -> Result<SqlStr, sqlx::Error> {
+    Ok(match db.check_compiled(sql.as_str()).map_err(to_sqlx)? {
+        Some(retargeted) => AssertSqlSafe(retargeted).into_sql_str(),
+        None => sql,
+    })
 }
 
 impl<'q> Execute<'q, Postgres> for Replay {
@@ -157,7 +169,7 @@ impl<'c> Executor<'c> for &'c Database {
         E: 'q + Execute<'q, Postgres>,
     {
         let fut = async move {
-            let replay = Replay::take(query)?;
+            let replay = Replay::take(self, query)?;
             let items = retrying(self, |conn| {
                 let q = replay.clone();
                 Box::pin(async move {
@@ -195,7 +207,7 @@ impl<'c> Executor<'c> for &'c Database {
         E: 'q + Execute<'q, Postgres>,
     {
         Box::pin(async move {
-            let replay = Replay::take(query)?;
+            let replay = Replay::take(self, query)?;
             retrying(self, |conn| {
                 let q = replay.clone();
                 Box::pin(async move {
@@ -218,6 +230,7 @@ impl<'c> Executor<'c> for &'c Database {
         'c: 'e,
     {
         Box::pin(async move {
+            let sql = checked_sql(self, sql)?;
             retrying(self, |conn| {
                 let sql = sql.clone();
                 // Owned, because each attempt's future must not borrow from the caller.
@@ -241,6 +254,7 @@ impl<'c> Executor<'c> for &'c Database {
         'c: 'e,
     {
         Box::pin(async move {
+            let sql = checked_sql(self, sql)?;
             retrying(self, |conn| {
                 let sql = sql.clone();
                 Box::pin(async move {
@@ -254,3 +268,80 @@ impl<'c> Executor<'c> for &'c Database {
         })
     }
 }
+
+/// `&mut Transaction` and `&mut PoolConnection` as sqlx executors: the connection's own, after
+/// the schema check of [`Replay::take`]. No retry: a transaction's statements must not be run
+/// again, and what runs on an acquired connection is the caller's.
+macro_rules! checked_connection_executor {
+    ($ty:ty, |$this:ident| $db:expr, $conn:expr) => {
+        impl<'c> Executor<'c> for &'c mut $ty {
+            type Database = Postgres;
+
+            fn fetch_many<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Postgres>,
+            {
+                let $this = self;
+                match Replay::take($db, query) {
+                    Ok(q) => $conn.fetch_many(q),
+                    Err(e) => futures_util::stream::once(async { Err(e) }).boxed(),
+                }
+            }
+
+            fn fetch_optional<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+            where
+                'c: 'e,
+                E: 'q + Execute<'q, Postgres>,
+            {
+                let $this = self;
+                match Replay::take($db, query) {
+                    Ok(q) => $conn.fetch_optional(q),
+                    Err(e) => Box::pin(async { Err(e) }),
+                }
+            }
+
+            fn prepare_with<'e>(
+                self,
+                sql: SqlStr,
+                parameters: &'e [PgTypeInfo],
+            ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                let $this = self;
+                match checked_sql($db, sql) {
+                    Ok(sql) => $conn.prepare_with(sql, parameters),
+                    Err(e) => Box::pin(async { Err(e) }),
+                }
+            }
+
+            fn describe<'e>(
+                self,
+                sql: SqlStr,
+            ) -> BoxFuture<'e, Result<sqlx_core::describe::Describe<Postgres>, sqlx::Error>>
+            where
+                'c: 'e,
+            {
+                let $this = self;
+                match checked_sql($db, sql) {
+                    Ok(sql) => $conn.describe(sql),
+                    Err(e) => Box::pin(async { Err(e) }),
+                }
+            }
+        }
+    };
+}
+
+checked_connection_executor!(
+    super::transaction::Transaction<'_>,
+    |tx| &tx.db,
+    tx.connection()
+);
+checked_connection_executor!(super::pool::PoolConnection, |c| &c.db, &mut c.obj.conn);

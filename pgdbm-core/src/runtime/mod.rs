@@ -11,6 +11,7 @@ mod outage;
 mod params;
 mod pool;
 mod query;
+mod tenants;
 pub mod testing;
 mod transaction;
 
@@ -26,6 +27,7 @@ pub use migrator::{
 };
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
+pub use tenants::{TenantErrorKind, TenantMigration, Tenants};
 pub use transaction::Transaction;
 
 /// The sqlx crate pgdbm is built on, for types such as `sqlx::FromRow` and `PgConnection`.

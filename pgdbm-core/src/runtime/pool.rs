@@ -5,7 +5,6 @@
 //! `benches/pool.rs`). deadpool is lazy, so `connect` opens `min_connections` itself, and a
 //! reaper task closes idle and old connections and tops the pool back up to the minimum.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -584,35 +583,35 @@ pub(crate) fn connect_error(config: &DatabaseConfig, attempts: u32, source: sqlx
     }))
 }
 
-/// A connection checked out of the pool; derefs to [`sqlx::PgConnection`], so `&mut *conn` is a
-/// sqlx executor. Returned to the pool when dropped.
+/// A connection checked out of the pool, returned to it when dropped.
 ///
-/// SQL run through it directly is not templated; use [`Database::render`](crate::Database::render)
-/// first.
+/// `&mut conn` is a sqlx executor that checks `tsql!` queries like its [`Database`] handle does
+/// (re-targeted on a tenant handle, refused on a handle of another schema); other SQL runs as
+/// written, without templating (use [`Database::render`] first). [`raw`](Self::raw) is the bare
+/// sqlx connection, for APIs that need one; nothing is checked there.
+///
+/// [`Database`]: crate::Database
+/// [`Database::render`]: crate::Database::render
 pub struct PoolConnection {
     pub(crate) obj: PoolObject,
+    pub(crate) db: crate::Database,
 }
 
 impl std::fmt::Debug for PoolConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolConnection").finish_non_exhaustive()
-    }
-}
-
-impl Deref for PoolConnection {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        &self.obj.conn
-    }
-}
-
-impl DerefMut for PoolConnection {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.obj.conn
+        f.debug_struct("PoolConnection")
+            .field("schema", &self.db.schema())
+            .finish_non_exhaustive()
     }
 }
 
 impl PoolConnection {
+    /// The bare sqlx connection. SQL run on it is neither templated nor checked: a `tsql!`
+    /// query runs in the schema it was compiled for, whatever this handle's schema.
+    pub fn raw(&mut self) -> &mut PgConnection {
+        &mut self.obj.conn
+    }
+
     /// Drops this connection instead of returning it to the pool (after an error you cannot
     /// recover from, or after changing session state others must not inherit).
     pub fn discard(mut self) {

@@ -1,6 +1,5 @@
 //! Transactions with templating, nested transactions as savepoints, rollback on drop.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use sqlx::FromRow;
@@ -24,10 +23,11 @@ enum TxConn<'a> {
 /// A transaction (or, nested, a savepoint) with the same query methods as [`Database`], all
 /// templated for the same schema. Dropping it without [`commit`](Self::commit) rolls it back.
 ///
-/// It derefs to [`sqlx::PgConnection`], so `&mut *tx` is a sqlx executor inside the transaction.
+/// `&mut tx` is a sqlx executor inside the transaction, with the same schema check as its
+/// [`Database`] handle: `tsql!(…).fetch_one(&mut tx)`.
 pub struct Transaction<'a> {
     conn: TxConn<'a>,
-    db: Database,
+    pub(crate) db: Database,
     open: bool,
 }
 
@@ -254,24 +254,10 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// The raw connection (no templating).
+    /// The bare sqlx connection, inside the transaction. SQL run on it is neither templated nor
+    /// checked: a `tsql!` query runs in the schema it was compiled for. `&mut tx` is the
+    /// checked executor.
     pub fn connection(&mut self) -> &mut PgConnection {
-        self.conn()
-    }
-}
-
-impl Deref for Transaction<'_> {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        match &self.conn {
-            TxConn::Owned(obj) => &obj.as_ref().expect("connection present until drop").conn,
-            TxConn::Nested(c) => c,
-        }
-    }
-}
-
-impl DerefMut for Transaction<'_> {
-    fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn()
     }
 }

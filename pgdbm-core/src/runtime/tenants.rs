@@ -1,0 +1,430 @@
+//! Tenants: one schema per tenant on a shared pool, the same migrations in each, and handles
+//! that run the module's `tsql!` queries in the tenant's schema.
+//!
+//! The registry is one table, `"pgdbm".tenants` (module, name, schema). `create` holds a
+//! transaction-level advisory lock on (module, name) from start to end and inserts the registry
+//! row last, in that transaction: a crash leaves the tenant unregistered (its schema, if made,
+//! is picked up by the next `create`, since migrations resume), and of two concurrent creates
+//! one wins and the other finds the row and answers "exists".
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use futures_util::StreamExt;
+
+use super::database::Database;
+use super::error::{Error, Result};
+use super::migrator::{EmbeddedMigrations, MigrationReport, Migrator};
+use crate::ident::quote_identifier;
+
+/// How long `create` and `drop` wait for another one working on the same tenant, and how often
+/// they look.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Where a tenant's migrations come from.
+#[derive(Clone, Debug)]
+enum Source {
+    Dir(PathBuf),
+    Embedded(EmbeddedMigrations),
+}
+
+/// The tenants of one module: create, look up, list, migrate and drop them.
+///
+/// ```no_run
+/// # async fn demo() -> pgdbm_core::Result<()> {
+/// use pgdbm_core::{DatabaseConfig, SharedPool, Tenants};
+/// let pool = SharedPool::connect(DatabaseConfig::from_env()?).await?;
+/// // The module's tsql! queries were checked for schema `myservice` (pgdbm.toml).
+/// let tenants = Tenants::new(&pool, "myservice", "./migrations");
+/// let acme = tenants.create("acme").await?; // schema "tenant_acme", migrated
+/// // tsql!("SELECT … FROM <<tables.users>>").fetch_all(&acme) reads "tenant_acme".users
+/// let same = tenants.get("acme").await?;
+/// # Ok(()) }
+/// ```
+pub struct Tenants {
+    pool: Database,
+    module: String,
+    compiled_schema: String,
+    source: Source,
+    prefix: String,
+    registry: String,
+    concurrency: usize,
+    handles: RwLock<HashMap<String, Database>>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants")
+            .field("module", &self.module)
+            .field("compiled_schema", &self.compiled_schema)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Tenants::migrate_all`] did for one tenant.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct TenantMigration {
+    /// The tenant.
+    pub tenant: String,
+    /// The migrator's report, or why this tenant failed (the others went on).
+    pub outcome: Result<MigrationReport>,
+}
+
+/// Why a tenant operation was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantErrorKind {
+    /// No tenant of that name is registered.
+    Unknown,
+    /// A tenant of that name exists already.
+    Exists,
+    /// The name is not a valid tenant name.
+    InvalidName,
+    /// `drop` was called without the tenant's name as confirmation.
+    NotConfirmed,
+}
+
+impl Tenants {
+    /// The tenants of `module` (its migrations history name) on `pool`'s shared pool, migrated
+    /// from `dir`. The module's `tsql!` queries are taken to be checked for schema `module`;
+    /// see [`compiled_schema`](Self::compiled_schema) when `pgdbm.toml` says otherwise.
+    pub fn new(pool: &super::database::SharedPool, module: &str, dir: impl Into<PathBuf>) -> Self {
+        Tenants::with_source(
+            pool.database(None).expect("no schema is valid"),
+            module,
+            Source::Dir(dir.into()),
+        )
+    }
+
+    /// Like [`new`](Self::new), with migrations compiled in by `embed_migrations!`.
+    pub fn embedded(
+        pool: &super::database::SharedPool,
+        module: &str,
+        files: EmbeddedMigrations,
+    ) -> Self {
+        Tenants::with_source(
+            pool.database(None).expect("no schema is valid"),
+            module,
+            Source::Embedded(files),
+        )
+    }
+
+    fn with_source(pool: Database, module: &str, source: Source) -> Self {
+        Tenants {
+            pool,
+            module: module.to_string(),
+            compiled_schema: module.to_string(),
+            source,
+            prefix: "tenant_".into(),
+            registry: "pgdbm".into(),
+            concurrency: 4,
+            handles: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The schema the module's `tsql!` queries were checked for (its `schema` in `pgdbm.toml`;
+    /// default: the module name). Tenant handles re-target those queries to their own schema.
+    pub fn compiled_schema(mut self, schema: &str) -> Self {
+        self.compiled_schema = schema.to_string();
+        self
+    }
+
+    /// The prefix of tenant schemas (default `tenant_`: tenant `acme` lives in `tenant_acme`).
+    pub fn schema_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    /// The schema of the registry table `tenants` (default `pgdbm`).
+    pub fn registry_schema(mut self, schema: &str) -> Self {
+        self.registry = schema.to_string();
+        self
+    }
+
+    /// How many tenants [`migrate_all`](Self::migrate_all) migrates at once (default 4).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The schema of tenant `name`, after checking the name: lower-case letters, digits and
+    /// `_`, starting with a letter, and short enough for the schema name to fit 63 bytes.
+    pub fn schema_for(&self, name: &str) -> Result<String> {
+        let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && self.prefix.len() + name.len() <= 63;
+        if !ok {
+            return Err(tenant_error(
+                name,
+                TenantErrorKind::InvalidName,
+                format!(
+                    "not a valid tenant name: use lower-case letters, digits and `_`, starting with a letter, at most {} characters",
+                    63usize.saturating_sub(self.prefix.len())
+                ),
+            ));
+        }
+        let schema = format!("{}{name}", self.prefix);
+        crate::ident::validate_identifier(&schema, crate::ident::IdentifierKind::Schema)?;
+        Ok(schema)
+    }
+
+    fn table(&self) -> String {
+        format!("{}.tenants", quote_identifier(&self.registry))
+    }
+
+    async fn ensure_registry(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let schema = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_identifier(&self.registry)
+        );
+        super::pool::create_if_missing(conn.raw(), &schema).await?;
+        let table = format!(
+            "CREATE TABLE IF NOT EXISTS {} (module text NOT NULL, name text NOT NULL, schema_name text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (module, name))",
+            self.table()
+        );
+        super::pool::create_if_missing(conn.raw(), &table).await
+    }
+
+    fn handle(&self, name: &str, schema: &str) -> Result<Database> {
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(h.clone());
+        }
+        let h = self.pool.tenant_handle(schema, &self.compiled_schema)?;
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), h.clone());
+        Ok(h)
+    }
+
+    fn migrator(&self, tenant: &Database) -> Migrator {
+        match &self.source {
+            Source::Dir(dir) => Migrator::new(tenant, dir.clone(), &self.module),
+            Source::Embedded(files) => Migrator::embedded(tenant, *files, &self.module),
+        }
+    }
+
+    /// Takes the transaction-level lock on (module, `name`), polling: a session blocked in
+    /// `pg_advisory_xact_lock` holds a snapshot, which a `CREATE INDEX CONCURRENTLY` in the
+    /// lock holder's migrations would wait for, and the two would wait on each other.
+    async fn lock(&self, tx: &mut super::transaction::Transaction<'_>, name: &str) -> Result<()> {
+        let key = format!("{}.{name}", self.module);
+        let started = std::time::Instant::now();
+        loop {
+            let got: Option<bool> = tx
+                .fetch_value(
+                    "SELECT pg_try_advisory_xact_lock(hashtext('pgdbm_tenant'), hashtext($1))",
+                    (&key,),
+                )
+                .await?;
+            if got == Some(true) {
+                return Ok(());
+            }
+            if started.elapsed() > LOCK_WAIT {
+                return Err(Error::config(
+                    "tenant",
+                    format!(
+                        "tenant `{name}` has been locked by another create or drop for {LOCK_WAIT:?}; try again later"
+                    ),
+                ));
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+
+    /// Creates tenant `name`: its schema, the module's migrations applied in it (history in
+    /// that schema), and its registry row, in that order. `Exists` if it is registered.
+    pub async fn create(&self, name: &str) -> Result<Database> {
+        let schema = self.schema_for(name)?;
+        self.ensure_registry().await?;
+        let mut tx = self.pool.transaction().await?;
+        self.lock(&mut tx, name).await?;
+        let exists: Option<bool> = tx
+            .fetch_value(
+                &format!(
+                    "SELECT true FROM {} WHERE module = $1 AND name = $2",
+                    self.table()
+                ),
+                (&self.module, name),
+            )
+            .await?;
+        if exists.is_some() {
+            return Err(tenant_error(
+                name,
+                TenantErrorKind::Exists,
+                "a tenant of this name exists already",
+            ));
+        }
+        let handle = self.pool.tenant_handle(&schema, &self.compiled_schema)?;
+        handle.create_schema().await?;
+        self.migrator(&handle).apply_pending().await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (module, name, schema_name) VALUES ($1, $2, $3)",
+                self.table()
+            ),
+            (&self.module, name, &schema),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(tenant = name, schema = %schema, module = %self.module, "pgdbm: created tenant");
+        self.handle(name, &schema)
+    }
+
+    /// The handle of registered tenant `name`. An invalid or unknown name is an error, and no
+    /// SQL is sent for an invalid one.
+    pub async fn get(&self, name: &str) -> Result<Database> {
+        let schema = self.schema_for(name)?;
+        if let Some(h) = self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(h.clone());
+        }
+        let registered: Option<String> = match self
+            .pool
+            .fetch_value(
+                &format!(
+                    "SELECT schema_name FROM {} WHERE module = $1 AND name = $2",
+                    self.table()
+                ),
+                (&self.module, name),
+            )
+            .await
+        {
+            Ok(v) => v,
+            // No registry yet: no tenants.
+            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => None,
+            Err(e) => return Err(e),
+        };
+        match registered {
+            Some(s) if s == schema => self.handle(name, &schema),
+            Some(s) => Err(tenant_error(
+                name,
+                TenantErrorKind::Unknown,
+                format!("registered with schema `{s}`, not `{schema}`: the schema prefix changed"),
+            )),
+            None => Err(tenant_error(
+                name,
+                TenantErrorKind::Unknown,
+                "no such tenant",
+            )),
+        }
+    }
+
+    /// The registered tenants' names, sorted.
+    pub async fn list(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = match self
+            .pool
+            .fetch_all(
+                &format!(
+                    "SELECT name FROM {} WHERE module = $1 ORDER BY name",
+                    self.table()
+                ),
+                (&self.module,),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(rows.into_iter().map(|(n,)| n).collect())
+    }
+
+    /// Applies pending migrations to every tenant, [`concurrency`](Self::concurrency) at a time.
+    /// A failing tenant does not stop the others; each one's outcome is reported, in name order.
+    /// A rerun applies what is still pending.
+    pub async fn migrate_all(&self) -> Result<Vec<TenantMigration>> {
+        let names = self.list().await?;
+        let mut done: Vec<TenantMigration> = futures_util::stream::iter(names)
+            .map(|tenant| async move {
+                let outcome = match self.get(&tenant).await {
+                    Ok(handle) => self.migrator(&handle).apply_pending().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &outcome {
+                    tracing::warn!(tenant = %tenant, error = %e, "pgdbm: tenant migration failed");
+                }
+                TenantMigration { tenant, outcome }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        done.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        Ok(done)
+    }
+
+    /// Drops tenant `name`: its schema with everything in it, and its registry row, in one
+    /// transaction. `confirm` must repeat the name.
+    pub async fn drop(&self, name: &str, confirm: &str) -> Result<()> {
+        let schema = self.schema_for(name)?;
+        if confirm != name {
+            return Err(tenant_error(
+                name,
+                TenantErrorKind::NotConfirmed,
+                "dropping a tenant deletes all its data: pass its name again as confirmation",
+            ));
+        }
+        let mut tx = self.pool.transaction().await?;
+        self.lock(&mut tx, name).await?;
+        let gone = match tx
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE module = $1 AND name = $2",
+                    self.table()
+                ),
+                (&self.module, name),
+            )
+            .await
+        {
+            Ok(n) => n,
+            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => 0,
+            Err(e) => return Err(e),
+        };
+        if gone == 0 {
+            return Err(tenant_error(
+                name,
+                TenantErrorKind::Unknown,
+                "no such tenant",
+            ));
+        }
+        tx.execute(
+            &format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                quote_identifier(&schema)
+            ),
+            (),
+        )
+        .await?;
+        tx.commit().await?;
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        tracing::info!(tenant = name, schema = %schema, "pgdbm: dropped tenant");
+        Ok(())
+    }
+}
+
+fn tenant_error(name: &str, kind: TenantErrorKind, message: impl Into<String>) -> Error {
+    Error::Tenant {
+        tenant: name.to_string(),
+        kind,
+        message: message.into(),
+    }
+}
