@@ -67,6 +67,15 @@ pub fn parse(sql: &str) -> Option<Marked<'_>> {
     })
 }
 
+/// The schema named by the marker of `sql`, without checking the rest (cheap; for the common
+/// case of a query run on a handle of the schema it was checked for).
+#[inline]
+pub fn marked_schema(sql: &str) -> Option<&str> {
+    let rest = sql.strip_prefix(OPEN)?;
+    let end = rest.find(AT)?;
+    Some(&rest[..end])
+}
+
 /// Whether `sql` starts like a marked text (cheap; [`parse`] decides).
 #[inline]
 pub fn is_marked(sql: &str) -> bool {

@@ -320,7 +320,7 @@ impl Database {
     /// schema (then re-targeted on a tenant handle of its module, else an error). Cached like
     /// [`render`](Self::render).
     pub(crate) fn check_compiled(&self, sql: &str) -> Result<Option<Arc<str>>> {
-        if !compiled::is_marked(sql) {
+        if !compiled::is_marked(sql) || compiled::marked_schema(sql) == self.schema() {
             return Ok(None);
         }
         let rendered = self.render(sql)?;
