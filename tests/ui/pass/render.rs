@@ -8,7 +8,7 @@ struct User {
 
 fn main() {
     const SQL: &str = tsql_str!("SELECT count(*) FROM <<tables.users>>");
-    assert_eq!(SQL, "SELECT count(*) FROM \"myservice\".users");
+    assert_eq!(SQL, "/* pgdbm: schema=myservice at=21 */ SELECT count(*) FROM \"myservice\".users");
     let _ = tsql_str!(module = "billing", "SELECT * FROM {{tables.invoices}}");
     let _ = tsql_str!("SELECT * FROM {{tables.billing.invoices}} i JOIN <<tables.users>> u ON u.email = i.customer_email");
     let _ = tsql!("INSERT INTO <<tables.users>> (email, name) VALUES ($1, $2) RETURNING id", "a@example.com", "A");
