@@ -435,3 +435,28 @@ async fn two_hundred_tenants_migrate_all_with_one_broken_then_fixed() {
     );
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_creates_do_not_exhaust_a_small_pool() {
+    let t = TestDatabase::builder()
+        .pool_size(0, 1)
+        .build()
+        .await
+        .unwrap();
+    let pool = SharedPool::connect(
+        DatabaseConfig::new(t.url())
+            .min_connections(1)
+            .max_connections(3)
+            .acquire_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    let tenants = Tenants::new(&pool, "myservice", MIGRATIONS);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let results = futures_util::future::join_all(names.iter().map(|n| tenants.create(n))).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(tenants.list().await.unwrap().len(), 20);
+    pool.close().await;
+}

@@ -52,6 +52,10 @@ pub struct Tenants {
     registry: String,
     concurrency: usize,
     handles: RwLock<HashMap<String, Database>>,
+    /// Bounds concurrent creates and drops: each holds its transaction's connection while its
+    /// migrations take another, so unbounded creates could hold every connection of the pool
+    /// and wait for one more.
+    writers: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -114,6 +118,7 @@ impl Tenants {
     }
 
     fn with_source(pool: Database, module: &str, source: Source) -> Self {
+        let writers = tokio::sync::Semaphore::new((pool.config().max_connections / 2).max(1));
         Tenants {
             pool,
             module: module.to_string(),
@@ -123,6 +128,7 @@ impl Tenants {
             registry: "pgdbm".into(),
             concurrency: 4,
             handles: RwLock::new(HashMap::new()),
+            writers,
         }
     }
 
@@ -248,6 +254,17 @@ impl Tenants {
     /// that schema), and its registry row, in that order. `Exists` if it is registered.
     pub async fn create(&self, name: &str) -> Result<Database> {
         let schema = self.schema_for(name)?;
+        if self.pool.config().max_connections < 2 {
+            return Err(Error::config(
+                "max_connections",
+                "creating a tenant needs a pool of at least 2 connections (a transaction holds one while its migrations use another)",
+            ));
+        }
+        let _turn = self
+            .writers
+            .acquire()
+            .await
+            .map_err(|_| Error::PoolClosed)?;
         self.ensure_registry().await?;
         let mut tx = self.pool.transaction().await?;
         self.lock(&mut tx, name).await?;
@@ -284,7 +301,8 @@ impl Tenants {
     }
 
     /// The handle of registered tenant `name`. An invalid or unknown name is an error, and no
-    /// SQL is sent for an invalid one.
+    /// SQL is sent for an invalid one. Handles are cached by this `Tenants`: a tenant dropped by
+    /// another process is still handed out here, and its queries fail (its schema is gone).
     pub async fn get(&self, name: &str) -> Result<Database> {
         let schema = self.schema_for(name)?;
         if let Some(h) = self
@@ -373,6 +391,11 @@ impl Tenants {
     /// transaction. `confirm` must repeat the name.
     pub async fn drop(&self, name: &str, confirm: &str) -> Result<()> {
         let schema = self.schema_for(name)?;
+        let _turn = self
+            .writers
+            .acquire()
+            .await
+            .map_err(|_| Error::PoolClosed)?;
         if confirm != name {
             return Err(tenant_error(
                 name,
