@@ -1,18 +1,18 @@
 //! End to end: the `multi_tenant` example as a child process on a free port, against a database
 //! of each test's own, spoken to over HTTP; what it wrote is checked in the database itself.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
 
 use pgdbm::testing::TestDatabase;
 use serde_json::{Value, json};
-use support::service::{example, free_port};
+use support::service::Service;
 
 /// `multi_tenant` on a free port, killed when dropped.
 struct MultiTenant {
-    child: Child,
+    svc: Service,
     base: String,
     client: reqwest::Client,
 }
@@ -20,37 +20,12 @@ struct MultiTenant {
 impl MultiTenant {
     /// Starts the service on `db` and waits until it answers.
     async fn start(db: &TestDatabase) -> MultiTenant {
-        let port = free_port();
-        let child = Command::new(example("multi_tenant"))
-            .env("DATABASE_URL", db.url())
-            .env("PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            // The service logs to stdout; `PGDBM_TEST_SERVICE_LOG=1` shows it.
-            .stdout(if std::env::var_os("PGDBM_TEST_SERVICE_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if client.get(format!("{base}/ping")).send().await.is_ok() {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "service did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let svc = Service::start_example("multi_tenant", &db.url(), &[]).await;
+        let base = svc.base.clone();
         MultiTenant {
-            child,
+            svc,
             base,
-            client,
+            client: reqwest::Client::new(),
         }
     }
 
@@ -87,13 +62,6 @@ impl MultiTenant {
             .unwrap()
             .status()
             .as_u16()
-    }
-}
-
-impl Drop for MultiTenant {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -460,13 +428,13 @@ async fn sigterm_stops_it_cleanly() {
     let mut svc = MultiTenant::start(&db).await;
     assert_eq!(svc.post("/tenants", &json!({"name": "acme"})).await.0, 201);
     let status = Command::new("kill")
-        .args(["-TERM", &svc.child.id().to_string()])
+        .args(["-TERM", &svc.svc.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = svc.child.try_wait().unwrap() {
+        if let Some(s) = svc.svc.child.try_wait().unwrap() {
             break s;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "did not exit");

@@ -21,7 +21,8 @@ struct User {
     name: Option<String>,
 }
 
-/// A database of the test's own, with a shared pool on it.
+/// A database of the test's own, with a shared pool on it (a checkout waits at most 5 s, so
+/// a pool that runs dry fails the test instead of hanging it).
 async fn shared_pool(max: usize) -> (TestDatabase, SharedPool) {
     let t = TestDatabase::builder()
         .pool_size(0, 1)
@@ -31,7 +32,8 @@ async fn shared_pool(max: usize) -> (TestDatabase, SharedPool) {
     let pool = SharedPool::connect(
         DatabaseConfig::new(t.url())
             .min_connections(1)
-            .max_connections(max),
+            .max_connections(max)
+            .acquire_timeout(std::time::Duration::from_secs(5)),
     )
     .await
     .unwrap();
@@ -438,19 +440,7 @@ async fn two_hundred_tenants_migrate_all_with_one_broken_then_fixed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_creates_do_not_exhaust_a_small_pool() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
-    let pool = SharedPool::connect(
-        DatabaseConfig::new(t.url())
-            .min_connections(1)
-            .max_connections(3)
-            .acquire_timeout(std::time::Duration::from_secs(5)),
-    )
-    .await
-    .unwrap();
+    let (_t, pool) = shared_pool(3).await;
     let tenants = Tenants::new(&pool, "myservice", MIGRATIONS);
     let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
     let results = futures_util::future::join_all(names.iter().map(|n| tenants.create(n))).await;

@@ -32,17 +32,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `standalone_service` on a free port, killed when dropped.
+/// An example service on a free port, killed when dropped.
 pub struct Service {
     pub child: Child,
     pub base: String,
 }
 
 impl Service {
-    /// Starts the service on `database_url` with extra environment, and waits until it answers.
+    /// Starts `standalone_service` on `database_url` with extra environment, and waits until it
+    /// answers.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> Service {
+        Service::start_example("standalone_service", database_url, env).await
+    }
+
+    /// Starts example `name` (an HTTP service taking `DATABASE_URL` and `PORT`, answering
+    /// `/ping`) and waits until it answers.
+    pub async fn start_example(name: &str, database_url: &str, env: &[(&str, &str)]) -> Service {
         let port = free_port();
-        let mut cmd = Command::new(example("standalone_service"));
+        let mut cmd = Command::new(example(name));
         cmd.env("DATABASE_URL", database_url)
             .env("PORT", port.to_string())
             .env("PGDBM_EXAMPLE_DEBUG_ROUTES", "1")

@@ -325,8 +325,7 @@ impl Tenants {
             .await
         {
             Ok(v) => v,
-            // No registry yet: no tenants.
-            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => None,
+            Err(e) if no_registry(&e) => None,
             Err(e) => return Err(e),
         };
         match registered {
@@ -358,7 +357,7 @@ impl Tenants {
             .await
         {
             Ok(rows) => rows,
-            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => Vec::new(),
+            Err(e) if no_registry(&e) => Vec::new(),
             Err(e) => return Err(e),
         };
         Ok(rows.into_iter().map(|(n,)| n).collect())
@@ -416,7 +415,7 @@ impl Tenants {
             .await
         {
             Ok(n) => n,
-            Err(e) if e.code() == Some("42P01") || e.code() == Some("3F000") => 0,
+            Err(e) if no_registry(&e) => 0,
             Err(e) => return Err(e),
         };
         if gone == 0 {
@@ -442,6 +441,11 @@ impl Tenants {
         tracing::info!(tenant = name, schema = %schema, "pgdbm: dropped tenant");
         Ok(())
     }
+}
+
+/// The registry table (or its schema) does not exist yet: there are no tenants.
+fn no_registry(e: &Error) -> bool {
+    matches!(e.code(), Some("42P01" | "3F000"))
 }
 
 fn tenant_error(name: &str, kind: TenantErrorKind, message: impl Into<String>) -> Error {
