@@ -508,7 +508,8 @@ impl Database {
         self.inner.pool.stats()
     }
 
-    /// Checks out a connection, usable directly as a sqlx executor (`&mut *conn`).
+    /// Checks out a connection, usable directly as a sqlx executor (`&mut conn`), with the same
+    /// check of `tsql!` queries as this handle; `conn.raw()` is the bare sqlx connection.
     ///
     /// The connection is pinged first (one round trip): what runs on it is the caller's, and
     /// pgdbm cannot run it again if the server had ended the session, so only a connection that
