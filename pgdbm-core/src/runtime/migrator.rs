@@ -4,6 +4,22 @@
 //! The history table is pgdbm's (`schema_migrations`: filename, checksum, module_name,
 //! applied_at, applied_by, execution_time_ms; unique on filename + module), so a database
 //! migrated by pgdbm (Python) is up to date for this runner and the other way round.
+//!
+//! # The lock protocol
+//!
+//! A run holds, on a dedicated connection of its own, two session-level advisory locks, taken
+//! together or not at all ([`TRY_LOCK_BOTH`]):
+//! - `(hashtext('pgdbm_migration'), hashtext('<schema>.<module>'))`: runners of this crate on the
+//!   same schema and module exclude each other; other schemas go on in parallel;
+//! - `hashtext('pgdbm_migration_' || '<module>')` as one bigint: pgdbm (Python) 0.5.0's key. A
+//!   session lock on it excludes pgdbm's session lock and its per-file transaction lock, so a
+//!   Python runner and this one never apply a module at once (pgdbm's key has no schema: runs of
+//!   one module on different schemas take turns).
+//!
+//! The locks are polled with `pg_try_advisory_lock`, never waited for in a blocking call: a
+//! blocked session holds a snapshot, and the lock holder's `CREATE INDEX CONCURRENTLY` would wait
+//! for it. History is read after the locks are held; they are released when the run's
+//! connection closes.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -159,6 +175,12 @@ pub struct Migrator {
 /// Lock space for `pg_try_advisory_lock(int4, int4)`: the first key is this constant's hash,
 /// the second the hash of `schema.module`.
 const LOCK_NAMESPACE: &str = "pgdbm_migration";
+
+/// Takes our lock and pgdbm (Python)'s, or neither (CASE evaluates its branches lazily, and the
+/// inner ELSE releases ours when pgdbm's is taken: `NOT true` is false).
+const TRY_LOCK_BOTH: &str = "SELECT CASE WHEN pg_try_advisory_lock(hashtext($1), hashtext($2)) \
+     THEN CASE WHEN pg_try_advisory_lock(hashtext('pgdbm_migration_' || $3)) THEN true \
+     ELSE NOT pg_advisory_unlock(hashtext($1), hashtext($2)) END ELSE false END";
 
 impl Migrator {
     /// Migrations from the `*.sql` files of `dir`, recorded under `module`.
@@ -460,13 +482,18 @@ impl Migrator {
         loop {
             // try-lock and poll: a blocking pg_advisory_lock would hold a snapshot while it
             // waits, and another runner's CREATE INDEX CONCURRENTLY waits for every snapshot.
-            let got: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))")
-                    .bind(LOCK_NAMESPACE)
-                    .bind(&key)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(|e| Error::query("SELECT pg_try_advisory_lock(…)", e))?;
+            //
+            // Both keys or neither: ours for (schema, module), and pgdbm (Python)'s for the
+            // module, `hashtext('pgdbm_migration_' || module)` as one bigint key. Held as a
+            // session lock it excludes pgdbm's session lock and its per-file transaction lock
+            // alike, so the two runners never apply the same module at once.
+            let got: bool = sqlx::query_scalar(TRY_LOCK_BOTH)
+                .bind(LOCK_NAMESPACE)
+                .bind(&key)
+                .bind(&self.module)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| Error::query(TRY_LOCK_BOTH, e))?;
             if got {
                 return Ok(());
             }
