@@ -6,14 +6,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::FromRow;
-use sqlx::postgres::{PgArguments, PgRow, PgTransactionManager, Postgres};
-use sqlx_core::transaction::TransactionManager;
+use sqlx::postgres::{PgArguments, PgRow, Postgres};
 
 use super::config::DatabaseConfig;
 use super::copy;
 use super::error::{Error, Result};
 use super::params::{CopyRow, Params};
-use super::pool::{PoolConnection, PoolShared, PoolStats, is_connection_lost};
+use super::pool::{PoolConnection, PoolShared, PoolStats, Prepare, is_connection_lost};
 use super::query::{self, QueryCtx};
 use super::transaction::Transaction;
 use crate::compiled;
@@ -516,7 +515,7 @@ impl Database {
     /// answers is handed out. It waits through an outage like every checkout.
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
-            obj: self.inner.pool.get_pinged().await?,
+            obj: self.inner.pool.get_prepared(Prepare::Ping).await?,
             db: self.clone(),
         })
     }
@@ -536,26 +535,8 @@ impl Database {
     /// # Ok(()) }
     /// ```
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        let pool = &self.inner.pool;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let mut obj = pool.get().await?;
-            match PgTransactionManager::begin(&mut obj.conn, None).await {
-                Ok(()) => return Ok(Transaction::begun(self.clone(), obj)),
-                // BEGIN changes nothing, so it is safe to run again whatever killed the
-                // connection.
-                Err(e) if is_connection_lost(&e) && tries <= pool.config.max_connections => {
-                    pool.lost(&mut obj);
-                }
-                Err(e) => {
-                    if is_connection_lost(&e) {
-                        pool.lost(&mut obj);
-                    }
-                    return Err(Error::query("BEGIN", e));
-                }
-            }
-        }
+        let obj = self.inner.pool.get_prepared(Prepare::Begin).await?;
+        Ok(Transaction::begun(self.clone(), obj))
     }
 
     /// Closes the pool (owner only; on other handles it does nothing). Idempotent. Connections

@@ -5,7 +5,7 @@
 //! the query's SQL and arguments are taken once and replayed on another connection when the
 //! server ended the session before the statement completed. `fetch` / `fetch_many` collect the
 //! rows before yielding them, because the stream cannot own the pooled connection it borrows;
-//! to stream a large result use [`Database::acquire`] and run on `&mut *conn`.
+//! to stream a large result use [`Database::acquire`] and run on `&mut conn`.
 
 use either::Either;
 use futures_core::future::BoxFuture;
@@ -116,6 +116,15 @@ enum Attempt<T, X> {
     Partial(T, bool),
 }
 
+impl<T> From<Result<T, sqlx::Error>> for Attempt<T, sqlx::Error> {
+    fn from(r: Result<T, sqlx::Error>) -> Self {
+        match r {
+            Ok(v) => Attempt::Done(v),
+            Err(e) => Attempt::Failed(e),
+        }
+    }
+}
+
 /// A failed attempt: the error that decides whether to retry, and what the caller gets if not.
 trait Failure: From<sqlx::Error> {
     fn error(&self) -> &sqlx::Error;
@@ -210,12 +219,7 @@ impl<'c> Executor<'c> for &'c Database {
             let replay = Replay::take(self, query)?;
             retrying(self, |conn| {
                 let q = replay.clone();
-                Box::pin(async move {
-                    match conn.fetch_optional(q).await {
-                        Ok(row) => Attempt::Done(row),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                })
+                Box::pin(async move { conn.fetch_optional(q).await.into() })
             })
             .await
         })
@@ -235,12 +239,7 @@ impl<'c> Executor<'c> for &'c Database {
                 let sql = sql.clone();
                 // Owned, because each attempt's future must not borrow from the caller.
                 let parameters = parameters.to_vec();
-                Box::pin(async move {
-                    match conn.prepare_with(sql, &parameters).await {
-                        Ok(s) => Attempt::Done(s),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                })
+                Box::pin(async move { conn.prepare_with(sql, &parameters).await.into() })
             })
             .await
         })
@@ -257,12 +256,7 @@ impl<'c> Executor<'c> for &'c Database {
             let sql = checked_sql(self, sql)?;
             retrying(self, |conn| {
                 let sql = sql.clone();
-                Box::pin(async move {
-                    match conn.describe(sql).await {
-                        Ok(d) => Attempt::Done(d),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                })
+                Box::pin(async move { conn.describe(sql).await.into() })
             })
             .await
         })

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgTransactionManager};
 use sqlx::{ConnectOptions, Connection};
+use sqlx_core::transaction::TransactionManager;
 
 use super::config::DatabaseConfig;
 use super::error::{ConnectError, Error, Result, redact};
@@ -207,9 +208,30 @@ impl Drop for PoolShared {
     }
 }
 
+/// What a checkout runs on the connection before handing it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prepare {
+    Nothing,
+    /// A round trip, for connections handed to the caller (`acquire`), whose statements pgdbm
+    /// cannot run again.
+    Ping,
+    /// `BEGIN`, for a transaction.
+    Begin,
+}
+
+impl Prepare {
+    fn sql(self) -> &'static str {
+        match self {
+            Prepare::Nothing => "",
+            Prepare::Ping => "-- ping of a pooled connection",
+            Prepare::Begin => "BEGIN",
+        }
+    }
+}
+
 enum Checkout {
     Pool(PoolError<sqlx::Error>),
-    Ping(sqlx::Error),
+    Prepare(Prepare, sqlx::Error),
 }
 
 impl From<PoolError<sqlx::Error>> for Checkout {
@@ -370,57 +392,53 @@ impl PoolShared {
     /// Checks a connection out of the pool, waiting up to `acquire_timeout` for a free slot and,
     /// while the server is unreachable, for it to come back.
     pub(crate) async fn get(&self) -> Result<PoolObject> {
-        self.checkout(false).await
+        self.checkout(Prepare::Nothing).await
     }
 
-    /// Like [`get`](Self::get), but pings the connection first and takes another while the ping
-    /// finds it dead: for connections handed to the caller, whose statements pgdbm cannot run
-    /// again.
-    pub(crate) async fn get_pinged(&self) -> Result<PoolObject> {
-        self.checkout(true).await
+    /// Checks a connection out and runs `prepare` on it (a ping, or `BEGIN`), taking another
+    /// connection while that finds the connection dead: both change nothing, so they are safe to
+    /// run again.
+    pub(crate) async fn get_prepared(&self, prepare: Prepare) -> Result<PoolObject> {
+        self.checkout(prepare).await
     }
 
-    /// A checkout that takes its turn behind callers that waited through an outage; the ping is
-    /// part of the turn, so those callers get their connections in the order they came.
-    async fn checkout_in_turn(&self, ping: bool) -> Result<PoolObject, Checkout> {
+    /// A checkout that takes its turn behind callers that waited through an outage; `prepare`
+    /// is part of the turn, so those callers get their connections in the order they came.
+    async fn checkout_in_turn(&self, prepare: Prepare) -> Result<PoolObject, Checkout> {
         self.outage
             .in_turn(|| async {
                 let mut tries = 0;
                 loop {
                     tries += 1;
                     let mut obj = self.pool.timeout_get(&self.timeouts).await?;
-                    if !ping {
-                        return Ok(obj);
+                    let r = match prepare {
+                        Prepare::Nothing => return Ok(obj),
+                        Prepare::Ping => obj.conn.ping().await,
+                        Prepare::Begin => PgTransactionManager::begin(&mut obj.conn, None).await,
+                    };
+                    let Err(e) = r else { return Ok(obj) };
+                    let lost = is_connection_lost(&e);
+                    if lost {
+                        self.lost(&mut obj);
                     }
-                    match obj.conn.ping().await {
-                        Ok(()) => return Ok(obj),
-                        Err(e)
-                            if is_connection_lost(&e) && tries <= self.config.max_connections =>
-                        {
-                            self.lost(&mut obj)
-                        }
-                        Err(e) => {
-                            if is_connection_lost(&e) {
-                                self.lost(&mut obj);
-                            }
-                            return Err(Checkout::Ping(e));
-                        }
+                    if !lost || tries > self.config.max_connections {
+                        return Err(Checkout::Prepare(prepare, e));
                     }
                 }
             })
             .await
     }
 
-    async fn checkout(&self, ping: bool) -> Result<PoolObject> {
+    async fn checkout(&self, prepare: Prepare) -> Result<PoolObject> {
         let wait = self.config.acquire_timeout;
-        let r = if !ping && !self.outage.queueing() {
+        let r = if prepare == Prepare::Nothing && !self.outage.queueing() {
             let get = self.pool.timeout_get(&self.timeouts);
             tokio::time::timeout(wait, get)
                 .await
                 .map(|r| r.map_err(Checkout::Pool))
         } else {
             // Boxed: this path's future is large, and the hot path above should not carry it.
-            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(ping))).await
+            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(prepare))).await
         };
         match r {
             Ok(Ok(obj)) => {
@@ -435,7 +453,7 @@ impl PoolShared {
                 Err(connect_error(&self.config, 1, e))
             }
             Ok(Err(Checkout::Pool(e))) => Err(Error::config("pool", e.to_string())),
-            Ok(Err(Checkout::Ping(e))) => Err(Error::query("-- ping of a pooled connection", e)),
+            Ok(Err(Checkout::Prepare(p, e))) => Err(Error::query(p.sql(), e)),
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(Error::PoolTimeout {

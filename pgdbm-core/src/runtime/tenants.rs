@@ -198,21 +198,15 @@ impl Tenants {
         super::pool::create_if_missing(conn.raw(), &table).await
     }
 
-    fn handle(&self, name: &str, schema: &str) -> Result<Database> {
-        if let Some(h) = self
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return Ok(h.clone());
-        }
-        let h = self.pool.tenant_handle(schema, &self.compiled_schema)?;
+    /// Caches `handle` as tenant `name`'s (keeping one made meanwhile by another caller, so
+    /// every caller shares one template cache).
+    fn remember(&self, name: &str, handle: Database) -> Database {
         self.handles
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), h.clone());
-        Ok(h)
+            .entry(name.to_string())
+            .or_insert(handle)
+            .clone()
     }
 
     fn migrator(&self, tenant: &Database) -> Migrator {
@@ -297,14 +291,14 @@ impl Tenants {
         .await?;
         tx.commit().await?;
         tracing::info!(tenant = name, schema = %schema, module = %self.module, "pgdbm: created tenant");
-        self.handle(name, &schema)
+        Ok(self.remember(name, handle))
     }
 
     /// The handle of registered tenant `name`. An invalid or unknown name is an error, and no
     /// SQL is sent for an invalid one. Handles are cached by this `Tenants`: a tenant dropped by
     /// another process is still handed out here, and its queries fail (its schema is gone).
     pub async fn get(&self, name: &str) -> Result<Database> {
-        let schema = self.schema_for(name)?;
+        // Only valid names are cached, so a hit needs no validation (the per-request path).
         if let Some(h) = self
             .handles
             .read()
@@ -313,6 +307,7 @@ impl Tenants {
         {
             return Ok(h.clone());
         }
+        let schema = self.schema_for(name)?;
         let registered: Option<String> = match self
             .pool
             .fetch_value(
@@ -329,7 +324,10 @@ impl Tenants {
             Err(e) => return Err(e),
         };
         match registered {
-            Some(s) if s == schema => self.handle(name, &schema),
+            Some(s) if s == schema => {
+                let handle = self.pool.tenant_handle(&schema, &self.compiled_schema)?;
+                Ok(self.remember(name, handle))
+            }
             Some(s) => Err(tenant_error(
                 name,
                 TenantErrorKind::Unknown,

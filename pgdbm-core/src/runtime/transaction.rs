@@ -67,10 +67,11 @@ impl<'a> Transaction<'a> {
         if !is_connection_lost(&e) {
             return Error::query(sql.to_string(), e);
         }
-        if let TxConn::Owned(Some(obj)) = &mut self.conn {
-            obj.broken = true;
+        match &mut self.conn {
+            TxConn::Owned(Some(obj)) => self.db.inner.pool.lost(obj),
+            // A savepoint's connection belongs to its parent, which drops it when it fails too.
+            _ => self.db.inner.pool.outage.note_lost(),
         }
-        self.db.inner.pool.outage.note_lost();
         // Only a top-level COMMIT can have taken effect: RELEASE SAVEPOINT commits nothing.
         let during_commit = sql == "COMMIT" && matches!(self.conn, TxConn::Owned(_));
         Error::TransactionLost(Box::new(TransactionLost::new(
