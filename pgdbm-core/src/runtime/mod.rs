@@ -6,6 +6,7 @@ mod database;
 mod error;
 mod executor;
 mod health;
+pub mod local_server;
 mod migrator;
 mod outage;
 mod params;

@@ -5,13 +5,13 @@
 //! machine in a directory under `target/`, reused by later runs and test binaries.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::runtime::error::{Error, Result};
+use crate::runtime::local_server::LocalCluster;
 
 /// Where the test server came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,55 +224,6 @@ fn short(e: &sqlx::Error) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-fn run(cmd: &mut Command) -> std::result::Result<String, String> {
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr).trim(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        ))
-    }
-}
-
-/// The user the server runs as: PostgreSQL refuses to run as root.
-fn server_user() -> Option<String> {
-    let uid = run(Command::new("id").arg("-u")).ok()?;
-    if uid.trim() != "0" {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let has = |name: &str| passwd.lines().any(|l| l.split(':').next() == Some(name));
-    Some(
-        if has("postgres") {
-            "postgres"
-        } else {
-            "nobody"
-        }
-        .to_string(),
-    )
-}
-
-fn as_user(user: &Option<String>, program: &Path) -> Command {
-    match user {
-        Some(u) => {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg(u).arg("--").arg(program);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-fn spare_port() -> std::result::Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 /// Starts (or finds running) the throwaway server in `root`; returns its admin URL.
 ///
 /// Parallel test binaries serialise here on a file lock, so exactly one initialises and starts
@@ -291,38 +242,9 @@ async fn start_throwaway(bin: &Path, root: &Path) -> std::result::Result<String,
     {
         return Ok(url_for(port));
     }
-    let user = server_user();
-    let data = root.join("data");
-    if let Some(u) = &user {
-        // The server's user must own its directory (and reach it).
-        run(Command::new("chown").arg("-R").arg(u).arg(root))?;
-    }
-    if !data.join("PG_VERSION").is_file() {
-        let _ = std::fs::remove_dir_all(&data);
-        run(as_user(&user, &bin.join("initdb"))
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "--no-instructions",
-            ]))?;
-    }
-    let port = spare_port()?;
-    // Durability is worth nothing to a test server; speed is.
-    let options = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    );
-    run(as_user(&user, &bin.join("pg_ctl"))
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(root.join("server.log"))
-        .args(["-w", "-t", "60", "-o", &options, "start"]))?;
+    let mut cluster = LocalCluster::init(bin, root).map_err(|e| e.to_string())?;
+    cluster.start().map_err(|e| e.to_string())?;
+    let port = cluster.port();
     std::fs::write(&port_file, port.to_string()).map_err(|e| e.to_string())?;
     tracing::info!(dir = %root.display(), port, "pgdbm: started a throwaway PostgreSQL for tests");
     probe(&url_for(port)).await?;
@@ -331,13 +253,7 @@ async fn start_throwaway(bin: &Path, root: &Path) -> std::result::Result<String,
 
 /// Stops a throwaway server started in `root` (for tests of this module and for cleanup).
 pub fn stop_throwaway(bin_dir: &Path, root: &Path) -> Result<()> {
-    let user = server_user();
-    run(as_user(&user, &bin_dir.join("pg_ctl"))
-        .arg("-D")
-        .arg(root.join("data"))
-        .args(["-m", "immediate", "-w", "stop"]))
-    .map(|_| ())
-    .map_err(|e| Error::config("test_server", e))
+    LocalCluster::init(bin_dir, root)?.stop("immediate")
 }
 
 /// The first directory with `initdb` and `pg_ctl` in [`ServerDiscovery::from_env`]'s search.

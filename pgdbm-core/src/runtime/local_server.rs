@@ -1,0 +1,189 @@
+//! A PostgreSQL cluster of our own, run from the installed binaries (`initdb`, `pg_ctl`): the
+//! throwaway server of the test support, and the private servers of tests that stop, restart and
+//! kill one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::runtime::error::{Error, Result};
+
+/// A cluster in `root/data`, logging to `root/server.log`, listening on 127.0.0.1 only (no Unix
+/// socket), with settings made for tests (no fsync, up to 200 connections).
+#[derive(Clone, Debug)]
+pub struct LocalCluster {
+    bin: PathBuf,
+    root: PathBuf,
+    port: u16,
+}
+
+impl LocalCluster {
+    /// The cluster in `root`, created with `initdb` if `root/data` holds none. As root, the
+    /// server runs as `postgres` (PostgreSQL refuses root), which then owns `root`.
+    pub fn init(bin: &Path, root: &Path) -> Result<LocalCluster> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| fail(format!("cannot create {}: {e}", root.display())))?;
+        let cluster = LocalCluster {
+            bin: bin.to_path_buf(),
+            root: root.to_path_buf(),
+            port: 0,
+        };
+        if let Some(u) = server_user() {
+            run(Command::new("chown").arg("-R").arg(u).arg(root)).map_err(fail)?;
+        }
+        if !cluster.data().join("PG_VERSION").is_file() {
+            let _ = std::fs::remove_dir_all(cluster.data());
+            run(cluster
+                .command("initdb")
+                .arg("-D")
+                .arg(cluster.data())
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ]))
+            .map_err(fail)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// The server log.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// The port it listens on (0 before [`start`](Self::start)).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgresql://postgres@127.0.0.1:PORT/DATABASE`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server on a spare port and waits until it accepts connections (a port taken
+    /// between choosing and binding it is retried).
+    pub fn start(&mut self) -> Result<()> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            self.port = spare_port()?;
+            match self.pg_ctl("start", &[]) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.to_string().contains("could not bind") => last = e.to_string(),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(fail(last))
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn start_again(&self) -> Result<()> {
+        self.pg_ctl("start", &[])
+    }
+
+    /// `pg_ctl stop -m MODE` (`smart`, `fast` or `immediate`), waiting until it is down.
+    pub fn stop(&self, mode: &str) -> Result<()> {
+        self.pg_ctl("stop", &["-m", mode])
+    }
+
+    /// `pg_ctl restart -m MODE` on the same port, waiting until it accepts connections.
+    pub fn restart(&self, mode: &str) -> Result<()> {
+        self.pg_ctl("restart", &["-m", mode])
+    }
+
+    /// Whether a server process holds the data directory.
+    pub fn is_running(&self) -> bool {
+        self.data().join("postmaster.pid").exists()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        match server_user() {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.arg("-u").arg(u).arg("--").arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn pg_ctl(&self, action: &str, extra: &[&str]) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg(action)
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-t", "60"])
+            .args(extra);
+        if action != "stop" {
+            // Durability is worth nothing to a test server; speed is.
+            cmd.arg("-l").arg(self.log()).arg("-o").arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                self.port
+            ));
+        }
+        run(&mut cmd).map_err(|e| fail(format!("{e}\n{}", self.log_tail())))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        format!(
+            "--- {} ---\n{}",
+            self.log().display(),
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        )
+    }
+}
+
+fn fail(message: String) -> Error {
+    Error::config("local_server", message)
+}
+
+fn run(cmd: &mut Command) -> std::result::Result<(), String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        String::from_utf8_lossy(&out.stdout).trim()
+    ))
+}
+
+/// The user the server runs as when we are root: `postgres` if it exists, else `nobody`.
+fn server_user() -> Option<&'static str> {
+    static USER: std::sync::OnceLock<Option<&'static str>> = std::sync::OnceLock::new();
+    *USER.get_or_init(|| {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return None;
+        }
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let has = passwd
+            .lines()
+            .any(|l| l.split(':').next() == Some("postgres"));
+        Some(if has { "postgres" } else { "nobody" })
+    })
+}
+
+fn spare_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| fail(format!("no spare port: {e}")))?;
+    Ok(l.local_addr()
+        .map_err(|e| fail(format!("no spare port: {e}")))?
+        .port())
+}
