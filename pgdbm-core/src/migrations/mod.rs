@@ -2,13 +2,20 @@
 //! checksums, the `-- pgdbm:no-transaction` marker and a statement splitter. The runner
 //! ([`Migrator`](crate::Migrator)) and the `embed_migrations!` / `tsql!` macros share them.
 
+mod create;
+mod error;
+mod file;
 mod relations;
-mod source;
+mod set;
 mod split;
+#[cfg(test)]
+mod test_dir;
 
-pub use relations::Relations;
-pub use source::{
-    MAX_FILENAME_LEN, Migration, MigrationSet, MigrationVersion, SourceError, checksum,
-    create_migration_file, is_no_transaction, new_migration_filename, parse_version,
+pub use create::{create_migration_file, new_migration_filename};
+pub use error::SourceError;
+pub use file::{
+    MAX_FILENAME_LEN, Migration, MigrationVersion, checksum, is_no_transaction, parse_version,
 };
+pub use relations::Relations;
+pub use set::MigrationSet;
 pub use split::{Statement, char_position_to_byte_offset, line_col, split_statements};
