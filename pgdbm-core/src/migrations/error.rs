@@ -108,4 +108,22 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    /// A down file lies among the up files, where pgdbm (Python) would apply it as an up migration.
+    #[error(
+        "`{filename}` is a down migration at the top of the migrations directory, where pgdbm (Python) would apply it as an up migration (it runs every *.sql file there); move it to `down/{filename}`"
+    )]
+    DownAmongUpFiles {
+        /// The file name.
+        filename: String,
+    },
+    /// A file in `down/` is not named after an up file.
+    #[error(
+        "down migration `down/{filename}` {problem}; name it after the migration it undoes: `down/NNN_name.down.sql` for `NNN_name.sql`"
+    )]
+    DownWithoutUp {
+        /// The file name inside `down/`.
+        filename: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }

@@ -43,7 +43,29 @@ pub struct Migration {
     pub checksum: String,
     /// Whether the file has a `-- pgdbm:no-transaction` line (see [`is_no_transaction`]).
     pub no_transaction: bool,
+    /// The file that undoes it, if there is one (`down/NNN_name.down.sql`).
+    pub down: Option<DownMigration>,
 }
+
+/// The file that undoes a migration, for `revert`: `down/NNN_name.down.sql` for `NNN_name.sql`.
+///
+/// Down files live in a `down/` subdirectory because pgdbm (Python) applies every `*.sql` file at
+/// the top of the migrations directory: beside the up files it would run them as migrations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DownMigration {
+    /// The path inside the migrations directory, e.g. `down/001_create_users.down.sql`.
+    pub filename: String,
+    /// The file's text, before templating.
+    pub content: String,
+    /// Whether the file has a `-- pgdbm:no-transaction` line.
+    pub no_transaction: bool,
+}
+
+/// The directory, inside the migrations directory, that holds the down files.
+pub const DOWN_DIR: &str = "down";
+
+/// The suffix of a down file's name.
+pub const DOWN_SUFFIX: &str = ".down.sql";
 
 /// pgdbm's checksum: lowercase hex SHA-256 of the text with CRLF turned into LF and surrounding
 /// white space trimmed (Python: `sha256(content.replace("\r\n", "\n").strip().encode())`).
@@ -62,7 +84,7 @@ pub fn checksum(content: &str) -> String {
 /// Python's `str.strip()`: Rust's `trim()` plus U+001C..U+001F, which Python counts as white
 /// space and Unicode does not. A checksum that differed from pgdbm's would make every applied file
 /// look modified.
-fn python_strip(s: &str) -> &str {
+pub(crate) fn python_strip(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
@@ -173,6 +195,7 @@ impl Migration {
             checksum: checksum(content),
             no_transaction: is_no_transaction(content),
             content: content.to_string(),
+            down: None,
         })
     }
 }

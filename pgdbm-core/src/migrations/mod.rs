@@ -14,7 +14,8 @@ mod test_dir;
 pub use create::{create_migration_file, new_migration_filename};
 pub use error::SourceError;
 pub use file::{
-    MAX_FILENAME_LEN, Migration, MigrationVersion, checksum, is_no_transaction, parse_version,
+    DOWN_DIR, DOWN_SUFFIX, DownMigration, MAX_FILENAME_LEN, Migration, MigrationVersion, checksum,
+    is_no_transaction, parse_version,
 };
 pub use relations::Relations;
 pub use set::MigrationSet;

@@ -4,8 +4,11 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::file::hex;
-use super::{Migration, SourceError, new_migration_filename};
+use super::file::{hex, python_strip};
+use super::{
+    DOWN_DIR, DOWN_SUFFIX, DownMigration, Migration, SourceError, is_no_transaction,
+    new_migration_filename,
+};
 
 /// An ordered, validated set of migrations: by version number, then by file name; version
 /// numbers unique.
@@ -15,9 +18,10 @@ pub struct MigrationSet {
 }
 
 impl MigrationSet {
-    /// The `*.sql` regular files at the top of `dir`, in apply order.
+    /// The `*.sql` regular files at the top of `dir`, in apply order, with their down files from
+    /// `dir/down/` (see [`DownMigration`]).
     ///
-    /// Hidden files (`.name.sql`), other extensions and subdirectories are ignored. A missing
+    /// Hidden files (`.name.sql`), other extensions and other subdirectories are ignored. A missing
     /// directory is an error (not an empty set), so a wrong path cannot pass for "nothing to do".
     /// A symlink that leads outside `dir`, a file that is not UTF-8 and an empty file are errors
     /// naming the file.
@@ -28,51 +32,18 @@ impl MigrationSet {
             source,
         };
         let root = dir.canonicalize().map_err(dir_err)?;
-        let mut paths = Vec::new();
-        for entry in std::fs::read_dir(&root).map_err(dir_err)? {
-            let path = entry.map_err(dir_err)?.path();
-            let Some(os_name) = path.file_name() else {
-                continue;
-            };
-            let hidden = os_name.as_encoded_bytes().starts_with(b".");
-            if hidden || path.extension().is_none_or(|e| e != "sql") {
-                continue;
-            }
-            paths.push(path);
-        }
-        // read_dir order is arbitrary; sorting makes the first reported error the same everywhere.
-        paths.sort();
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            let unreadable = |reason: String| SourceError::Unreadable {
-                path: path.clone(),
-                reason,
-            };
-            let target = path
-                .canonicalize()
-                .map_err(|e| unreadable(format!("{e} (a broken symlink?)")))?;
-            if !target.starts_with(&root) {
-                return Err(SourceError::OutsideDirectory { path, target });
-            }
-            if !target.is_file() {
-                continue;
-            }
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                return Err(unreadable(
-                    "its name is not valid UTF-8; rename it (e.g. 001_name.sql)".into(),
-                ));
-            };
-            let name = name.to_string();
-            let bytes = std::fs::read(&target).map_err(|e| unreadable(e.to_string()))?;
-            let content = String::from_utf8(bytes)
-                .map_err(|e| unreadable(format!("{e}; save the file as UTF-8")))?;
-            files.push((name, content));
+        let mut files = read_sql_files(&root, &root, "")?;
+        let down = root.join(DOWN_DIR);
+        if down.is_dir() {
+            let prefix = format!("{DOWN_DIR}/");
+            files.extend(read_sql_files(&root, &down, &prefix)?);
         }
         Self::build(files)
     }
 
     /// A set from `(filename, content)` pairs, e.g. files embedded at compile time; validated and
-    /// ordered like [`MigrationSet::from_dir`], whatever order the pairs come in.
+    /// ordered like [`MigrationSet::from_dir`], whatever order the pairs come in. Down files are
+    /// named `down/NNN_name.down.sql`.
     pub fn from_embedded(files: &[(&str, &str)]) -> Result<MigrationSet, SourceError> {
         Self::build(
             files
@@ -83,7 +54,15 @@ impl MigrationSet {
     }
 
     fn build(files: Vec<(String, String)>) -> Result<MigrationSet, SourceError> {
-        let mut migrations = files
+        let prefix = format!("{DOWN_DIR}/");
+        let (downs, ups): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|(n, _)| n.starts_with(&prefix));
+        if let Some((n, _)) = ups.iter().find(|(n, _)| n.ends_with(DOWN_SUFFIX)) {
+            return Err(SourceError::DownAmongUpFiles {
+                filename: n.clone(),
+            });
+        }
+        let mut migrations = ups
             .iter()
             .map(|(n, c)| Migration::new(n, c))
             .collect::<Result<Vec<_>, _>>()?;
@@ -101,6 +80,32 @@ impl MigrationSet {
                     second: pair[1].filename.clone(),
                 });
             }
+        }
+        for (path, content) in downs {
+            let name = &path[prefix.len()..];
+            let bad = |problem| SourceError::DownWithoutUp {
+                filename: name.to_string(),
+                problem,
+            };
+            let stem = name
+                .strip_suffix(DOWN_SUFFIX)
+                .ok_or_else(|| bad("does not end in `.down.sql`"))?;
+            let up = format!("{stem}.sql");
+            let m = migrations
+                .iter_mut()
+                .find(|m| m.filename == up)
+                .ok_or_else(|| bad("has no up file of the same name"))?;
+            if m.down.is_some() {
+                return Err(SourceError::DuplicateFile { filename: path });
+            }
+            if python_strip(&content).is_empty() {
+                return Err(SourceError::Empty { filename: path });
+            }
+            m.down = Some(DownMigration {
+                no_transaction: is_no_transaction(&content),
+                filename: path,
+                content,
+            });
         }
         Ok(MigrationSet { migrations })
     }
@@ -152,6 +157,60 @@ impl<'a> IntoIterator for &'a MigrationSet {
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
+}
+
+/// `(name, content)` of the `*.sql` regular files directly in `dir` (which is `root` or inside
+/// it), sorted, each name prefixed with `prefix`. Every file must resolve inside `root`.
+fn read_sql_files(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, SourceError> {
+    let dir_err = |source| SourceError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let path = entry.map_err(dir_err)?.path();
+        let Some(os_name) = path.file_name() else {
+            continue;
+        };
+        let hidden = os_name.as_encoded_bytes().starts_with(b".");
+        if hidden || path.extension().is_none_or(|e| e != "sql") {
+            continue;
+        }
+        paths.push(path);
+    }
+    // read_dir order is arbitrary; sorting makes the first reported error the same everywhere.
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let unreadable = |reason: String| SourceError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        let target = path
+            .canonicalize()
+            .map_err(|e| unreadable(format!("{e} (a broken symlink?)")))?;
+        if !target.starts_with(root) {
+            return Err(SourceError::OutsideDirectory { path, target });
+        }
+        if !target.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(unreadable(
+                "its name is not valid UTF-8; rename it (e.g. 001_name.sql)".into(),
+            ));
+        };
+        let name = format!("{prefix}{name}");
+        let bytes = std::fs::read(&target).map_err(|e| unreadable(e.to_string()))?;
+        let content = String::from_utf8(bytes)
+            .map_err(|e| unreadable(format!("{e}; save the file as UTF-8")))?;
+        files.push((name, content));
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
@@ -361,6 +420,82 @@ mod tests {
             err.to_string()
                 .ends_with(": its name is not valid UTF-8; rename it (e.g. 001_name.sql)"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn down_files_live_in_down_and_pair_with_their_up_file() {
+        let tmp = TempDir::new("down");
+        tmp.write("001_a.sql", "CREATE TABLE {{tables.a}} (id int);");
+        tmp.write("002_b.sql", "CREATE TABLE {{tables.b}} (id int);");
+        std::fs::create_dir(tmp.0.join("down")).unwrap();
+        tmp.write(
+            "down/002_b.down.sql",
+            "-- pgdbm:no-transaction\nDROP TABLE {{tables.b}};",
+        );
+        let set = MigrationSet::from_dir(&tmp.0).unwrap();
+        assert_eq!(names(&set), ["001_a.sql", "002_b.sql"]);
+        assert_eq!(set.get("001_a.sql").unwrap().down, None);
+        let down = set.get("002_b.sql").unwrap().down.clone().unwrap();
+        assert_eq!(down.filename, "down/002_b.down.sql");
+        assert!(down.content.contains("DROP TABLE"));
+        assert!(down.no_transaction);
+        // A down file does not change what the set applies.
+        let ups = MigrationSet::from_embedded(&[
+            ("001_a.sql", "CREATE TABLE {{tables.a}} (id int);"),
+            ("002_b.sql", "CREATE TABLE {{tables.b}} (id int);"),
+        ])
+        .unwrap();
+        assert_eq!(set.set_checksum(), ups.set_checksum());
+
+        tmp.write("down/003_c.down.sql", "DROP TABLE c;");
+        let err = MigrationSet::from_dir(&tmp.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "down migration `down/003_c.down.sql` has no up file of the same name; name it after the migration it undoes: `down/NNN_name.down.sql` for `NNN_name.sql`"
+        );
+        std::fs::remove_file(tmp.0.join("down/003_c.down.sql")).unwrap();
+        tmp.write("down/001_a.sql", "DROP TABLE a;");
+        let err = MigrationSet::from_dir(&tmp.0).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`down/001_a.sql` does not end in `.down.sql`"),
+            "{err}"
+        );
+        std::fs::remove_file(tmp.0.join("down/001_a.sql")).unwrap();
+        tmp.write("down/001_a.down.sql", "  \n");
+        let err = MigrationSet::from_dir(&tmp.0).unwrap_err();
+        assert!(
+            matches!(err, SourceError::Empty { ref filename } if filename == "down/001_a.down.sql"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_down_file_among_the_up_files_is_refused() {
+        // pgdbm (Python) would run it as a migration, before its up file.
+        let tmp = TempDir::new("down-top");
+        tmp.write("001_a.sql", "CREATE TABLE a (id int);");
+        tmp.write("001_a.down.sql", "DROP TABLE a;");
+        let err = MigrationSet::from_dir(&tmp.0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`001_a.down.sql` is a down migration at the top of the migrations directory, where pgdbm (Python) would apply it as an up migration (it runs every *.sql file there); move it to `down/001_a.down.sql`"
+        );
+        let err = MigrationSet::from_embedded(&[
+            ("001_a.sql", "SELECT 1;"),
+            ("001_a.down.sql", "SELECT 1;"),
+        ])
+        .unwrap_err();
+        assert!(matches!(err, SourceError::DownAmongUpFiles { .. }));
+        let set = MigrationSet::from_embedded(&[
+            ("down/001_a.down.sql", "SELECT 2;"),
+            ("001_a.sql", "SELECT 1;"),
+        ])
+        .unwrap();
+        assert_eq!(
+            set.get("001_a.sql").unwrap().down.as_ref().unwrap().content,
+            "SELECT 2;"
         );
     }
 }
