@@ -23,8 +23,8 @@ pub use error::{
 };
 pub use health::{Health, HealthStatus};
 pub use migrator::{
-    AppliedFile, EmbeddedMigrations, FileState, FileStatus, HistoryEntry, MigrationReport,
-    Migrator, ReportStatus,
+    AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
+    MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
 };
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};

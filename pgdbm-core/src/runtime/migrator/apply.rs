@@ -1,0 +1,282 @@
+//! Applying pending files: the run, one file, rendering.
+
+use std::time::Instant;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::migrations::{Migration, MigrationSet, line_col, split_statements};
+use crate::runtime::error::{Error, MigrationError, Result};
+use crate::template;
+
+use super::*;
+
+impl Migrator {
+    /// Applies every pending file, in order, each with its history row in one transaction
+    /// (`-- pgdbm:no-transaction` files statement by statement). Refuses to run (and changes
+    /// nothing) when an applied file was modified or, unless allowed, is missing.
+    ///
+    /// Behind a transaction pooler (see [`Migrator::transaction_pooler`]) each file takes the
+    /// locks in its own transaction, and a pending no-transaction file is refused before
+    /// anything runs.
+    pub async fn apply_pending(&self) -> Result<MigrationReport> {
+        self.run(false).await
+    }
+
+    /// What `apply_pending` would do, without changing anything (not even creating the
+    /// history table).
+    pub async fn dry_run(&self) -> Result<MigrationReport> {
+        self.run(true).await
+    }
+
+    pub(super) async fn run(&self, dry_run: bool) -> Result<MigrationReport> {
+        let started = Instant::now();
+        self.check_names()?;
+        let set = self.files()?;
+        let mut conn = self.dedicated().await?;
+        if !dry_run && self.behind_transaction_pooler() {
+            let result = self.run_pooled(&mut conn, &set, started).await;
+            let _ = conn.close().await;
+            return result;
+        }
+        let result = async {
+            let applied = if dry_run {
+                self.read_applied(&mut conn).await?
+            } else {
+                self.lock(&mut conn).await?;
+                self.ensure_table(&mut conn, false).await?;
+                self.applied(&mut conn).await?
+            };
+            self.check_drift(&set, &applied)?;
+            let skipped: Vec<String> = set
+                .iter()
+                .filter(|m| applied.iter().any(|a| a.0 == m.filename))
+                .map(|m| m.filename.clone())
+                .collect();
+            let pending: Vec<&Migration> = set
+                .iter()
+                .filter(|m| !applied.iter().any(|a| a.0 == m.filename))
+                .collect();
+            if dry_run || pending.is_empty() {
+                return Ok(MigrationReport {
+                    status: if pending.is_empty() {
+                        ReportStatus::UpToDate
+                    } else {
+                        ReportStatus::DryRun
+                    },
+                    applied: Vec::new(),
+                    pending: if dry_run {
+                        pending.iter().map(|m| m.filename.clone()).collect()
+                    } else {
+                        Vec::new()
+                    },
+                    skipped,
+                    total: set.len(),
+                    total_time: started.elapsed(),
+                });
+            }
+            // Render every pending file first: a bad placeholder in a later file must not leave
+            // the earlier ones applied.
+            let rendered = pending
+                .iter()
+                .map(|m| self.render(m))
+                .collect::<Result<Vec<_>>>()?;
+            let mut done = Vec::with_capacity(pending.len());
+            for (m, (sql, map)) in pending.into_iter().zip(rendered) {
+                let t = Instant::now();
+                self.apply_one(&mut conn, m, &sql, &map).await?;
+                let execution_time = t.elapsed();
+                tracing::info!(
+                    file = %m.filename,
+                    module = %self.module,
+                    schema = self.db.schema().unwrap_or(""),
+                    elapsed_ms = execution_time.as_millis() as u64,
+                    "pgdbm: applied migration"
+                );
+                done.push(AppliedFile {
+                    filename: m.filename.clone(),
+                    execution_time,
+                });
+            }
+            Ok(MigrationReport {
+                status: ReportStatus::Applied,
+                applied: done,
+                pending: Vec::new(),
+                skipped,
+                total: set.len(),
+                total_time: started.elapsed(),
+            })
+        }
+        .await;
+        // Closing the session releases the advisory lock whatever happened; if this future is
+        // dropped or panics instead, dropping the connection closes the socket, which does too.
+        let _ = conn.close().await;
+        result
+    }
+
+    /// Pooler mode: one transaction per file, each taking the locks and reading the history
+    /// anew, as pgdbm (Python) 0.5.0 does behind a pooler.
+    async fn run_pooled(
+        &self,
+        conn: &mut PgConnection,
+        set: &MigrationSet,
+        started: Instant,
+    ) -> Result<MigrationReport> {
+        // Before anything runs: drift, no-transaction files, placeholders.
+        let applied = self.read_applied(conn).await?;
+        self.check_drift(set, &applied)?;
+        let pending: Vec<&Migration> = set
+            .iter()
+            .filter(|m| !applied.iter().any(|a| a.0 == m.filename))
+            .collect();
+        if let Some(m) = pending.iter().find(|m| m.no_transaction) {
+            return Err(pooler_refuses(&m.filename));
+        }
+        for m in &pending {
+            self.render(m)?;
+        }
+        let mut done = Vec::new();
+        let mut first = true;
+        let skipped = loop {
+            self.begin_step(conn, first).await?;
+            let step = async {
+                if first {
+                    self.ensure_table(conn, true).await?;
+                }
+                let applied = self.applied(conn).await?;
+                self.check_drift(set, &applied)?;
+                let Some(m) = set
+                    .iter()
+                    .find(|m| !applied.iter().any(|a| a.0 == m.filename))
+                else {
+                    return Ok(Err(applied));
+                };
+                if m.no_transaction {
+                    return Err(pooler_refuses(&m.filename));
+                }
+                let (sql, map) = self.render(m)?;
+                let t = Instant::now();
+                // The row goes first: a file that commits by itself commits its row with it.
+                let id = self.insert_history(conn, m, None).await?;
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    let _ = exec(conn, "ROLLBACK").await;
+                    return Err(self.file_error(conn, m, &sql, &map, e).await);
+                }
+                self.set_execution_time(conn, id, elapsed_ms(t)).await?;
+                Ok(Ok(AppliedFile {
+                    filename: m.filename.clone(),
+                    execution_time: t.elapsed(),
+                }))
+            }
+            .await;
+            first = false;
+            match step {
+                Ok(Ok(file)) => {
+                    exec(conn, "COMMIT").await?;
+                    tracing::info!(
+                        file = %file.filename,
+                        module = %self.module,
+                        schema = self.db.schema().unwrap_or(""),
+                        elapsed_ms = file.execution_time.as_millis() as u64,
+                        "pgdbm: applied migration"
+                    );
+                    done.push(file);
+                }
+                Ok(Err(applied)) => {
+                    exec(conn, "COMMIT").await?;
+                    break applied;
+                }
+                Err(e) => {
+                    let _ = exec(conn, "ROLLBACK").await;
+                    return Err(e);
+                }
+            }
+        };
+        let skipped: Vec<String> = set
+            .iter()
+            .filter(|m| {
+                skipped.iter().any(|a| a.0 == m.filename)
+                    && !done.iter().any(|d: &AppliedFile| d.filename == m.filename)
+            })
+            .map(|m| m.filename.clone())
+            .collect();
+        Ok(MigrationReport {
+            status: if done.is_empty() {
+                ReportStatus::UpToDate
+            } else {
+                ReportStatus::Applied
+            },
+            applied: done,
+            pending: Vec::new(),
+            skipped,
+            total: set.len(),
+            total_time: started.elapsed(),
+        })
+    }
+
+    pub(super) fn render(&self, m: &Migration) -> Result<(String, template::OffsetMap)> {
+        template::render_with_map(&m.content, self.db.schema()).map_err(|e| {
+            Error::Migration(Box::new(MigrationError {
+                file: Some(m.filename.clone()),
+                position: Some(line_col(&m.content, e.offset)),
+                statement: None,
+                message: format!("{e}; nothing was applied"),
+                source: Some(Box::new(e)),
+            }))
+        })
+    }
+
+    pub(super) async fn apply_one(
+        &self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        rendered: &str,
+        map: &template::OffsetMap,
+    ) -> Result<()> {
+        let started = Instant::now();
+        if m.no_transaction {
+            tracing::warn!(file = %m.filename, "pgdbm: running a no-transaction migration statement by statement; a failure leaves earlier statements applied");
+            for stmt in split_statements(rendered) {
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    return Err(self.statement_error(m, map, stmt.offset, stmt.text, e));
+                }
+            }
+            self.insert_history(conn, m, Some(elapsed_ms(started)))
+                .await?;
+            return Ok(());
+        }
+        exec(conn, "BEGIN").await?;
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(rendered.to_string()))
+            .execute(&mut *conn)
+            .await
+        {
+            let _ = exec(conn, "ROLLBACK").await;
+            return Err(self.file_error(conn, m, rendered, map, e).await);
+        }
+        if let Err(e) = self
+            .insert_history(conn, m, Some(elapsed_ms(started)))
+            .await
+        {
+            let _ = exec(conn, "ROLLBACK").await;
+            return Err(e);
+        }
+        // A file written with its own BEGIN/COMMIT (as pgdbm's create_migration does) has
+        // committed already; COMMIT then only warns.
+        exec(conn, "COMMIT").await
+    }
+}
+
+/// The refusal of a no-transaction file in pooler mode.
+pub(super) fn pooler_refuses(filename: &str) -> Error {
+    Error::migration(
+        Some(filename),
+        "this file is marked `-- pgdbm:no-transaction`, and the migrator is in transaction-pooler mode, where a statement outside a transaction can land on any server connection and no lock covers it; nothing was applied. Apply it through a direct URL to PostgreSQL (or a session-mode pool) and run again",
+        None,
+    )
+}

@@ -1,0 +1,189 @@
+//! Errors that name the file, statement and position, and small helpers the steps share.
+
+use std::time::Instant;
+
+use sqlx::AssertSqlSafe;
+use sqlx::postgres::{PgConnection, PgDatabaseError};
+
+use crate::migrations::{
+    DownMigration, Migration, char_position_to_byte_offset, line_col, split_statements,
+};
+use crate::runtime::error::{Error, MigrationError, Result};
+use crate::template;
+
+use super::*;
+
+impl Migrator {
+    /// Turns a failure of a whole file into an error naming the statement and its position.
+    pub(super) async fn file_error(
+        &self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        rendered: &str,
+        map: &template::OffsetMap,
+        e: sqlx::Error,
+    ) -> Error {
+        if let Some(pos) = server_position(&e) {
+            let offset = char_position_to_byte_offset(rendered, pos);
+            let stmt = split_statements(rendered)
+                .into_iter()
+                .rev()
+                .find(|s| s.offset <= offset);
+            let text = stmt.map_or(rendered, |s| s.text);
+            return self.located(m, map, offset, Some(text.to_string()), e);
+        }
+        // No position (a constraint violated at run time, say): find the statement by running
+        // them one at a time in a transaction that is rolled back.
+        let mut culprit = None;
+        if exec(conn, "BEGIN").await.is_ok() {
+            for stmt in split_statements(rendered) {
+                if let Err(e2) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    culprit = Some((stmt.offset, stmt.text.to_string(), server_position(&e2)));
+                    break;
+                }
+            }
+            let _ = exec(conn, "ROLLBACK").await;
+        }
+        match culprit {
+            Some((offset, text, pos)) => {
+                let at = offset + pos.map_or(0, |p| char_position_to_byte_offset(&text, p));
+                self.located(m, map, at, Some(text), e)
+            }
+            None => self.located_none(m, e),
+        }
+    }
+
+    pub(super) fn statement_error(
+        &self,
+        m: &Migration,
+        map: &template::OffsetMap,
+        stmt_offset: usize,
+        stmt_text: &str,
+        e: sqlx::Error,
+    ) -> Error {
+        let at = stmt_offset
+            + server_position(&e).map_or(0, |p| char_position_to_byte_offset(stmt_text, p));
+        let mut err = self.located(m, map, at, Some(stmt_text.to_string()), e);
+        if let Error::Migration(me) = &mut err {
+            me.message.push_str(
+                "; this is a no-transaction file: the statements before this one stay applied and no history row was written, so make them idempotent (IF NOT EXISTS) and run again",
+            );
+        }
+        err
+    }
+
+    pub(super) fn located(
+        &self,
+        m: &Migration,
+        map: &template::OffsetMap,
+        rendered_offset: usize,
+        statement: Option<String>,
+        e: sqlx::Error,
+    ) -> Error {
+        let original = map.to_template(rendered_offset).min(m.content.len());
+        let mut message = server_message(&e);
+        // (statement_error completes the message for no-transaction files.)
+        if !m.no_transaction {
+            message.push_str("; the file was rolled back and no later file was run");
+            if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25001")) {
+                message.push_str(
+                    ". Statements such as CREATE INDEX CONCURRENTLY cannot run in a transaction: put a line `-- pgdbm:no-transaction` in the file",
+                );
+            }
+        }
+        Error::Migration(Box::new(MigrationError {
+            file: Some(m.filename.clone()),
+            position: Some(line_col(&m.content, original)),
+            statement,
+            message,
+            source: Some(Box::new(e)),
+        }))
+    }
+
+    /// A down file's failure, at its statement and position in the file as written.
+    pub(super) fn down_error(
+        &self,
+        down: &DownMigration,
+        map: &template::OffsetMap,
+        rendered_offset: usize,
+        statement: &str,
+        e: sqlx::Error,
+    ) -> Error {
+        let original = map.to_template(rendered_offset).min(down.content.len());
+        Error::Migration(Box::new(MigrationError {
+            file: Some(down.filename.clone()),
+            position: Some(line_col(&down.content, original)),
+            statement: (!statement.is_empty()).then(|| statement.to_string()),
+            message: server_message(&e),
+            source: Some(Box::new(e)),
+        }))
+    }
+
+    pub(super) fn located_none(&self, m: &Migration, e: sqlx::Error) -> Error {
+        Error::Migration(Box::new(MigrationError {
+            file: Some(m.filename.clone()),
+            position: None,
+            statement: None,
+            message: format!(
+                "{}; the file was rolled back and no later file was run",
+                server_message(&e)
+            ),
+            source: Some(Box::new(e)),
+        }))
+    }
+}
+
+pub(super) async fn exec(conn: &mut PgConnection, sql: &'static str) -> Result<()> {
+    sqlx::raw_sql(sql)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::query(sql, e))
+}
+
+pub(super) fn elapsed_ms(started: Instant) -> i32 {
+    // pgdbm records at least 1 ms.
+    (started.elapsed().as_millis().min(i32::MAX as u128) as i32).max(1)
+}
+
+pub(super) fn server_position(e: &sqlx::Error) -> Option<usize> {
+    let sqlx::Error::Database(db) = e else {
+        return None;
+    };
+    match db.try_downcast_ref::<PgDatabaseError>()?.position()? {
+        sqlx::postgres::PgErrorPosition::Original(p) => Some(p),
+        sqlx::postgres::PgErrorPosition::Internal { .. } => None,
+    }
+}
+
+pub(super) fn server_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
+            Some(pg) => {
+                let mut s = format!("{} (SQLSTATE {})", pg.message(), pg.code());
+                if let Some(d) = pg.detail() {
+                    s.push_str(&format!("; detail: {d}"));
+                }
+                if let Some(h) = pg.hint() {
+                    s.push_str(&format!("; hint: {h}"));
+                }
+                s
+            }
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+pub(super) fn source_error(e: crate::migrations::SourceError) -> Error {
+    Error::Migration(Box::new(MigrationError {
+        file: None,
+        position: None,
+        statement: None,
+        message: e.to_string(),
+        source: Some(Box::new(e)),
+    }))
+}

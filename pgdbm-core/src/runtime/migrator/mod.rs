@@ -1,0 +1,274 @@
+//! `Migrator`: applies `migrations/*.sql` once, in order, per (schema, module), with checksums,
+//! a lock that many replicas can contend for, and `-- pgdbm:no-transaction` files.
+//!
+//! The history table is pgdbm's (`schema_migrations`: filename, checksum, module_name,
+//! applied_at, applied_by, execution_time_ms; unique on filename + module), so a database
+//! migrated by pgdbm (Python) is up to date for this runner and the other way round.
+//!
+//! The lock protocol is described in one place, at the top of `migrator/lock.rs`.
+
+mod apply;
+mod errors;
+mod history;
+mod lock;
+mod revert;
+mod tools;
+
+pub use revert::{RevertReport, RevertTarget, RevertedFile};
+pub use tools::{BaselineReport, Repair};
+
+use errors::{elapsed_ms, exec, server_position, source_error};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnection;
+
+use crate::ident::{IdentifierKind, quote_identifier, validate_identifier};
+use crate::migrations::MigrationSet;
+use crate::runtime::database::Database;
+use crate::runtime::error::{Error, Result};
+
+/// Where the migration files come from.
+#[derive(Clone, Debug)]
+enum Source {
+    Dir(PathBuf),
+    Embedded(&'static [(&'static str, &'static str)]),
+}
+
+/// Migration files compiled into the binary by `pgdbm::embed_migrations!("./migrations")`.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedMigrations {
+    files: &'static [(&'static str, &'static str)],
+}
+
+impl EmbeddedMigrations {
+    /// Used by `embed_migrations!`: `(filename, content)` pairs.
+    #[doc(hidden)]
+    pub const fn new(files: &'static [(&'static str, &'static str)]) -> Self {
+        EmbeddedMigrations { files }
+    }
+
+    /// The embedded files as a validated, ordered set.
+    pub fn to_set(&self) -> Result<MigrationSet> {
+        MigrationSet::from_embedded(self.files).map_err(source_error)
+    }
+}
+
+/// What [`Migrator::apply_pending`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportStatus {
+    /// Nothing was pending.
+    UpToDate,
+    /// Pending files were applied.
+    Applied,
+    /// Nothing was changed: `dry_run` lists what would run.
+    DryRun,
+}
+
+/// One file applied by this run.
+#[derive(Clone, Debug)]
+pub struct AppliedFile {
+    /// The file name.
+    pub filename: String,
+    /// How long the file took.
+    pub execution_time: Duration,
+}
+
+/// The outcome of [`Migrator::apply_pending`] or [`Migrator::dry_run`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct MigrationReport {
+    /// Up to date, applied, or dry run.
+    pub status: ReportStatus,
+    /// Files applied now, in order.
+    pub applied: Vec<AppliedFile>,
+    /// Files that would be applied (dry run) — empty otherwise.
+    pub pending: Vec<String>,
+    /// Files that were already applied.
+    pub skipped: Vec<String>,
+    /// Files in the set.
+    pub total: usize,
+    /// Wall time of the run, lock wait included.
+    pub total_time: Duration,
+}
+
+/// The state of one migration file (or history row) in [`Migrator::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileState {
+    /// Applied, and the file is unchanged.
+    Applied {
+        /// When, as the server's `applied_at` text.
+        applied_at: String,
+    },
+    /// Not applied yet.
+    Pending,
+    /// Applied, but the file changed since.
+    Modified {
+        /// The checksum in the history.
+        recorded: String,
+        /// The checksum of the file now.
+        current: String,
+    },
+    /// Recorded as applied, but no such file exists any more.
+    Missing {
+        /// When it was applied.
+        applied_at: String,
+    },
+}
+
+/// One row of [`Migrator::status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStatus {
+    /// The file name.
+    pub filename: String,
+    /// Its state.
+    pub state: FileState,
+}
+
+/// One history row, newest first, from [`Migrator::history`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The file name.
+    pub filename: String,
+    /// Its checksum when applied.
+    pub checksum: String,
+    /// The module (NULL in very old pgdbm rows).
+    pub module_name: Option<String>,
+    /// When (server time, ISO 8601).
+    pub applied_at: String,
+    /// Which database role applied it.
+    pub applied_by: Option<String>,
+    /// How long it took.
+    pub execution_time_ms: Option<i32>,
+}
+
+/// Applies migration files to a [`Database`]'s schema.
+///
+/// ```no_run
+/// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+/// use pgdbm_core::Migrator;
+/// let report = Migrator::new(&db, "./migrations", "myservice").apply_pending().await?;
+/// println!("applied {} file(s)", report.applied.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Migrator {
+    db: Database,
+    source: Source,
+    module: String,
+    table: String,
+    lock_timeout: Duration,
+    lock_poll: Duration,
+    allow_missing: bool,
+    pooler: Option<bool>,
+}
+
+impl Migrator {
+    /// Migrations from the `*.sql` files of `dir`, recorded under `module`.
+    pub fn new(db: &Database, dir: impl Into<PathBuf>, module: &str) -> Migrator {
+        Migrator::with_source(db, Source::Dir(dir.into()), module)
+    }
+
+    /// Migrations compiled into the binary with `embed_migrations!`.
+    pub fn embedded(db: &Database, files: EmbeddedMigrations, module: &str) -> Migrator {
+        Migrator::with_source(db, Source::Embedded(files.files), module)
+    }
+
+    fn with_source(db: &Database, source: Source, module: &str) -> Migrator {
+        Migrator {
+            db: db.clone(),
+            source,
+            module: module.to_string(),
+            table: "schema_migrations".into(),
+            lock_timeout: Duration::from_secs(300),
+            lock_poll: Duration::from_millis(100),
+            allow_missing: false,
+            pooler: None,
+        }
+    }
+
+    /// The history table's name (default `schema_migrations`), in the manager's schema.
+    pub fn table(mut self, name: &str) -> Self {
+        self.table = name.to_string();
+        self
+    }
+
+    /// How long to wait for another runner of the same (schema, module) (default 5 min).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Allow history rows whose file is gone (default: an error).
+    pub fn allow_missing(mut self, allow: bool) -> Self {
+        self.allow_missing = allow;
+        self
+    }
+
+    /// Whether the database URL leads through a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`, Neon's `-pooler` endpoints), which does not keep a session lock.
+    ///
+    /// On, each file runs in a transaction of its own that first takes the locks at transaction
+    /// level and reads the history again, so a run never relies on the session, and files marked
+    /// `-- pgdbm:no-transaction` are refused: apply those through a direct URL. When it is not set
+    /// (the default), it is on if the host or URL contains `-pooler`, `pgbouncer` or
+    /// `transaction-pool`, as pgdbm (Python) 0.5.0 decides.
+    pub fn transaction_pooler(mut self, on: bool) -> Self {
+        self.pooler = Some(on);
+        self
+    }
+
+    /// Whether this migrator runs in transaction-pooler mode (set, or detected from the URL).
+    pub fn behind_transaction_pooler(&self) -> bool {
+        self.pooler.unwrap_or_else(|| {
+            let target = self.db.config().target().to_lowercase();
+            ["-pooler", "pgbouncer", "transaction-pool"]
+                .iter()
+                .any(|t| target.contains(t))
+        })
+    }
+
+    /// The module name.
+    pub fn module(&self) -> &str {
+        &self.module
+    }
+
+    pub(super) fn check_names(&self) -> Result<()> {
+        validate_identifier(&self.table, IdentifierKind::MigrationsTable)?;
+        if self.module.is_empty() || self.module.len() > 100 {
+            return Err(Error::config(
+                "module",
+                "the module name must be 1 to 100 characters (it is stored in module_name VARCHAR(100))",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The migration files, validated and ordered.
+    pub fn files(&self) -> Result<MigrationSet> {
+        match &self.source {
+            Source::Dir(dir) => MigrationSet::from_dir(dir).map_err(source_error),
+            Source::Embedded(files) => MigrationSet::from_embedded(files).map_err(source_error),
+        }
+    }
+
+    pub(super) fn qualified_table(&self) -> String {
+        match self.db.schema() {
+            Some(s) => format!("{}.{}", quote_identifier(s), quote_identifier(&self.table)),
+            None => quote_identifier(&self.table),
+        }
+    }
+
+    pub(super) fn lock_key(&self) -> String {
+        format!("{}.{}", self.db.schema().unwrap_or("public"), self.module)
+    }
+
+    /// A connection of its own, outside the pool: it holds the session lock for the whole run
+    /// and is closed at the end, which releases the lock on every path.
+    pub(super) async fn dedicated(&self) -> Result<PgConnection> {
+        self.db.inner.pool.dedicated_connection().await
+    }
+}

@@ -1,0 +1,227 @@
+//! Reverting applied files with their down files, newest first.
+
+use std::time::{Duration, Instant};
+
+use sqlx::AssertSqlSafe;
+use sqlx::Connection;
+
+use super::apply::pooler_refuses;
+use super::tools::finish;
+use super::{Migrator, exec, server_position};
+use crate::migrations::{Migration, char_position_to_byte_offset, line_col, split_statements};
+use crate::runtime::error::{Error, MigrationError, Result};
+use crate::template;
+
+/// How far [`Migrator::revert`] goes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevertTarget {
+    /// The newest `n` applied files.
+    Steps(usize),
+    /// Every applied file with a version above this one; this version stays applied (`To(0)`
+    /// reverts everything).
+    To(u128),
+}
+
+/// One file reverted.
+#[derive(Clone, Debug)]
+pub struct RevertedFile {
+    /// The up file whose history row was removed.
+    pub filename: String,
+    /// Its down file.
+    pub down_file: String,
+    /// How long the down file took.
+    pub execution_time: Duration,
+}
+
+/// What [`Migrator::revert`] did (or, in a dry run, would do).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RevertReport {
+    /// Files reverted, newest first (empty in a dry run).
+    pub reverted: Vec<RevertedFile>,
+    /// Files a dry run would revert, newest first (empty otherwise).
+    pub would_revert: Vec<String>,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+impl Migrator {
+    /// Undoes applied files with their down files (`down/NNN_name.down.sql`), newest first:
+    /// each down file and the removal of its history row in one transaction (a down file
+    /// marked `-- pgdbm:no-transaction` runs statement by statement, then its row is removed).
+    ///
+    /// Everything is checked before anything runs: a file to revert without a down file, a
+    /// modified or missing file, a bad placeholder in a down file, or (behind a transaction
+    /// pooler) a no-transaction down file stops the revert with an error, and nothing changes.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// use pgdbm_core::{Migrator, RevertTarget};
+    /// let m = Migrator::new(&db, "./migrations", "myservice");
+    /// let report = m.revert(RevertTarget::Steps(1)).await?;
+    /// println!("reverted {:?}", report.reverted.iter().map(|f| &f.filename).collect::<Vec<_>>());
+    /// # Ok(()) }
+    /// ```
+    pub async fn revert(&self, target: RevertTarget) -> Result<RevertReport> {
+        self.revert_inner(target, false).await
+    }
+
+    /// What [`revert`](Self::revert) would undo, with the same checks; changes nothing.
+    pub async fn revert_dry_run(&self, target: RevertTarget) -> Result<RevertReport> {
+        self.revert_inner(target, true).await
+    }
+
+    async fn revert_inner(&self, target: RevertTarget, dry_run: bool) -> Result<RevertReport> {
+        self.check_names()?;
+        let set = self.files()?;
+        let mut conn = self.dedicated().await?;
+        let r = async {
+            let pooler = self.behind_transaction_pooler();
+            // Plan under the lock on a direct connection; behind a pooler, plan first and check
+            // each step again inside its locked transaction.
+            let applied = if dry_run || pooler {
+                self.read_applied(&mut conn).await?
+            } else {
+                self.lock(&mut conn).await?;
+                self.applied(&mut conn).await?
+            };
+            self.check_drift(&set, &applied)?;
+            let mut plan: Vec<&Migration> = set
+                .iter()
+                .filter(|m| applied.iter().any(|a| a.0 == m.filename))
+                .collect();
+            plan.reverse();
+            match target {
+                RevertTarget::Steps(n) => plan.truncate(n),
+                RevertTarget::To(v) => plan.retain(|m| m.version.number > v),
+            }
+            let mut rendered = Vec::with_capacity(plan.len());
+            for m in &plan {
+                let Some(down) = &m.down else {
+                    return Err(Error::migration(
+                        Some(&m.filename),
+                        format!(
+                            "cannot revert it: there is no down file `down/{}.down.sql`; nothing was reverted. Write the down file, or revert fewer files (stop above version {})",
+                            m.filename.trim_end_matches(".sql"),
+                            m.version.text
+                        ),
+                        None,
+                    ));
+                };
+                if pooler && down.no_transaction {
+                    return Err(pooler_refuses(&down.filename));
+                }
+                let (sql, map) = template::render_with_map(&down.content, self.db.schema())
+                    .map_err(|e| {
+                        Error::Migration(Box::new(MigrationError {
+                            file: Some(down.filename.clone()),
+                            position: Some(line_col(&down.content, e.offset)),
+                            statement: None,
+                            message: format!("{e}; nothing was reverted"),
+                            source: Some(Box::new(e)),
+                        }))
+                    })?;
+                rendered.push((sql, map));
+            }
+            if dry_run {
+                return Ok(RevertReport {
+                    reverted: Vec::new(),
+                    would_revert: plan.iter().map(|m| m.filename.clone()).collect(),
+                    dry_run: true,
+                });
+            }
+            let mut done = Vec::new();
+            for (m, (sql, map)) in plan.into_iter().zip(rendered) {
+                let down = m.down.as_ref().expect("checked above");
+                let t = Instant::now();
+                if down.no_transaction {
+                    // Direct connection only (refused above behind a pooler); the session lock
+                    // is held.
+                    tracing::warn!(file = %down.filename, "pgdbm: running a no-transaction down migration statement by statement; a failure leaves earlier statements applied");
+                    for stmt in split_statements(&sql) {
+                        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
+                            .execute(&mut conn)
+                            .await
+                        {
+                            let mut err = self.down_error(down, &map, stmt.offset, stmt.text, e);
+                            if let Error::Migration(me) = &mut err {
+                                me.message.push_str("; this is a no-transaction down file: the statements before this one stay applied and the history row was kept, so make them idempotent and run again");
+                            }
+                            return Err(err);
+                        }
+                    }
+                    exec(&mut conn, "BEGIN").await?;
+                    let r = self.delete_history(&mut conn, &m.filename).await;
+                    finish(&mut conn, r).await?;
+                } else {
+                    self.begin_step(&mut conn, false).await?;
+                    let r = async {
+                        if pooler {
+                            let now = self.applied(&mut conn).await?;
+                            if !now.iter().any(|a| a.0 == m.filename) {
+                                return Err(Error::migration(
+                                    Some(&m.filename),
+                                    "another runner changed the history while this revert ran (the file is no longer applied); the files before it were reverted, this one and later were not. Check `status` and run again",
+                                    None,
+                                ));
+                            }
+                        }
+                        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                            .execute(&mut conn)
+                            .await
+                        {
+                            let _ = exec(&mut conn, "ROLLBACK").await;
+                            let pos = server_position(&e).map(|p| {
+                                char_position_to_byte_offset(&sql, p)
+                            });
+                            let stmt = pos.and_then(|offset| {
+                                split_statements(&sql)
+                                    .into_iter()
+                                    .rev()
+                                    .find(|s| s.offset <= offset)
+                                    .map(|s| s.text.to_string())
+                            });
+                            let mut err =
+                                self.down_error(down, &map, pos.unwrap_or(0), stmt.as_deref().unwrap_or(""), e);
+                            if let Error::Migration(me) = &mut err {
+                                me.message.push_str("; the down file was rolled back and its history row kept");
+                                if pos.is_none() {
+                                    me.position = None;
+                                    me.statement = None;
+                                }
+                            }
+                            return Err(err);
+                        }
+                        self.delete_history(&mut conn, &m.filename).await?;
+                        Ok(())
+                    }
+                    .await;
+                    finish(&mut conn, r).await?;
+                }
+                let execution_time = t.elapsed();
+                tracing::info!(
+                    file = %m.filename,
+                    down_file = %down.filename,
+                    module = %self.module,
+                    schema = self.db.schema().unwrap_or(""),
+                    elapsed_ms = execution_time.as_millis() as u64,
+                    "pgdbm: reverted migration"
+                );
+                done.push(RevertedFile {
+                    filename: m.filename.clone(),
+                    down_file: down.filename.clone(),
+                    execution_time,
+                });
+            }
+            Ok(RevertReport {
+                reverted: done,
+                would_revert: Vec::new(),
+                dry_run: false,
+            })
+        }
+        .await;
+        let _ = conn.close().await;
+        r
+    }
+}
