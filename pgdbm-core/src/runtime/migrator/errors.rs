@@ -5,9 +5,7 @@ use std::time::Instant;
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgDatabaseError};
 
-use crate::migrations::{
-    DownMigration, Migration, char_position_to_byte_offset, line_col, split_statements,
-};
+use crate::migrations::{Migration, char_position_to_byte_offset, line_col, split_statements};
 use crate::runtime::error::{Error, MigrationError, Result};
 use crate::template;
 
@@ -99,25 +97,6 @@ impl Migrator {
             position: Some(line_col(&m.content, original)),
             statement,
             message,
-            source: Some(Box::new(e)),
-        }))
-    }
-
-    /// A down file's failure, at its statement and position in the file as written.
-    pub(super) fn down_error(
-        &self,
-        down: &DownMigration,
-        map: &template::OffsetMap,
-        rendered_offset: usize,
-        statement: &str,
-        e: sqlx::Error,
-    ) -> Error {
-        let original = map.to_template(rendered_offset).min(down.content.len());
-        Error::Migration(Box::new(MigrationError {
-            file: Some(down.filename.clone()),
-            position: Some(line_col(&down.content, original)),
-            statement: (!statement.is_empty()).then(|| statement.to_string()),
-            message: server_message(&e),
             source: Some(Box::new(e)),
         }))
     }

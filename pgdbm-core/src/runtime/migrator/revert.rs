@@ -7,8 +7,8 @@ use sqlx::Connection;
 
 use super::apply::pooler_refuses;
 use super::tools::finish;
-use super::{Migrator, exec, server_position};
-use crate::migrations::{Migration, char_position_to_byte_offset, line_col, split_statements};
+use super::{Migrator, exec};
+use crate::migrations::{DownMigration, Migration, line_col, split_statements};
 use crate::runtime::error::{Error, MigrationError, Result};
 use crate::template;
 
@@ -144,9 +144,11 @@ impl Migrator {
                             .execute(&mut conn)
                             .await
                         {
-                            let mut err = self.down_error(down, &map, stmt.offset, stmt.text, e);
+                            let as_file = down_as_migration(m, down);
+                            let mut err =
+                                self.statement_error(&as_file, &map, stmt.offset, stmt.text, e);
                             if let Error::Migration(me) = &mut err {
-                                me.message.push_str("; this is a no-transaction down file: the statements before this one stay applied and the history row was kept, so make them idempotent and run again");
+                                me.message = me.message.replace("no history row was written", "the history row was kept");
                             }
                             return Err(err);
                         }
@@ -172,24 +174,13 @@ impl Migrator {
                             .await
                         {
                             let _ = exec(&mut conn, "ROLLBACK").await;
-                            let pos = server_position(&e).map(|p| {
-                                char_position_to_byte_offset(&sql, p)
-                            });
-                            let stmt = pos.and_then(|offset| {
-                                split_statements(&sql)
-                                    .into_iter()
-                                    .rev()
-                                    .find(|s| s.offset <= offset)
-                                    .map(|s| s.text.to_string())
-                            });
-                            let mut err =
-                                self.down_error(down, &map, pos.unwrap_or(0), stmt.as_deref().unwrap_or(""), e);
+                            let as_file = down_as_migration(m, down);
+                            let mut err = self.file_error(&mut conn, &as_file, &sql, &map, e).await;
                             if let Error::Migration(me) = &mut err {
-                                me.message.push_str("; the down file was rolled back and its history row kept");
-                                if pos.is_none() {
-                                    me.position = None;
-                                    me.statement = None;
-                                }
+                                me.message = me.message.replace(
+                                    "the file was rolled back and no later file was run",
+                                    "the down file was rolled back and its history row kept; no older file was reverted",
+                                );
                             }
                             return Err(err);
                         }
@@ -223,5 +214,17 @@ impl Migrator {
         .await;
         let _ = conn.close().await;
         r
+    }
+}
+
+/// The down file in the shape the error helpers take, so its errors name the down file, its
+/// statement and position exactly as an up file's do.
+fn down_as_migration(m: &Migration, down: &DownMigration) -> Migration {
+    Migration {
+        filename: down.filename.clone(),
+        content: down.content.clone(),
+        no_transaction: down.no_transaction,
+        down: None,
+        ..m.clone()
     }
 }
