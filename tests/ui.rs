@@ -28,6 +28,19 @@ fn ui() {
         t.pass("tests/ui/pass/*.rs");
         t.compile_fail("tests/ui/*.rs");
     }
+    // A pgdbm.toml in pgdbm (Python)'s shape: `tsql!(module = …)` reads its `migrations_path`.
+    set(
+        "PGDBM_CONFIG",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/ui/python_toml/pgdbm.toml"
+        ),
+    );
+    {
+        let t = trybuild::TestCases::new();
+        t.pass("tests/ui/python_toml/*.rs");
+        t.compile_fail("tests/ui/python_toml/fail/*.rs");
+    }
     // A bad schema in the environment is a compile error too.
     set("PGDBM_SCHEMA", "my-service");
     let t = trybuild::TestCases::new();

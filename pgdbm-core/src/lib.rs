@@ -3,13 +3,15 @@
 //!
 //! Most users depend on the `pgdbm` facade crate, which re-exports everything here.
 //!
-//! With default features off only the pure modules ([`template`], [`ident`]) are built; that is
-//! what `pgdbm-macros` uses at compile time without building a database driver for the host.
+//! With default features off only the pure modules ([`template`], [`ident`], [`project`]) are
+//! built; that is what `pgdbm-macros` uses at compile time without building a database driver
+//! for the host.
 #![deny(missing_docs)]
 
 pub mod compiled;
 pub mod ident;
 pub mod migrations;
+pub mod project;
 pub mod sql_lex;
 pub mod template;
 

@@ -7,8 +7,10 @@ use std::time::SystemTime;
 
 use pgdbm_core::ident::is_valid_identifier;
 use pgdbm_core::migrations::{MigrationSet, Relations};
+use pgdbm_core::project::{ModuleConfig, Project};
 
-/// One module: the schema its placeholders render into and the migrations that define it.
+/// One module: the schema its placeholders render into and the migrations that define it
+/// (`migrations_path`, or its alias `migrations`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Module {
     pub(crate) schema: Option<String>,
@@ -20,7 +22,9 @@ pub(crate) struct Module {
 pub(crate) struct Config {
     /// The file read, if any.
     pub(crate) file: Option<PathBuf>,
+    /// The top-level module: what `tsql!` without `module =` uses.
     pub(crate) default: Module,
+    /// `[modules.NAME]`, for `tsql!(module = "NAME", …)`.
     pub(crate) modules: BTreeMap<String, Module>,
 }
 
@@ -41,10 +45,10 @@ pub(crate) fn load() -> Result<Config, String> {
             }
             Some(p)
         }
-        None => find_file(&manifest_dir),
+        None => Project::find(&manifest_dir),
     };
     let mut config = match &file {
-        Some(f) => parse(f)?,
+        Some(f) => from_project(Project::load(f).map_err(|e| e.to_string())?),
         None => Config::default(),
     };
     if let Ok(schema) = std::env::var("PGDBM_SCHEMA") {
@@ -58,106 +62,24 @@ pub(crate) fn load() -> Result<Config, String> {
     Ok(config)
 }
 
-/// `pgdbm.toml` in the crate's directory, else in the workspace root.
-fn find_file(manifest_dir: &Path) -> Option<PathBuf> {
-    for dir in manifest_dir.ancestors() {
-        let candidate = dir.join("pgdbm.toml");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-        let cargo = dir.join("Cargo.toml");
-        if dir != manifest_dir
-            && std::fs::read_to_string(&cargo).is_ok_and(|t| t.contains("[workspace]"))
-        {
-            break;
-        }
-    }
-    None
-}
-
-fn parse(file: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("`{}` is not valid TOML: {e}", file.display()))?;
-    let base = file.parent().unwrap_or(Path::new("."));
-    let mut config = Config {
-        file: Some(file.to_path_buf()),
-        ..Default::default()
+/// The parts of a parsed `pgdbm.toml` the macros use.
+fn from_project(project: Project) -> Config {
+    let module = |m: &ModuleConfig| Module {
+        schema: m.schema.clone(),
+        migrations: m
+            .migrations
+            .as_ref()
+            .map(|d| (d.path.clone(), d.written.clone())),
     };
-    for (key, value) in &table {
-        match key.as_str() {
-            "schema" | "migrations" => {}
-            "modules" => {
-                let modules = value.as_table().ok_or_else(|| {
-                    format!(
-                        "`{}`: `modules` must be a table of [modules.NAME] sections",
-                        file.display()
-                    )
-                })?;
-                for (name, m) in modules {
-                    let m = m.as_table().ok_or_else(|| {
-                        format!("`{}`: [modules.{name}] must be a table", file.display())
-                    })?;
-                    config.modules.insert(
-                        name.clone(),
-                        module(file, base, &format!("modules.{name}"), m)?,
-                    );
-                }
-            }
-            other => {
-                return Err(format!(
-                    "`{}`: unknown key `{other}`; pgdbm.toml takes schema, migrations and [modules.NAME] sections",
-                    file.display()
-                ));
-            }
-        }
+    Config {
+        default: module(&project.default_module),
+        modules: project
+            .modules
+            .iter()
+            .map(|m| (m.name.clone(), module(m)))
+            .collect(),
+        file: Some(project.path),
     }
-    config.default = module(file, base, "", &table)?;
-    Ok(config)
-}
-
-fn module(file: &Path, base: &Path, section: &str, t: &toml::Table) -> Result<Module, String> {
-    let at = |key: &str| {
-        if section.is_empty() {
-            format!("`{}`: `{key}`", file.display())
-        } else {
-            format!("`{}`: `{section}.{key}`", file.display())
-        }
-    };
-    let mut m = Module::default();
-    if let Some(v) = t.get("schema") {
-        let s = v
-            .as_str()
-            .ok_or_else(|| format!("{} must be a string", at("schema")))?;
-        if !s.is_empty() {
-            if !is_valid_identifier(s) {
-                return Err(format!(
-                    "{}: invalid schema name `{s}`; names must match ^[A-Za-z_][A-Za-z0-9_]{{0,62}}$",
-                    at("schema")
-                ));
-            }
-            m.schema = Some(s.to_string());
-        }
-    }
-    if let Some(v) = t.get("migrations") {
-        let s = v
-            .as_str()
-            .ok_or_else(|| format!("{} must be a string", at("migrations")))?;
-        m.migrations = Some((base.join(s), s.to_string()));
-    }
-    if !section.is_empty() {
-        for key in t.keys() {
-            if key != "schema" && key != "migrations" {
-                return Err(format!(
-                    "{}: unknown key; a module takes schema and migrations",
-                    at(key)
-                ));
-            }
-        }
-    }
-    Ok(m)
 }
 
 /// The relations a migrations directory creates, and the files read (for rebuild tracking).

@@ -224,7 +224,7 @@ fn select_module<'c>(
             lit.span(),
             match &config.file {
                 None => format!(
-                    "no module `{name}`: there is no pgdbm.toml in this crate or its workspace root; add one with a [modules.{name}] section (schema = \"…\", migrations = \"…\")"
+                    "no module `{name}`: there is no pgdbm.toml in this crate or its workspace root; add one with a [modules.{name}] section (schema = \"…\", migrations_path = \"…\")"
                 ),
                 Some(f) => format!(
                     "no module `{name}` in {}; it declares: {}",
