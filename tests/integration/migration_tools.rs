@@ -407,3 +407,166 @@ async fn eight_pooler_mode_runners_apply_each_file_once() {
         6
     );
 }
+
+/// A project file in pgdbm (Python)'s shape: orders is declared first but depends on users.
+const SHOP_TOML: &str = r#"[project]
+name = "shop"
+default_env = "dev"
+
+[database]
+migrations_table = "schema_migrations"
+
+[environments.dev]
+url = "${SHOP_DATABASE_URL}"
+
+[modules.orders]
+migrations_path = "orders/migrations"
+schema = "orders"
+mode = "standalone"
+depends_on = ["users"]
+
+[modules.users]
+migrations_path = "users/migrations"
+schema = "users"
+"#;
+
+#[tokio::test]
+async fn the_command_line_runs_every_module_of_pgdbm_toml_in_depends_on_order() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "pgdbm.toml", SHOP_TOML);
+    write(
+        dir.path(),
+        "users/migrations/001_users.sql",
+        "CREATE TABLE {{tables.users}} (id int PRIMARY KEY);",
+    );
+    // Fails unless users ran first.
+    write(
+        dir.path(),
+        "orders/migrations/001_orders.sql",
+        "CREATE TABLE {{tables.orders}} (id int, user_id int REFERENCES users.users (id));",
+    );
+    write(
+        dir.path(),
+        "orders/migrations/down/001_orders.down.sql",
+        "DROP TABLE {{tables.orders}};",
+    );
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgdbm"))
+            .arg("migrate")
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("DATABASE_URL")
+            .env("SHOP_DATABASE_URL", t.url())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["apply", "--all"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("=="))
+            .collect::<Vec<_>>(),
+        [
+            "== module users (schema users) ==",
+            "== module orders (schema orders) =="
+        ]
+    );
+    let mut raw = t.raw().await;
+    assert_eq!(
+        count(
+            &mut raw,
+            "SELECT count(*) FROM orders.schema_migrations WHERE module_name = 'orders'"
+        )
+        .await,
+        1
+    );
+    // One module by name; an unknown one is refused, naming the declared ones.
+    let (code, out, _) = run(&["status", "--module", "users"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("001_users.sql") && out.contains("applied"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["status", "--module", "user"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("declares no module `user` (it declares: orders, users)"),
+        "{err}"
+    );
+
+    // revert --all goes dependents first, and checks every module before any runs: users
+    // has no down file, so nothing is reverted.
+    let (code, _, err) = run(&["revert", "--all"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("down/001_users.down.sql"), "{err}");
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM orders.schema_migrations").await,
+        1
+    );
+    let (code, out, err) = run(&["revert", "--module", "orders", "--steps", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("reverted 001_orders.sql with down/001_orders.down.sql"),
+        "{out}"
+    );
+    assert_eq!(
+        count(
+            &mut raw,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'orders' AND tablename = 'orders'"
+        )
+        .await,
+        0
+    );
+
+    // repair and baseline from the command line; --dry-run changes nothing.
+    let (code, out, _) = run(&["baseline", "--module", "orders", "--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("would record 001_orders.sql"), "{out}");
+    assert_eq!(
+        count(&mut raw, "SELECT count(*) FROM orders.schema_migrations").await,
+        0
+    );
+    write(
+        dir.path(),
+        "users/migrations/001_users.sql",
+        "-- people\nCREATE TABLE {{tables.users}} (id int PRIMARY KEY);",
+    );
+    let (code, _, err) = run(&["verify", "--module", "users"]);
+    assert_eq!(code, Some(1), "{err}");
+    let (code, out, _) = run(&["repair", "001_users.sql", "--module", "users", "--dry-run"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.starts_with("would repair 001_users.sql: recorded "),
+        "{out}"
+    );
+    let (code, _, _) = run(&["verify", "--module", "users"]);
+    assert_eq!(code, Some(1));
+    let (code, out, _) = run(&["repair", "001_users.sql", "--module", "users"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("repaired 001_users.sql"), "{out}");
+    let (code, out, _) = run(&["verify", "--module", "users"]);
+    assert_eq!((code, out.trim()), (Some(0), "checksums match"));
+
+    // A dependency cycle is an error naming it, and nothing runs.
+    write(
+        dir.path(),
+        "pgdbm.toml",
+        &SHOP_TOML.replace(
+            "schema = \"users\"\n",
+            "schema = \"users\"\ndepends_on = [\"orders\"]\n",
+        ),
+    );
+    let (code, _, err) = run(&["apply", "--all"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cycle: orders → users → orders")
+            || err.contains("cycle: users → orders → users"),
+        "{err}"
+    );
+}
