@@ -466,6 +466,23 @@ async fn the_command_line_runs_every_module_of_pgdbm_toml_in_depends_on_order() 
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    // pgdbm (Python) reads the same file and orders the modules the same way.
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys; from pathlib import Path; from pgdbm.cli.config import load_config, resolve_module_order; \
+             print(','.join(resolve_module_order(load_config(Path(sys.argv[1])))))",
+        )
+        .arg(dir.path().join("pgdbm.toml"))
+        .output()
+        .expect("python3 (CI installs pgdbm==0.5.0: pip install pgdbm==0.5.0)");
+    assert!(
+        py.status.success(),
+        "pgdbm (Python) could not read the file (pip install pgdbm==0.5.0): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "users,orders");
+
     let (code, out, err) = run(&["apply", "--all"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(
