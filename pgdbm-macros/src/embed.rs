@@ -27,9 +27,9 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let dir = PathBuf::from(manifest_dir).join(lit.value());
     let set =
         MigrationSet::from_dir(&dir).map_err(|e| syn::Error::new(lit.span(), e.to_string()))?;
-    let names = set.iter().flat_map(|m| {
-        std::iter::once(&m.filename).chain(m.down.as_ref().map(|d| &d.filename))
-    });
+    let names = set
+        .iter()
+        .flat_map(|m| std::iter::once(&m.filename).chain(m.down.as_ref().map(|d| &d.filename)));
     let entries = names.map(|name| {
         let path = dir.join(name);
         let path = path.to_string_lossy();
