@@ -85,18 +85,12 @@ impl Migrator {
             for (m, (sql, map)) in pending.into_iter().zip(rendered) {
                 let t = Instant::now();
                 self.apply_one(&mut conn, m, &sql, &map).await?;
-                let execution_time = t.elapsed();
-                tracing::info!(
-                    file = %m.filename,
-                    module = %self.module,
-                    schema = self.db.schema().unwrap_or(""),
-                    elapsed_ms = execution_time.as_millis() as u64,
-                    "pgdbm: applied migration"
-                );
-                done.push(AppliedFile {
+                let file = AppliedFile {
                     filename: m.filename.clone(),
-                    execution_time,
-                });
+                    execution_time: t.elapsed(),
+                };
+                self.log_applied(&file);
+                done.push(file);
             }
             Ok(MigrationReport {
                 status: ReportStatus::Applied,
@@ -176,13 +170,7 @@ impl Migrator {
             match step {
                 Ok(Ok(file)) => {
                     exec(conn, "COMMIT").await?;
-                    tracing::info!(
-                        file = %file.filename,
-                        module = %self.module,
-                        schema = self.db.schema().unwrap_or(""),
-                        elapsed_ms = file.execution_time.as_millis() as u64,
-                        "pgdbm: applied migration"
-                    );
+                    self.log_applied(&file);
                     done.push(file);
                 }
                 Ok(Err(applied)) => {
@@ -215,6 +203,16 @@ impl Migrator {
             total: set.len(),
             total_time: started.elapsed(),
         })
+    }
+
+    fn log_applied(&self, file: &AppliedFile) {
+        tracing::info!(
+            file = %file.filename,
+            module = %self.module,
+            schema = self.db.schema().unwrap_or(""),
+            elapsed_ms = file.execution_time.as_millis() as u64,
+            "pgdbm: applied migration"
+        );
     }
 
     pub(super) fn render(&self, m: &Migration) -> Result<(String, template::OffsetMap)> {
