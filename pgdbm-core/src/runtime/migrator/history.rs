@@ -15,6 +15,7 @@ impl Migrator {
         let name = self.qualified_table();
         let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
             .bind(&name)
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| Error::query("SELECT to_regclass($1)", e))?;
@@ -36,6 +37,7 @@ impl Migrator {
             let sql = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)";
             let exists: bool = sqlx::query_scalar(sql)
                 .bind(s)
+                .persistent(false)
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(|e| Error::query(sql, e))?;
@@ -170,6 +172,7 @@ impl Migrator {
         );
         sqlx::query_as(AssertSqlSafe(sql.clone()))
             .bind(&self.module)
+            .persistent(false)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| Error::query(sql, e))

@@ -66,6 +66,8 @@ impl Migrator {
     pub async fn history(&self, limit: i64) -> Result<Vec<HistoryEntry>> {
         self.check_names()?;
         let mut conn = self.dedicated().await?;
+        // One transaction: its statements share a server connection even behind a pooler.
+        exec(&mut conn, "BEGIN").await?;
         let r = async {
             if !self.table_exists(&mut conn).await? {
                 return Ok(Vec::new());
@@ -81,6 +83,7 @@ impl Migrator {
             let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(&self.module)
                 .bind(limit)
+                .persistent(false)
                 .fetch_all(&mut conn)
                 .await
                 .map_err(|e| Error::query(sql, e))?;
@@ -97,6 +100,7 @@ impl Migrator {
                 .collect())
         }
         .await;
+        let _ = exec(&mut conn, "COMMIT").await;
         let _ = conn.close().await;
         r
     }
