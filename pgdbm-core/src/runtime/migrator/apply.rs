@@ -82,7 +82,9 @@ impl Migrator {
                 .map(|m| self.render(m))
                 .collect::<Result<Vec<_>>>()?;
             let mut done = Vec::with_capacity(pending.len());
+            let total = pending.len();
             for (m, (sql, map)) in pending.into_iter().zip(rendered) {
+                self.report_progress(done.len() + 1, total, &m.filename);
                 let t = Instant::now();
                 self.apply_one(&mut conn, m, &sql, &map).await?;
                 let file = AppliedFile {
@@ -149,6 +151,11 @@ impl Migrator {
                     return Err(pooler_refuses(&m.filename));
                 }
                 let (sql, map) = self.render(m)?;
+                self.report_progress(
+                    done.len() + 1,
+                    pending.len().max(done.len() + 1),
+                    &m.filename,
+                );
                 let t = Instant::now();
                 // The row goes first: a file that commits by itself commits its row with it.
                 let id = self.insert_history(conn, m, None).await?;

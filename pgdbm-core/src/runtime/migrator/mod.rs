@@ -29,6 +29,18 @@ use crate::migrations::MigrationSet;
 use crate::runtime::database::Database;
 use crate::runtime::error::{Error, Result};
 
+/// The callback of [`Migrator::on_progress`].
+#[derive(Clone)]
+struct Progress(std::sync::Arc<ProgressFn>);
+
+type ProgressFn = dyn Fn(usize, usize, &str) + Send + Sync;
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress(..)")
+    }
+}
+
 /// Where the migration files come from.
 #[derive(Clone, Debug)]
 enum Source {
@@ -164,6 +176,7 @@ pub struct Migrator {
     lock_poll: Duration,
     allow_missing: bool,
     pooler: Option<bool>,
+    progress: Option<Progress>,
 }
 
 impl Migrator {
@@ -187,6 +200,7 @@ impl Migrator {
             lock_poll: Duration::from_millis(100),
             allow_missing: false,
             pooler: None,
+            progress: None,
         }
     }
 
@@ -229,6 +243,19 @@ impl Migrator {
                 .iter()
                 .any(|t| target.contains(t))
         })
+    }
+
+    /// Calls `f(n, total, file)` before the run applies each file (`n` from 1), e.g. for a
+    /// progress bar. `total` is what was pending when the run began.
+    pub fn on_progress(mut self, f: impl Fn(usize, usize, &str) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Progress(std::sync::Arc::new(f)));
+        self
+    }
+
+    pub(super) fn report_progress(&self, n: usize, total: usize, file: &str) {
+        if let Some(p) = &self.progress {
+            (p.0)(n, total, file);
+        }
     }
 
     /// The module name.

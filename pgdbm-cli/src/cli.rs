@@ -1,0 +1,317 @@
+//! The command line's shape (clap derive): every command, option and help text.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+const EXAMPLES: &str = "Examples:
+  pgdbm migrate apply --all             apply every module of pgdbm.toml, dependencies first
+  pgdbm migrate status --check          exit 3 if anything is pending or drifted (for CI)
+  pgdbm db reset --yes                  drop, create and migrate the database DATABASE_URL names
+  pgdbm prepare --check                 check .sqlx/ against a scratch database (no server needed)
+  pgdbm completions bash > /etc/bash_completion.d/pgdbm
+
+The database comes from DATABASE_URL (the environment or .env), else from pgdbm.toml's
+[environments.NAME] (--env, else [project] default_env). Modules come from pgdbm.toml (here or in
+a parent directory; --config FILE), or from --dir and --schema.";
+
+/// The pgdbm command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgdbm",
+    version,
+    about = "Migrations, databases, tenants and sqlx's offline data for pgdbm services",
+    after_help = format!("{EXAMPLES}\n\n{}", exit::HELP),
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The project file (default: pgdbm.toml here or in a parent directory, up to the workspace root)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Connect to pgdbm.toml's [environments.NAME] instead of DATABASE_URL
+    #[arg(long, global = true, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Print JSON (status, pending, history, verify, tenants list, test-server status)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// When to colour the output [auto: on a terminal, unless NO_COLOR is set]
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply, inspect, repair and revert migrations
+    #[command(after_help = MIGRATE_EXAMPLES)]
+    Migrate(MigrateCommand),
+    /// Create, drop or reset the database DATABASE_URL names
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// One schema per tenant on one database: list, create, migrate, drop
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// The throwaway PostgreSQL server the tests start when no other server is found
+    TestServer {
+        #[command(subcommand)]
+        command: TestServerCommand,
+    },
+    /// Test databases: clean up what killed test runs left behind
+    Test {
+        #[command(subcommand)]
+        command: TestCommand,
+    },
+    /// Refresh (or --check) sqlx's offline data in .sqlx/ against a scratch database migrated as
+    /// pgdbm.toml says; without DATABASE_URL it uses the throwaway server
+    #[command(after_help = "Examples:
+  pgdbm prepare            write .sqlx/ for every query of the workspace (needs `cargo sqlx`)
+  pgdbm prepare --check    exit with sqlx's status: non-zero if .sqlx/ is out of date")]
+    Prepare(PrepareArgs),
+    /// Print a completion script for a shell
+    #[command(after_help = "Example:\n  pgdbm completions zsh > ~/.zfunc/_pgdbm")]
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+const MIGRATE_EXAMPLES: &str = "Examples:
+  pgdbm migrate apply --all                    every module of pgdbm.toml, dependencies first
+  pgdbm migrate status --module billing --json
+  pgdbm migrate apply --dir migrations --schema myservice --module myservice
+  pgdbm migrate repair 001_create_users.sql --dry-run
+  pgdbm migrate baseline --to 002
+  pgdbm migrate revert --steps 1
+  pgdbm migrate create \"add posts\"";
+
+/// `pgdbm migrate …`.
+#[derive(Debug, Args)]
+pub struct MigrateCommand {
+    #[command(subcommand)]
+    pub action: MigrateAction,
+    #[command(flatten)]
+    pub modules: ModuleArgs,
+}
+
+/// Which module(s) a migrate command acts on, and how.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ModuleArgs {
+    /// One module of pgdbm.toml (default: its top-level module; every module if it has none)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub module: Option<String>,
+    /// Every module of pgdbm.toml, in depends_on order (revert: dependents first)
+    #[arg(long, global = true, conflicts_with_all = ["module", "dir", "schema"])]
+    pub all: bool,
+    /// The migrations directory (instead of pgdbm.toml's)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The schema (instead of pgdbm.toml's; default DB_SCHEMA)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub schema: Option<String>,
+    /// The history table (default: pgdbm.toml's [database] migrations_table, else schema_migrations)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub table: Option<String>,
+    /// Seconds to wait for another runner's lock
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub lock_timeout: Option<f64>,
+    /// Accept history rows whose file is gone
+    #[arg(long, global = true)]
+    pub allow_missing: bool,
+    /// Lock per file in a transaction (behind PgBouncer in transaction mode)
+    #[arg(long, global = true, conflicts_with = "direct")]
+    pub transaction_pooler: bool,
+    /// Hold a session lock for the run (a direct connection) even if the host looks like a pooler
+    #[arg(long, global = true)]
+    pub direct: bool,
+}
+
+/// The migrate subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply pending migrations
+    Apply {
+        /// Show what would be applied, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every file and history row with its state
+    Status {
+        /// Exit 3 if any file is pending, modified or missing
+        #[arg(long)]
+        check: bool,
+    },
+    /// The files not applied yet
+    Pending,
+    /// What `apply` would do, changing nothing
+    DryRun,
+    /// The newest history rows
+    History {
+        /// How many rows
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Check the applied files' checksums
+    Verify,
+    /// Forget that FILE was applied (it runs again next time; its changes stay)
+    MarkUnapplied {
+        /// The file name, as `status` lists it
+        file: String,
+    },
+    /// Accept FILE's new checksum after a deliberate change (a comment, a reformat)
+    Repair {
+        /// The file name, as `status` lists it
+        file: String,
+        /// Show the change, make none
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record files as applied without running them (a database that predates pgdbm)
+    Baseline {
+        /// The last version to record (default: every file)
+        #[arg(long, value_name = "VERSION")]
+        to: Option<u128>,
+        /// Show what would be recorded, record nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Undo applied files with their down files (down/NNN_name.down.sql), newest first
+    Revert {
+        /// Revert everything above this version
+        #[arg(long, value_name = "VERSION", conflicts_with = "steps")]
+        to: Option<u128>,
+        /// Revert the newest N files [default: 1]
+        #[arg(long, value_name = "N")]
+        steps: Option<usize>,
+        /// Show what would be reverted, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the next migration file, NNN_name.sql
+    Create {
+        /// A short description, e.g. "add posts"
+        name: String,
+    },
+}
+
+/// `pgdbm db …`.
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the database DATABASE_URL names (nothing to do if it exists)
+    Create,
+    /// Drop the database DATABASE_URL names
+    Drop {
+        /// Really drop it
+        #[arg(long, action = ArgAction::SetTrue)]
+        yes: bool,
+    },
+    /// Drop, create and migrate (every module of pgdbm.toml) the database DATABASE_URL names
+    Reset {
+        /// Really drop it
+        #[arg(long, action = ArgAction::SetTrue)]
+        yes: bool,
+        #[command(flatten)]
+        modules: ModuleArgs,
+    },
+}
+
+/// `pgdbm tenants …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// The tenants in the registry
+    List(TenantArgs),
+    /// Create a tenant: its schema, migrated
+    Create {
+        /// The tenant's name
+        name: String,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
+    /// Apply pending migrations to one tenant, or every tenant
+    Migrate {
+        /// The tenant (default: every tenant)
+        name: Option<String>,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
+    /// Drop a tenant's schema and its registry row
+    Drop {
+        /// The tenant's name
+        name: String,
+        /// Really drop it
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
+}
+
+/// Which tenant migrations.
+#[derive(Clone, Debug, Args)]
+pub struct TenantArgs {
+    /// The module of pgdbm.toml whose migrations the tenants get (default: its top-level module)
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// The migrations directory (instead of pgdbm.toml's)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `pgdbm test-server …`.
+#[derive(Debug, Subcommand)]
+pub enum TestServerCommand {
+    /// Start the throwaway server (or find it running) and print its URL
+    Start,
+    /// Stop it
+    Stop,
+    /// Whether it runs, where, and on which port
+    Status,
+    /// Print its URL (exit 1 if it is not running)
+    Url,
+}
+
+/// `pgdbm test …`.
+#[derive(Debug, Subcommand)]
+pub enum TestCommand {
+    /// Drop test databases (pgdbm_test_*) left behind by killed test runs
+    Cleanup {
+        /// Every pgdbm_test_* database, not only stale ones (no test may be running)
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `pgdbm prepare`.
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// Check .sqlx/ instead of writing it (exit with sqlx's status)
+    #[arg(long)]
+    pub check: bool,
+}

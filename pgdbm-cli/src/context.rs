@@ -1,0 +1,272 @@
+//! What every command starts from: the project file, the database settings, and the modules a
+//! command acts on.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pgdbm_core::project::{ModuleConfig, Project};
+use pgdbm_core::{Database, DatabaseConfig, Migrator};
+
+use crate::cli::{Global, ModuleArgs};
+
+/// Why a command failed: a message for the user (printed after `error: `).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<pgdbm_core::Error> for Failure {
+    fn from(e: pgdbm_core::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<pgdbm_core::project::ProjectError> for Failure {
+    fn from(e: pgdbm_core::project::ProjectError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// A failure with this message.
+pub fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(Failure(message.into()))
+}
+
+/// The commands' result.
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// The project file and global options.
+pub struct Context {
+    /// The parsed pgdbm.toml, if there is one.
+    pub project: Option<Project>,
+    /// `--env`.
+    pub env: Option<String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// One module a command acts on.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The module name the history records.
+    pub module: String,
+    /// Its migrations directory.
+    pub dir: PathBuf,
+    /// Its schema.
+    pub schema: Option<String>,
+}
+
+impl Context {
+    /// Reads `.env` and the project file (`--config`, else pgdbm.toml here or above).
+    pub fn new(global: &Global) -> Result<Context> {
+        // `.env` goes into the environment first, as the library's DatabaseConfig::from_env does.
+        let _ = DatabaseConfig::from_env();
+        let path = match &global.config {
+            Some(p) if !p.is_file() => {
+                return fail(format!(
+                    "--config `{}` does not exist; give the path of a pgdbm.toml",
+                    p.display()
+                ));
+            }
+            Some(p) => Some(p.clone()),
+            None => std::env::current_dir().ok().and_then(|d| Project::find(&d)),
+        };
+        let project = match path {
+            Some(p) => Some(Project::load(&p)?),
+            None => None,
+        };
+        Ok(Context {
+            project,
+            env: global.env.clone(),
+            json: global.json,
+        })
+    }
+
+    /// The connection settings: DATABASE_URL (and the other DB_* variables), else the project
+    /// file's environment (`--env`, else `[project] default_env` when the file declares it).
+    pub fn database_config(&self) -> Result<DatabaseConfig> {
+        let url_set = std::env::var("DATABASE_URL").is_ok_and(|v| !v.trim().is_empty());
+        let env = match (&self.project, &self.env) {
+            (Some(p), Some(name)) => Some(p.environment(name)?),
+            (None, Some(_)) => {
+                return fail(
+                    "--env names an [environments.NAME] section of pgdbm.toml, and none was found (here or above, or --config FILE)",
+                );
+            }
+            (Some(p), None) if !url_set => p.environment(p.default_env()).ok(),
+            _ => None,
+        };
+        let Some(e) = env else {
+            return Ok(DatabaseConfig::from_env()?);
+        };
+        if !url_set && self.env.is_none() {
+            tracing::debug!(environment = %e.name, "pgdbm: DATABASE_URL is not set; using pgdbm.toml's default environment");
+        }
+        // The environment's settings stand in for the variables the library reads, as pgdbm
+        // (Python)'s CLI builds its connection from them; set variables still win over its
+        // schema and TLS settings.
+        let url = e.resolve_url()?;
+        let mode = e
+            .ssl_mode
+            .clone()
+            .or_else(|| e.ssl_enabled.then(|| "require".to_string()));
+        let from_env = [
+            (
+                "DB_SCHEMA",
+                (e.schema != "public").then(|| e.schema.clone()),
+            ),
+            ("DB_SSL_MODE", mode),
+            ("DB_SSL_CA_FILE", e.ssl_ca_file.clone()),
+            ("DB_SSL_CERT_FILE", e.ssl_cert_file.clone()),
+            ("DB_SSL_KEY_FILE", e.ssl_key_file.clone()),
+        ];
+        Ok(DatabaseConfig::from_lookup(|k| {
+            if k == "DATABASE_URL" {
+                return Some(url.clone());
+            }
+            let set = std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+            set.or_else(|| {
+                from_env
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .and_then(|(_, v)| v.clone())
+            })
+        })?)
+    }
+
+    /// The modules `args` selects, in the order a command acts on them.
+    pub fn targets(&self, args: &ModuleArgs) -> Result<Vec<Target>> {
+        let project = self.project.as_ref();
+        // Without --module, a file that declares modules but no top-level one means all of
+        // them, as pgdbm (Python)'s CLI does.
+        let implicit_all = args.module.is_none()
+            && args.dir.is_none()
+            && args.schema.is_none()
+            && project
+                .is_some_and(|p| p.default_module.migrations.is_none() && !p.modules.is_empty());
+        if args.all || implicit_all {
+            let Some(p) = project else {
+                return fail(
+                    "--all needs a pgdbm.toml (here or above, or --config FILE) declaring [modules.NAME] sections",
+                );
+            };
+            let ordered = p.module_order()?;
+            if ordered.is_empty() {
+                return Ok(vec![target_of(&p.default_module, p)?]);
+            }
+            return ordered.into_iter().map(|m| target_of(m, p)).collect();
+        }
+        let from_file = project.and_then(|p| {
+            let m = match &args.module {
+                Some(name) => p
+                    .module(name)
+                    .or_else(|| (p.default_module.name == *name).then_some(&p.default_module)),
+                // An explicit --dir without --module is outside the file's modules.
+                None if args.dir.is_none() => Some(&p.default_module),
+                None => None,
+            };
+            m.filter(|m| m.migrations.is_some() || args.dir.is_some())
+        });
+        if let (Some(name), Some(p), None, None) = (&args.module, project, from_file, &args.dir) {
+            let mut declared: Vec<&str> = p.modules.iter().map(|m| m.name.as_str()).collect();
+            if p.default_module.migrations.is_some()
+                && !declared.contains(&p.default_module.name.as_str())
+            {
+                declared.push(&p.default_module.name);
+            }
+            return fail(format!(
+                "`{}` declares no module `{name}` (it declares: {}); pick one of those, or give --dir",
+                p.path.display(),
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            ));
+        }
+        let mut t = match from_file {
+            Some(m) => Target {
+                module: m.name.clone(),
+                dir: m
+                    .migrations
+                    .as_ref()
+                    .map_or_else(|| PathBuf::from("./migrations"), |d| d.path.clone()),
+                schema: m.schema.clone(),
+            },
+            None => Target {
+                module: args.module.clone().unwrap_or_default(),
+                dir: "./migrations".into(),
+                schema: None,
+            },
+        };
+        if let Some(d) = &args.dir {
+            t.dir = d.clone();
+        }
+        if args.schema.is_some() {
+            t.schema = args.schema.clone();
+        }
+        Ok(vec![t])
+    }
+
+    /// A manager on `target`'s schema with a small pool (a command needs one or two connections).
+    pub async fn connect(&self, target: &Target) -> Result<Database> {
+        let mut config = self
+            .database_config()?
+            .min_connections(1)
+            .max_connections(2)
+            // A command reports an unreachable server at once rather than retrying for seconds,
+            // and creates a schema only when it writes (the migrator does, on apply).
+            .retry_attempts(1)
+            .create_schema(false);
+        if let Some(s) = &target.schema {
+            config = config.schema(s);
+        }
+        Ok(Database::connect(config).await?)
+    }
+
+    /// The migrator for `target` on `db`, with the options of `args`.
+    pub fn migrator(&self, db: &Database, target: &Target, args: &ModuleArgs) -> Migrator {
+        let module = if target.module.is_empty() {
+            db.schema().unwrap_or("default").to_string()
+        } else {
+            target.module.clone()
+        };
+        let mut m = Migrator::new(db, &target.dir, &module).allow_missing(args.allow_missing);
+        let table = args
+            .table
+            .clone()
+            .or_else(|| self.project.as_ref().map(|p| p.migrations_table.clone()));
+        if let Some(table) = &table {
+            m = m.table(table);
+        }
+        if let Some(secs) = args.lock_timeout {
+            m = m.lock_timeout(Duration::from_secs_f64(secs.max(0.0)));
+        }
+        if args.transaction_pooler {
+            m = m.transaction_pooler(true);
+        } else if args.direct {
+            m = m.transaction_pooler(false);
+        }
+        m
+    }
+}
+
+fn target_of(m: &ModuleConfig, project: &Project) -> Result<Target> {
+    let Some(dir) = &m.migrations else {
+        return fail(format!(
+            "module `{}` in `{}` has no migrations_path; add one",
+            m.name,
+            project.path.display()
+        ));
+    };
+    Ok(Target {
+        module: m.name.clone(),
+        dir: dir.path.clone(),
+        schema: m.schema.clone(),
+    })
+}

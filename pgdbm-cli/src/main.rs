@@ -1,0 +1,50 @@
+//! `pgdbm`: the command line of pgdbm. See `pgdbm --help`; exit codes are in [`exit`].
+
+mod cli;
+mod context;
+mod db;
+mod exit;
+mod migrate;
+mod output;
+mod prepare;
+mod tenants;
+mod test_server;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command};
+use context::Context;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_color(cli.global.color);
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "pgdbm", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        let ctx = Context::new(&cli.global)?;
+        match cli.command {
+            Command::Migrate(cmd) => migrate::run(&ctx, cmd).await,
+            Command::Db { command } => db::run(&ctx, command).await,
+            Command::Tenants { command } => tenants::run(&ctx, command).await,
+            Command::TestServer { command } => test_server::run(&ctx, command).await,
+            Command::Test { command } => test_server::run_test(&ctx, command).await,
+            Command::Prepare(args) => prepare::run(&ctx, args).await,
+            Command::Completions { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            output::error(&e);
+            exit::Code::Error.into()
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Printing: colour only where it helps (a terminal, no NO_COLOR), JSON on request.
+
+use std::io::IsTerminal;
+
+use anstream::ColorChoice;
+use anstyle::{AnsiColor, Style};
+
+use crate::cli::ColorWhen;
+
+/// Sets the colour choice for everything printed through `anstream`: `auto` colours a
+/// terminal unless `NO_COLOR` is set (anstream reads both).
+pub fn init_color(when: ColorWhen) {
+    let choice = match when {
+        ColorWhen::Auto => ColorChoice::Auto,
+        ColorWhen::Always => ColorChoice::Always,
+        ColorWhen::Never => ColorChoice::Never,
+    };
+    choice.write_global();
+}
+
+/// Green: done, applied.
+pub const GOOD: Style = AnsiColor::Green.on_default();
+/// Yellow: pending, would change.
+pub const PENDING: Style = AnsiColor::Yellow.on_default();
+/// Bold red: errors, drift.
+pub const BAD: Style = AnsiColor::Red.on_default().bold();
+/// Bold: headings.
+pub const HEADING: Style = Style::new().bold();
+
+/// `text` in `style` (the style's codes are stripped when colour is off).
+pub fn styled(style: Style, text: impl std::fmt::Display) -> String {
+    format!("{style}{text}{style:#}")
+}
+
+/// Prints the error on stderr as `error: …`.
+pub fn error(e: &impl std::fmt::Display) {
+    anstream::eprintln!("{} {e}", styled(BAD, "error:"));
+}
+
+/// Prints a JSON document on stdout.
+pub fn json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a JSON value serialises")
+    );
+}
+
+/// Whether stderr is a terminal (progress bars go there, and only there).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
