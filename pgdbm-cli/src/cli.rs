@@ -221,22 +221,32 @@ pub enum MigrateAction {
     },
 }
 
-/// `pgdbm db …`.
+/// `pgdbm db …`: the database DATABASE_URL (or --env) names, through the server's `postgres`
+/// database with the same credentials.
 #[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Create the database DATABASE_URL names (nothing to do if it exists)
     Create,
-    /// Drop the database DATABASE_URL names
+    /// Drop the database DATABASE_URL names (nothing to do if it does not exist)
+    #[command(after_help = "Examples:
+  pgdbm db drop --yes            refused while other sessions are connected
+  pgdbm db drop --yes --force    end those sessions first (DROP DATABASE … WITH (FORCE))")]
     Drop {
         /// Really drop it
         #[arg(long, action = ArgAction::SetTrue)]
         yes: bool,
+        /// End the other sessions connected to it instead of refusing
+        #[arg(long, action = ArgAction::SetTrue)]
+        force: bool,
     },
     /// Drop, create and migrate (every module of pgdbm.toml) the database DATABASE_URL names
     Reset {
         /// Really drop it
         #[arg(long, action = ArgAction::SetTrue)]
         yes: bool,
+        /// End the other sessions connected to it instead of refusing
+        #[arg(long, action = ArgAction::SetTrue)]
+        force: bool,
         #[command(flatten)]
         modules: ModuleArgs,
     },
@@ -284,14 +294,16 @@ pub struct TenantArgs {
     pub dir: Option<PathBuf>,
 }
 
-/// `pgdbm test-server …`.
+/// `pgdbm test-server …`: the server in $PGDBM_TEST_SERVER_DIR, else in the cargo target
+/// directory's `pgdbm-test-server/` (where the tests look for it).
 #[derive(Debug, Subcommand)]
 pub enum TestServerCommand {
-    /// Start the throwaway server (or find it running) and print its URL
+    /// Start the throwaway server (or find it running) and print its URL; it lives in
+    /// $PGDBM_TEST_SERVER_DIR, else in target/pgdbm-test-server
     Start,
-    /// Stop it
+    /// Stop it (nothing to do if it is not running)
     Stop,
-    /// Whether it runs, where, and on which port
+    /// Whether it runs, where, and on which port (--json: running, port, dir, url)
     Status,
     /// Print its URL (exit 1 if it is not running)
     Url,
@@ -300,7 +312,8 @@ pub enum TestServerCommand {
 /// `pgdbm test …`.
 #[derive(Debug, Subcommand)]
 pub enum TestCommand {
-    /// Drop test databases (pgdbm_test_*) left behind by killed test runs
+    /// Drop test databases (pgdbm_test_*) left behind by killed test runs, on the server the tests
+    /// use (PGDBM_TEST_DATABASE_URL, DATABASE_URL, localhost:5432, else the throwaway server)
     Cleanup {
         /// Every pgdbm_test_* database, not only stale ones (no test may be running)
         #[arg(long)]
@@ -311,7 +324,7 @@ pub enum TestCommand {
 /// `pgdbm prepare`.
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
-    /// Check .sqlx/ instead of writing it (exit with sqlx's status)
+    /// Check .sqlx/ instead of writing it (exit 1 if it is out of date)
     #[arg(long)]
     pub check: bool,
 }

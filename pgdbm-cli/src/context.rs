@@ -90,6 +90,17 @@ impl Context {
     /// The connection settings: DATABASE_URL (and the other DB_* variables), else the project
     /// file's environment (`--env`, else `[project] default_env` when the file declares it).
     pub fn database_config(&self) -> Result<DatabaseConfig> {
+        self.database_config_with(|_, value| value)
+    }
+
+    /// [`database_config`](Self::database_config) with every setting it reads passed through
+    /// `map(variable, value)` first: DATABASE_URL (also when pgdbm.toml's environment supplies
+    /// the URL), DB_NAME and the other DB_* variables. `pgdbm db` uses it to reach the
+    /// maintenance database of the same server with the same credentials and TLS settings.
+    pub fn database_config_with(
+        &self,
+        map: impl Fn(&str, Option<String>) -> Option<String>,
+    ) -> Result<DatabaseConfig> {
         let url_set = std::env::var("DATABASE_URL").is_ok_and(|v| !v.trim().is_empty());
         let env = match (&self.project, &self.env) {
             (Some(p), Some(name)) => Some(p.environment(name)?),
@@ -102,7 +113,10 @@ impl Context {
             _ => None,
         };
         let Some(e) = env else {
-            return Ok(DatabaseConfig::from_env()?);
+            // `.env` was read into the environment by `Context::new`.
+            return Ok(DatabaseConfig::from_lookup(|k| {
+                map(k, std::env::var(k).ok())
+            })?);
         };
         if !url_set && self.env.is_none() {
             tracing::debug!(environment = %e.name, "pgdbm: DATABASE_URL is not set; using pgdbm.toml's default environment");
@@ -127,15 +141,18 @@ impl Context {
         ];
         Ok(DatabaseConfig::from_lookup(|k| {
             if k == "DATABASE_URL" {
-                return Some(url.clone());
+                return map(k, Some(url.clone()));
             }
             let set = std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-            set.or_else(|| {
-                from_env
-                    .iter()
-                    .find(|(name, _)| *name == k)
-                    .and_then(|(_, v)| v.clone())
-            })
+            map(
+                k,
+                set.or_else(|| {
+                    from_env
+                        .iter()
+                        .find(|(name, _)| *name == k)
+                        .and_then(|(_, v)| v.clone())
+                }),
+            )
         })?)
     }
 

@@ -12,7 +12,7 @@ pub const MAX_FILENAME_LEN: usize = 255;
 /// The version at the start of a migration file name.
 ///
 /// Ordered by number first, so `2_b.sql` comes before `10_c.sql`; `text` only breaks ties (which
-/// a [`MigrationSet`] never holds, since it refuses duplicate numbers).
+/// a [`MigrationSet`](super::MigrationSet) never holds, since it refuses duplicate numbers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MigrationVersion {
     /// The version as a number: `001_a.sql` → 1.

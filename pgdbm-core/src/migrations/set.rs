@@ -132,7 +132,7 @@ impl MigrationSet {
 
     /// One SHA-256 (lowercase hex) over every file name and checksum, in apply order: identifies
     /// the set, e.g. to key a template database built from it. Renaming, editing (beyond what
-    /// [`checksum`] ignores), adding or removing a file changes it.
+    /// [`checksum`](super::checksum) ignores), adding or removing a file changes it.
     pub fn set_checksum(&self) -> String {
         let mut h = Sha256::new();
         for m in &self.migrations {

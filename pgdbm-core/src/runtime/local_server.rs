@@ -1,11 +1,241 @@
-//! A PostgreSQL cluster of our own, run from the installed binaries (`initdb`, `pg_ctl`): the
-//! throwaway server of the test support, and the private servers of tests that stop, restart and
-//! kill one.
+//! A PostgreSQL cluster of our own, run from the installed binaries (`initdb`, `pg_ctl`):
+//! [`ThrowawayServer`], the server the test support (and `pgdbm test-server`, `pgdbm prepare`)
+//! starts when no other is found, and [`LocalCluster`], which also runs the private servers of
+//! tests that stop, restart and kill one.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::runtime::error::{Error, Result};
+
+/// The environment variable that moves the throwaway server to another directory (see
+/// [`ThrowawayServer::default_root`]).
+pub const THROWAWAY_DIR_ENV: &str = "PGDBM_TEST_SERVER_DIR";
+
+/// The throwaway server: a [`LocalCluster`] in a directory of its own (`root`), started on a spare
+/// port when first needed and left running, so later test runs, other test binaries and other
+/// commands reuse it.
+///
+/// `root` holds `data/` (the cluster), `server.log`, `port` (the port it was last started on) and
+/// `lock` (held while it is being started or stopped, so concurrent callers start it once).
+///
+/// ```no_run
+/// # async fn demo() -> pgdbm_core::Result<()> {
+/// use pgdbm_core::local_server::{ThrowawayServer, find_binaries};
+/// let server = ThrowawayServer::new(ThrowawayServer::default_root());
+/// let bin = find_binaries().expect("initdb and pg_ctl installed");
+/// let admin_url = server.start_or_reuse(&bin).await?; // postgresql://postgres@127.0.0.1:PORT/postgres
+/// assert_eq!(server.url().await, Some(admin_url));
+/// server.stop(&bin)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrowawayServer {
+    root: PathBuf,
+}
+
+impl ThrowawayServer {
+    /// The throwaway server kept in `root` (nothing is created or started yet).
+    pub fn new(root: impl Into<PathBuf>) -> ThrowawayServer {
+        ThrowawayServer { root: root.into() }
+    }
+
+    /// Where the test support keeps its throwaway server, in this order: `$PGDBM_TEST_SERVER_DIR`
+    /// ([`THROWAWAY_DIR_ENV`]); `$CARGO_TARGET_DIR/pgdbm-test-server`; `pgdbm-test-server` in the
+    /// cargo target directory holding the running executable (a test binary, or `pgdbm` built in
+    /// the workspace); `target/pgdbm-test-server` in the current directory or the nearest parent
+    /// with a cargo target directory; else `pgdbm-test-server` in the system's temporary directory.
+    pub fn default_root() -> PathBuf {
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        if let Some(dir) = env(THROWAWAY_DIR_ENV) {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = env("CARGO_TARGET_DIR") {
+            return PathBuf::from(dir).join("pgdbm-test-server");
+        }
+        // Cargo marks its target directory with CACHEDIR.TAG.
+        if let Ok(exe) = std::env::current_exe() {
+            for dir in exe.ancestors().skip(1) {
+                if dir.join("CACHEDIR.TAG").is_file() {
+                    return dir.join("pgdbm-test-server");
+                }
+            }
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            for dir in cwd.ancestors() {
+                if dir.join("target").join("CACHEDIR.TAG").is_file() {
+                    return dir.join("target").join("pgdbm-test-server");
+                }
+            }
+        }
+        std::env::temp_dir().join("pgdbm-test-server")
+    }
+
+    /// Its directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cluster's data directory (`root/data`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// The server log (`root/server.log`).
+    pub fn log(&self) -> PathBuf {
+        self.root.join("server.log")
+    }
+
+    /// Starts the server with the binaries in `bin` (`initdb` first if `root` holds no cluster),
+    /// or finds it running; returns the URL of its `postgres` database
+    /// (`postgresql://postgres@127.0.0.1:PORT/postgres`).
+    ///
+    /// Concurrent callers (parallel test binaries) serialise on a file lock in `root`, so exactly
+    /// one starts the server and the others reuse it.
+    pub async fn start_or_reuse(&self, bin: &Path) -> Result<String> {
+        let root = &self.root;
+        std::fs::create_dir_all(root)
+            .map_err(|e| fail(format!("cannot create {}: {e}", root.display())))?;
+        let _lock = self.lock()?;
+        if let Some((port, _)) = self.status().await {
+            return Ok(admin_url(port));
+        }
+        let mut cluster = LocalCluster::init(bin, root)?;
+        cluster.start()?;
+        let port = cluster.port();
+        std::fs::write(self.port_file(), port.to_string())
+            .map_err(|e| fail(format!("cannot write {}: {e}", self.port_file().display())))?;
+        tracing::info!(dir = %root.display(), port, "pgdbm: started a throwaway PostgreSQL for tests");
+        probe(&admin_url(port)).await.map_err(fail)?;
+        Ok(admin_url(port))
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`, with the binaries in `bin`) and waits until it is
+    /// down. `Ok(false)`: it was not running (or `root` holds no cluster); nothing was done.
+    pub fn stop(&self, bin: &Path) -> Result<bool> {
+        if !self.data_dir().join("PG_VERSION").is_file() {
+            return Ok(false);
+        }
+        let _lock = self.lock()?;
+        let cluster = LocalCluster {
+            bin: bin.to_path_buf(),
+            root: self.root.clone(),
+            port: 0,
+        };
+        let running = cluster.pg_ctl_status()?;
+        if running {
+            cluster.stop("fast")?;
+        }
+        let _ = std::fs::remove_file(self.port_file());
+        Ok(running)
+    }
+
+    /// `Some((port, data directory))` when the server runs and answers: the port is read from
+    /// the cluster's `postmaster.pid`, and the server listening there must report this data
+    /// directory as its own.
+    pub async fn status(&self) -> Option<(u16, PathBuf)> {
+        let data = self.data_dir();
+        let pid_file = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+        // postmaster.pid: pid, data directory, start time, port, socket directory, …
+        let port: u16 = pid_file.lines().nth(3)?.trim().parse().ok()?;
+        let mut conn = connect(&admin_url(port)).await.ok()?;
+        let theirs: std::result::Result<String, _> = sqlx::query_scalar("SHOW data_directory")
+            .fetch_one(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        let same = match (
+            std::fs::canonicalize(theirs.ok()?),
+            std::fs::canonicalize(&data),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        same.then_some((port, data))
+    }
+
+    /// The URL of its `postgres` database when it runs (see [`status`](Self::status)).
+    pub async fn url(&self) -> Option<String> {
+        self.status().await.map(|(port, _)| admin_url(port))
+    }
+
+    fn port_file(&self) -> PathBuf {
+        self.root.join("port")
+    }
+
+    /// Holds `root/lock` until the returned file is dropped.
+    fn lock(&self) -> Result<std::fs::File> {
+        let path = self.root.join("lock");
+        let lock = std::fs::File::create(&path)
+            .map_err(|e| fail(format!("cannot create {}: {e}", path.display())))?;
+        lock.lock()
+            .map_err(|e| fail(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(lock)
+    }
+}
+
+/// The first directory holding both `initdb` and `pg_ctl`: on `PATH`, then in
+/// [`postgres_bin_dirs`].
+pub fn find_binaries() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(postgres_bin_dirs());
+    dirs.into_iter().find(|d| has_binaries(d))
+}
+
+/// `/usr/lib/postgresql/*/bin` (where Debian and Ubuntu install PostgreSQL), newest version
+/// first.
+pub fn postgres_bin_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .collect();
+    // Newest version first (numerically: 9 < 15).
+    dirs.sort_by_key(|d| {
+        let version = d
+            .parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+        std::cmp::Reverse((version, d.clone()))
+    });
+    dirs
+}
+
+/// Whether `dir` holds `initdb` and `pg_ctl`.
+pub(crate) fn has_binaries(dir: &Path) -> bool {
+    dir.join("initdb").is_file() && dir.join("pg_ctl").is_file()
+}
+
+/// `postgresql://postgres@127.0.0.1:PORT/postgres`.
+fn admin_url(port: u16) -> String {
+    format!("postgresql://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// One connection to `url`, given up after 3 s.
+async fn connect(url: &str) -> std::result::Result<sqlx::PgConnection, String> {
+    let opts: PgConnectOptions = crate::runtime::config::DatabaseConfig::new(url)
+        .connect_options()
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(3), opts.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string().lines().next().unwrap_or("").to_string()),
+        Err(_) => Err("no answer within 3 s".into()),
+    }
+}
+
+/// Whether a server answers at `url` (the reason when not: the first line of the error).
+pub(crate) async fn probe(url: &str) -> std::result::Result<(), String> {
+    let c = connect(url).await?;
+    let _ = c.close().await;
+    Ok(())
+}
 
 /// A cluster in `root/data`, logging to `root/server.log`, listening on 127.0.0.1 only (no Unix
 /// socket), with settings made for tests (no fsync, up to 200 connections).
@@ -103,6 +333,26 @@ impl LocalCluster {
     /// Whether a server process holds the data directory.
     pub fn is_running(&self) -> bool {
         self.data().join("postmaster.pid").exists()
+    }
+
+    /// `pg_ctl status`: whether a live server process runs on the data directory (a stale
+    /// `postmaster.pid` of a killed server counts as not running).
+    fn pg_ctl_status(&self) -> Result<bool> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("status").arg("-D").arg(self.data());
+        let out = cmd
+            .output()
+            .map_err(|e| fail(format!("cannot run {cmd:?}: {e}")))?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            // 3: no server running; 4: no data directory.
+            Some(3 | 4) => Ok(false),
+            _ => Err(fail(format!(
+                "{cmd:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ))),
+        }
     }
 
     fn command(&self, program: &str) -> Command {

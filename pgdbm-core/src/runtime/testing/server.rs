@@ -1,17 +1,14 @@
 //! Finding a PostgreSQL server for tests, or starting a throwaway one.
 //!
 //! Order: `PGDBM_TEST_DATABASE_URL`, `DATABASE_URL`, a server on localhost:5432 (TCP, then the
-//! usual socket directories), and otherwise a server started from the PostgreSQL binaries on the
-//! machine in a directory under `target/`, reused by later runs and test binaries.
+//! usual socket directories), and otherwise the [`ThrowawayServer`] started from the PostgreSQL
+//! binaries on the machine in a directory under `target/` (or `$PGDBM_TEST_SERVER_DIR`), reused by
+//! later runs and test binaries.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 
 use crate::runtime::error::{Error, Result};
-use crate::runtime::local_server::LocalCluster;
+use crate::runtime::local_server::{self, ThrowawayServer, probe};
 
 /// Where the test server came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,22 +57,14 @@ impl ServerDiscovery {
     /// The default search, from the environment.
     pub fn from_env() -> ServerDiscovery {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let mut bin_dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .collect();
-        // Newest version first.
-        bin_dirs.sort_by(|a, b| b.cmp(a));
         ServerDiscovery {
             test_url: env("PGDBM_TEST_DATABASE_URL"),
             database_url: env("DATABASE_URL"),
             localhost_port: Some(5432),
             socket_dirs: vec!["/var/run/postgresql".into(), "/tmp".into()],
-            bin_dirs,
+            bin_dirs: local_server::postgres_bin_dirs(),
             search_path: true,
-            throwaway_dir: Some(default_throwaway_dir()),
+            throwaway_dir: Some(ThrowawayServer::default_root()),
         }
     }
 
@@ -143,7 +132,7 @@ impl ServerDiscovery {
                             .join(", ")
                     }
                 )),
-                Some(bin) => match start_throwaway(&bin, dir).await {
+                Some(bin) => match ThrowawayServer::new(dir).start_or_reuse(&bin).await {
                     Ok(url) => {
                         return Ok(TestServer {
                             admin_url: url,
@@ -172,25 +161,8 @@ impl ServerDiscovery {
             dirs.extend(std::env::split_paths(&path));
         }
         dirs.extend(self.bin_dirs.iter().cloned());
-        dirs.into_iter()
-            .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        dirs.into_iter().find(|d| local_server::has_binaries(d))
     }
-}
-
-/// `target/pgdbm-test-server`, found from the running test binary (or `CARGO_TARGET_DIR`).
-fn default_throwaway_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir).join("pgdbm-test-server");
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        // Cargo marks its target directory with CACHEDIR.TAG.
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.join("pgdbm-test-server");
-            }
-        }
-    }
-    std::env::temp_dir().join("pgdbm-test-server")
 }
 
 /// The same server's `postgres` database.
@@ -204,59 +176,14 @@ pub(crate) fn admin_url_of(url: &str) -> String {
     }
 }
 
-async fn probe(url: &str) -> std::result::Result<(), String> {
-    let opts: PgConnectOptions = crate::runtime::config::DatabaseConfig::new(url)
-        .connect_options()
-        .map_err(|e| e.to_string())?;
-    let connect = opts.connect();
-    match tokio::time::timeout(Duration::from_secs(3), connect).await {
-        Ok(Ok(c)) => {
-            let _ = c.close().await;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(short(&e)),
-        Err(_) => Err("no answer within 3 s".into()),
-    }
-}
-
-fn short(e: &sqlx::Error) -> String {
-    let s = e.to_string();
-    s.lines().next().unwrap_or("").to_string()
-}
-
-/// Starts (or finds running) the throwaway server in `root`; returns its admin URL.
-///
-/// Parallel test binaries serialise here on a file lock, so exactly one initialises and starts
-/// the server and the others reuse it.
-async fn start_throwaway(bin: &Path, root: &Path) -> std::result::Result<String, String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
-    lock.lock()
-        .map_err(|e| format!("cannot lock {}: {e}", root.display()))?;
-    let url_for = |port: u16| format!("postgresql://postgres@127.0.0.1:{port}/postgres");
-    let port_file = root.join("port");
-    if let Some(port) = std::fs::read_to_string(&port_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<u16>().ok())
-        && probe(&url_for(port)).await.is_ok()
-    {
-        return Ok(url_for(port));
-    }
-    let mut cluster = LocalCluster::init(bin, root).map_err(|e| e.to_string())?;
-    cluster.start().map_err(|e| e.to_string())?;
-    let port = cluster.port();
-    std::fs::write(&port_file, port.to_string()).map_err(|e| e.to_string())?;
-    tracing::info!(dir = %root.display(), port, "pgdbm: started a throwaway PostgreSQL for tests");
-    probe(&url_for(port)).await?;
-    Ok(url_for(port))
-}
-
-/// Stops a throwaway server started in `root` (for tests of this module and for cleanup).
+/// Stops a throwaway server started in `root` (for tests of this module and for cleanup); see
+/// [`ThrowawayServer::stop`].
 pub fn stop_throwaway(bin_dir: &Path, root: &Path) -> Result<()> {
-    LocalCluster::init(bin_dir, root)?.stop("immediate")
+    ThrowawayServer::new(root).stop(bin_dir).map(|_| ())
 }
 
-/// The first directory with `initdb` and `pg_ctl` in [`ServerDiscovery::from_env`]'s search.
+/// The first directory with `initdb` and `pg_ctl` in [`ServerDiscovery::from_env`]'s search (see
+/// [`local_server::find_binaries`]).
 pub fn find_binaries() -> Option<PathBuf> {
-    ServerDiscovery::from_env().binaries()
+    local_server::find_binaries()
 }

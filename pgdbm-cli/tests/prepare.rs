@@ -1,0 +1,338 @@
+//! `pgdbm prepare [--check]`: the built binary driving the real `cargo sqlx prepare` against
+//! scratch databases on real servers.
+//!
+//! The runs that compile share one lock: `cargo sqlx prepare --check` regenerates into
+//! `<target>/sqlx-prepare-check`, which every workspace built into one target directory shares,
+//! so two checks at once would mix their files.
+
+mod support;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use sqlx::{Connection, PgConnection};
+use support::{Run, write};
+
+static ONE_PREPARE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const INSTALL: &str = "cargo install sqlx-cli --version 0.9.0 --no-default-features --features postgres,rustls --locked";
+
+/// This repository's root.
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The target directory this test was built into.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repository().join("target"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The URL of the `postgres` database of the server the tests use.
+fn test_server() -> String {
+    runtime().block_on(async {
+        pgdbm_core::testing::test_server()
+            .await
+            .expect("a server for tests")
+            .admin_url
+            .clone()
+    })
+}
+
+/// The databases on the server at `admin_url` that a `pgdbm prepare` with process id `pid` made.
+fn scratch_databases_of(admin_url: &str, pid: u32) -> Vec<String> {
+    runtime().block_on(async {
+        let mut conn = PgConnection::connect(admin_url).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'pgdbm\\_test\\_%\\_' || $1 || '\\_prepare'",
+        )
+        .bind(pid.to_string())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        names
+    })
+}
+
+/// `pgdbm ARGS` in `cwd` with `env` and no other database settings; the run and its process id.
+fn pgdbm(cwd: &Path, args: &[&str], env: &[(&str, OsString)]) -> (Run, u32) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgdbm"));
+    c.current_dir(cwd).args(args).env("NO_COLOR", "1");
+    for var in [
+        "DATABASE_URL",
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_SCHEMA",
+        "PGDBM_TEST_DATABASE_URL",
+        "PGDBM_TEST_SERVER_DIR",
+    ] {
+        c.env_remove(var);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgdbm");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (run, pid)
+}
+
+/// The cargo running this test (a toolchain's cargo, not a rustup proxy).
+fn cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO")))
+}
+
+#[test]
+fn without_cargo_sqlx_it_says_how_to_install_it_and_creates_nothing() {
+    let admin = test_server();
+    let tmp = tempfile::tempdir().unwrap();
+    // PATH: a directory with only `cargo`, then PATH without any directory holding cargo-sqlx.
+    // Cargo also runs subcommands from $CARGO_HOME/bin, so CARGO_HOME is an empty directory.
+    let bin = tmp.path().join("bin");
+    let home = tmp.path().join("cargo-home");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink(cargo(), bin.join("cargo")).unwrap();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::iter::once(bin.clone())
+            .chain(std::env::split_paths(&rest).filter(|d| !d.join("cargo-sqlx").exists())),
+    )
+    .unwrap();
+    let env = [
+        ("PATH", path.clone()),
+        ("CARGO_HOME", home.clone().into_os_string()),
+        ("DATABASE_URL", admin.clone().into()),
+    ];
+    // The setting really hides sqlx-cli and really keeps cargo.
+    let probe = |args: &[&str]| {
+        Command::new(bin.join("cargo"))
+            .args(args)
+            .env("PATH", &path)
+            .env("CARGO_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    assert!(probe(&["--version"]).status.success());
+    let sqlx = probe(&["sqlx", "--version"]);
+    assert!(
+        !sqlx.status.success() && String::from_utf8_lossy(&sqlx.stderr).contains("no such command"),
+        "cargo sqlx is still found: {sqlx:?}"
+    );
+
+    let (r, pid) = pgdbm(&repository(), &["prepare", "--check"], &env);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("`cargo sqlx` is not installed"), "{r:?}");
+    assert!(r.stderr.contains(INSTALL), "{r:?}");
+    assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+}
+
+#[test]
+fn check_passes_on_this_repository_with_the_throwaway_server() {
+    let _one = ONE_PREPARE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    // DATABASE_URL unset: the throwaway server, in a directory of this test's own.
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("PGDBM_TEST_SERVER_DIR", dir.path().as_os_str().to_owned())];
+    struct Stop<'a>(&'a [(&'a str, OsString)]);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let (r, _) = pgdbm(&repository(), &["test-server", "stop"], self.0);
+            assert_eq!(r.code, Some(0), "{r:?}");
+        }
+    }
+    let _stop = Stop(&env);
+
+    let started = std::time::Instant::now();
+    let (r, pid) = pgdbm(&repository(), &["prepare", "--check"], &env);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "using the throwaway server in {}",
+            dir.path().display()
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("running cargo sqlx prepare --check"),
+        "{r:?}"
+    );
+    // sqlx really compiled the workspace's queries into its check directory.
+    let checked = std::fs::read_dir(target_dir().join("sqlx-prepare-check"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.metadata().unwrap().modified().unwrap()
+                    >= std::time::SystemTime::now() - started.elapsed()
+            })
+        })
+        .count();
+    assert!(checked > 0, "no query data regenerated: {r:?}");
+
+    // The server keeps running for the next use; the scratch database is gone.
+    let (url, _) = pgdbm(&repository(), &["test-server", "url"], &env);
+    assert_eq!(url.code, Some(0), "{url:?}");
+    assert_eq!(
+        scratch_databases_of(url.stdout.trim(), pid),
+        Vec::<String>::new()
+    );
+}
+
+const USERS_QUERY: &str = "SELECT email FROM demo.users WHERE id = $1";
+
+/// A workspace of one crate with one `sqlx::query!`, a module `demo` in pgdbm.toml, and this
+/// repository's Cargo.lock (the same dependency versions, built into the same target directory,
+/// so only the crate itself compiles after the first run).
+fn small_workspace(dir: &Path, query: &str) {
+    write(
+        dir,
+        "Cargo.toml",
+        r#"[package]
+name = "pgdbm-prepare-test"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[dependencies]
+sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }
+
+[profile.dev.package."*"]
+opt-level = 1
+"#,
+    );
+    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    write(
+        dir,
+        "pgdbm.toml",
+        "[project]\nname = \"demo\"\n\n[modules.demo]\nmigrations_path = \"migrations\"\nschema = \"demo\"\n",
+    );
+    write(
+        dir,
+        "migrations/001_users.sql",
+        "CREATE TABLE {{tables.users}} (id bigint PRIMARY KEY, email text NOT NULL);\n",
+    );
+    set_query(dir, query);
+}
+
+fn set_query(dir: &Path, query: &str) {
+    write(
+        dir,
+        "src/main.rs",
+        &format!(
+            r#"#[allow(dead_code)]
+async fn email(conn: &mut sqlx::PgConnection) -> Result<String, sqlx::Error> {{
+    let row = sqlx::query!("{query}", 1i64).fetch_one(conn).await?;
+    Ok(row.email)
+}}
+
+fn main() {{}}
+"#
+        ),
+    );
+}
+
+/// The `query` of every file in `dir/.sqlx`, sorted.
+fn offline_queries(dir: &Path) -> Vec<String> {
+    let mut queries: Vec<String> = std::fs::read_dir(dir.join(".sqlx"))
+        .map(|d| {
+            d.map(|e| {
+                let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+                let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                json["query"].as_str().unwrap().to_string()
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    queries.sort();
+    queries
+}
+
+#[test]
+fn check_fails_after_a_query_changes_without_a_refresh() {
+    let _one = ONE_PREPARE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let admin = test_server();
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    small_workspace(dir, USERS_QUERY);
+    let env = [
+        ("DATABASE_URL", OsString::from(&admin)),
+        ("CARGO_TARGET_DIR", target_dir().into_os_string()),
+        ("CARGO_NET_OFFLINE", "true".into()),
+    ];
+    let mut pids = Vec::new();
+    let mut prepare = |args: &[&str]| {
+        let (r, pid) = pgdbm(dir, args, &env);
+        pids.push(pid);
+        r
+    };
+
+    // prepare writes .sqlx/ from the scratch database, migrated as pgdbm.toml says (the query
+    // names demo.users, which only the migration in schema demo creates).
+    let r = prepare(&["prepare"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(offline_queries(dir), vec![USERS_QUERY.to_string()]);
+    let r = prepare(&["prepare", "--check"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    // A changed query without a refresh: sqlx's check fails, its message passed through, and
+    // .sqlx/ is left as it was.
+    let changed = "SELECT id, email FROM demo.users WHERE id = $1";
+    set_query(dir, changed);
+    let r = prepare(&["prepare", "--check"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    // (sqlx-cli prints its error on stdout.)
+    assert!(
+        format!("{}{}", r.stdout, r.stderr)
+            .contains("prepare check failed: .sqlx is missing one or more queries"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains("`cargo sqlx prepare --check` failed"),
+        "{r:?}"
+    );
+    assert_eq!(offline_queries(dir), vec![USERS_QUERY.to_string()]);
+
+    // A refresh fixes it.
+    let r = prepare(&["prepare"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(offline_queries(dir), vec![changed.to_string()]);
+    let r = prepare(&["prepare", "--check"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    for pid in pids {
+        assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+    }
+}
