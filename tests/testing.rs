@@ -405,6 +405,7 @@ fn nothing_else() -> ServerDiscovery {
         bin_dirs: vec![],
         search_path: false,
         throwaway_dir: None,
+        prefer_throwaway: false,
     }
 }
 

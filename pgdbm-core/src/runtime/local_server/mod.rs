@@ -5,7 +5,7 @@
 
 mod throwaway;
 
-pub use throwaway::{THROWAWAY_DIR_ENV, ThrowawayServer};
+pub use throwaway::{IDLE_ENV, THROWAWAY_DIR_ENV, ThrowawayServer};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

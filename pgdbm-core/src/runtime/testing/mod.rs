@@ -584,7 +584,8 @@ pub async fn drop_stale_test_databases(admin_url: &str) -> Result<Vec<String>> {
 
 /// For examples and local development: `DATABASE_URL` when it is set; otherwise the database
 /// `name` on a local server — the one on localhost:5432, or else the throwaway server the tests
-/// use (kept under `target/`, so a second run finds its data again) — created if missing. Says
+/// use (in `/dev/shm` where there is one, so its data lasts until that server stops when idle;
+/// else under `target/`) — created if missing. Says
 /// which in one log line. A `.env` file is read first.
 pub async fn database_url_or_local(name: &str) -> Result<String> {
     let _ = dotenvy::dotenv();
@@ -598,6 +599,8 @@ pub async fn database_url_or_local(name: &str) -> Result<String> {
     let mut discovery = ServerDiscovery::from_env();
     discovery.test_url = None;
     discovery.database_url = None;
+    // A developer's data belongs on the local server, not in memory that an idle stop loses.
+    discovery.prefer_throwaway = false;
     let server = discovery.find().await?;
     let mut conn = template_db::admin(&server.admin_url).await?;
     let sql = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)";
