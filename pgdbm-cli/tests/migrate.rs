@@ -356,12 +356,22 @@ async fn the_command_line_reads_the_file_pgdbm_python_writes() {
         }
         text.push('\n');
     }
-    let text = text.replace(
-        "database = \"shop_test\"",
-        &format!("database = \"{}\"", t.name),
+    // Its `test` environment, pointed at this test's database (wherever the test server runs).
+    let url = url::Url::parse(&t.url()).unwrap();
+    let text = text.replacen(
+        "host = \"localhost\"\nport = 5432\ndatabase = \"shop_test\"",
+        &format!(
+            "host = \"{}\"\nport = {}\ndatabase = \"{}\"",
+            url.host_str().unwrap(),
+            url.port().unwrap_or(5432),
+            t.name
+        ),
+        1,
     );
     assert!(
-        text.contains("[modules.billing]") && text.contains("depends_on = [\"users\"]"),
+        text.contains("[modules.billing]")
+            && text.contains("depends_on = [\"users\"]")
+            && text.contains(&t.name),
         "{text}"
     );
     write(dir.path(), "pgdbm.toml", &text);
