@@ -40,6 +40,18 @@ pub fn fail<T>(message: impl Into<String>) -> Result<T> {
 /// The commands' result.
 pub type Result<T> = std::result::Result<T, Failure>;
 
+/// One connection to `url` for administrative statements (CREATE/DROP DATABASE): no retries,
+/// no schema, no statement or lock timeout.
+pub fn admin_config(url: &str) -> DatabaseConfig {
+    DatabaseConfig::new(url)
+        .min_connections(0)
+        .max_connections(1)
+        .retry_attempts(1)
+        .create_schema(false)
+        .statement_timeout(None)
+        .lock_timeout(None)
+}
+
 /// The project file and global options.
 pub struct Context {
     /// The parsed pgdbm.toml, if there is one.

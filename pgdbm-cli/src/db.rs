@@ -13,7 +13,7 @@ use pgdbm_core::{Database, DatabaseConfig};
 use crate::cli::{DbCommand, ModuleArgs};
 use crate::context::{Context, Failure, Result, fail};
 use crate::exit::Code;
-use crate::output::{GOOD, HEADING, styled};
+use crate::output::{GOOD, styled};
 
 /// The maintenance database the statements run on.
 const MAINTENANCE: &str = "postgres";
@@ -272,17 +272,7 @@ async fn reset(ctx: &Context, name: &str, force: bool, modules: &ModuleArgs) -> 
         let m = ctx.migrator(&db, t, modules);
         let module = m.module().to_string();
         if announce {
-            anstream::println!(
-                "{}",
-                styled(
-                    HEADING,
-                    format!(
-                        "== module {} (schema {}) ==",
-                        module,
-                        db.schema().unwrap_or("public")
-                    )
-                )
-            );
+            crate::output::module_heading(&module, db.schema());
         }
         // The files the run started, to say which were applied when one fails.
         let started = Arc::new(Mutex::new(Vec::<String>::new()));

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::cli::{MigrateAction, MigrateCommand};
 use crate::context::{Context, Result, Target, fail};
 use crate::exit::Code;
-use crate::output::{self, BAD, GOOD, HEADING, PENDING, styled};
+use crate::output::{self, BAD, GOOD, PENDING, styled};
 
 pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
     if let MigrateAction::Create { name } = &cmd.action {
@@ -47,17 +47,7 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
         let db = ctx.connect(t).await?;
         let m = ctx.migrator(&db, t, &cmd.modules);
         if announce {
-            anstream::println!(
-                "{}",
-                styled(
-                    HEADING,
-                    format!(
-                        "== module {} (schema {}) ==",
-                        m.module(),
-                        db.schema().unwrap_or("public")
-                    )
-                )
-            );
+            output::module_heading(m.module(), db.schema());
         }
         let r = one(ctx, &cmd.action, &m, t).await;
         db.close().await;

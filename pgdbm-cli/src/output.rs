@@ -32,6 +32,21 @@ pub fn styled(style: Style, text: impl std::fmt::Display) -> String {
     format!("{style}{text}{style:#}")
 }
 
+/// Prints `== module NAME (schema S) ==`, the heading of one module's output when a command
+/// acts on several.
+pub fn module_heading(module: &str, schema: Option<&str>) {
+    anstream::println!(
+        "{}",
+        styled(
+            HEADING,
+            format!(
+                "== module {module} (schema {}) ==",
+                schema.unwrap_or("public")
+            )
+        )
+    );
+}
+
 /// Prints the error on stderr as `error: …`.
 pub fn error(e: &impl std::fmt::Display) {
     anstream::eprintln!("{} {e}", styled(BAD, "error:"));

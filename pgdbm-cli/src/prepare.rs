@@ -168,16 +168,7 @@ fn url_for(url: &str, database: &str) -> Result<String> {
 
 /// Runs one statement (outside a transaction) on the database `url` names.
 async fn admin(url: &str, sql: &str) -> Result<()> {
-    let db = Database::connect(
-        DatabaseConfig::new(url)
-            .min_connections(1)
-            .max_connections(1)
-            .retry_attempts(1)
-            .create_schema(false)
-            .statement_timeout(None)
-            .lock_timeout(None),
-    )
-    .await?;
+    let db = Database::connect(crate::context::admin_config(url).min_connections(1)).await?;
     let r = db.execute(sql, ()).await;
     db.close().await;
     r.map(|_| ()).map_err(Failure::from)

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pgdbm_core::Database;
 use pgdbm_core::local_server::{THROWAWAY_DIR_ENV, ThrowawayServer, find_binaries};
 use pgdbm_core::testing::{ServerDiscovery, TEST_DATABASE_PREFIX, drop_stale_test_databases};
-use pgdbm_core::{Database, DatabaseConfig};
 use serde_json::json;
 
 use crate::cli::{TestCommand, TestServerCommand};
@@ -164,16 +164,7 @@ async fn test_server_url() -> Result<Option<String>> {
 
 /// Drops every `pgdbm_test_*` database on the server; returns their names.
 async fn drop_all(admin_url: &str) -> Result<Vec<String>> {
-    let db = Database::connect(
-        DatabaseConfig::new(admin_url)
-            .min_connections(0)
-            .max_connections(1)
-            .retry_attempts(1)
-            .create_schema(false)
-            .statement_timeout(None)
-            .lock_timeout(None),
-    )
-    .await?;
+    let db = Database::connect(crate::context::admin_config(admin_url)).await?;
     let r = async {
         let names: Vec<(String,)> = db
             .fetch_all(
