@@ -13,11 +13,32 @@ pub fn example(name: &str) -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().join("examples");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
             .args(["build", "--quiet", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // cargo test gives this process the variables of the crate under test; passed on, they
+        // make build scripts that watch them (ring's) run again, and everything above them
+        // rebuild: about a minute per test binary.
+        for (var, _) in std::env::vars_os() {
+            let var = var.to_string_lossy();
+            if matches!(
+                var.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            ) || var.starts_with("CARGO_PKG_")
+                || var.starts_with("CARGO_BIN_EXE_")
+            {
+                cargo.env_remove(var.as_ref());
+            }
+        }
+        let status = cargo.status().unwrap();
         assert!(status.success(), "cargo build --example {name}");
         built.push(name.to_string());
     }
