@@ -1,7 +1,7 @@
 //! `pgdbm tenants …`: one schema per tenant on one database, through [`Tenants`].
 
 use pgdbm_core::migrations::MigrationSet;
-use pgdbm_core::{MigrationReport, Migrator, SharedPool, Tenants};
+use pgdbm_core::{MigrationReport, SharedPool, Tenants};
 use serde_json::json;
 
 use crate::cli::{ModuleArgs, TenantArgs, TenantsCommand};
@@ -127,11 +127,7 @@ async fn one(
         TenantsCommand::Migrate {
             name: Some(name), ..
         } => {
-            let handle = tenants.get(&name).await?;
-            // The same migrator `Tenants` uses: history in the tenant's schema, under the module.
-            let report = Migrator::new(&handle, &target.dir, &target.module)
-                .apply_pending()
-                .await?;
+            let report = tenants.migrate(&name).await?;
             print_report(&name, &report);
             Ok(Code::Ok)
         }

@@ -361,6 +361,13 @@ impl Tenants {
         Ok(rows.into_iter().map(|(n,)| n).collect())
     }
 
+    /// Applies pending migrations to the tenant `name` (an unknown tenant is an error), with the
+    /// same migrator `create` and `migrate_all` use: history in its schema, under the module.
+    pub async fn migrate(&self, name: &str) -> Result<MigrationReport> {
+        let handle = self.get(name).await?;
+        self.migrator(&handle).apply_pending().await
+    }
+
     /// Applies pending migrations to every tenant, [`concurrency`](Self::concurrency) at a time.
     /// A failing tenant does not stop the others; each one's outcome is reported, in name order.
     /// A rerun applies what is still pending.
@@ -368,10 +375,7 @@ impl Tenants {
         let names = self.list().await?;
         let mut done: Vec<TenantMigration> = futures_util::stream::iter(names)
             .map(|tenant| async move {
-                let outcome = match self.get(&tenant).await {
-                    Ok(handle) => self.migrator(&handle).apply_pending().await,
-                    Err(e) => Err(e),
-                };
+                let outcome = self.migrate(&tenant).await;
                 if let Err(e) = &outcome {
                     tracing::warn!(tenant = %tenant, error = %e, "pgdbm: tenant migration failed");
                 }

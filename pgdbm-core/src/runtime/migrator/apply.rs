@@ -223,12 +223,23 @@ impl Migrator {
     }
 
     pub(super) fn render(&self, m: &Migration) -> Result<(String, template::OffsetMap)> {
-        template::render_with_map(&m.content, self.db.schema()).map_err(|e| {
+        self.render_file(&m.filename, &m.content, "applied")
+    }
+
+    /// Renders a file's placeholders for this migrator's schema; a bad one is an error at its
+    /// line and column, saying nothing was `done` (applied, reverted).
+    pub(super) fn render_file(
+        &self,
+        filename: &str,
+        content: &str,
+        done: &str,
+    ) -> Result<(String, template::OffsetMap)> {
+        template::render_with_map(content, self.db.schema()).map_err(|e| {
             Error::Migration(Box::new(MigrationError {
-                file: Some(m.filename.clone()),
-                position: Some(line_col(&m.content, e.offset)),
+                file: Some(filename.to_string()),
+                position: Some(line_col(content, e.offset)),
                 statement: None,
-                message: format!("{e}; nothing was applied"),
+                message: format!("{e}; nothing was {done}"),
                 source: Some(Box::new(e)),
             }))
         })

@@ -8,9 +8,8 @@ use sqlx::Connection;
 use super::apply::pooler_refuses;
 use super::tools::finish;
 use super::{Migrator, exec};
-use crate::migrations::{DownMigration, Migration, line_col, split_statements};
-use crate::runtime::error::{Error, MigrationError, Result};
-use crate::template;
+use crate::migrations::{DownMigration, Migration, split_statements};
+use crate::runtime::error::{Error, Result};
 
 /// How far [`Migrator::revert`] goes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,16 +111,7 @@ impl Migrator {
                 if pooler && down.no_transaction {
                     return Err(pooler_refuses(&down.filename));
                 }
-                let (sql, map) = template::render_with_map(&down.content, self.db.schema())
-                    .map_err(|e| {
-                        Error::Migration(Box::new(MigrationError {
-                            file: Some(down.filename.clone()),
-                            position: Some(line_col(&down.content, e.offset)),
-                            statement: None,
-                            message: format!("{e}; nothing was reverted"),
-                            source: Some(Box::new(e)),
-                        }))
-                    })?;
+                let (sql, map) = self.render_file(&down.filename, &down.content, "reverted")?;
                 rendered.push((sql, map));
             }
             if dry_run {
