@@ -41,17 +41,46 @@ async fn spans_carry_the_statement_and_slow_queries_warn() {
     db.fetch_value::<String, _>("SELECT pg_sleep(0.06)::text", ())
         .await
         .unwrap();
+    let err = db.execute("SELECT * FROM {{tables.missing}}", ()).await;
+    assert!(err.is_err());
     let out = captured.text();
-    assert!(
-        out.contains("pgdbm.query")
-            && out.contains("db.statement=INSERT INTO \"obs\".t VALUES (1), (2)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("db.schema=\"obs\"") || out.contains("db.schema=obs"),
-        "{out}"
-    );
-    assert!(out.contains("rows=2"), "{out}");
+    let insert = out
+        .lines()
+        .find(|l| l.contains("pgdbm.query") && l.contains("db.statement=\"INSERT"))
+        .unwrap_or_else(|| panic!("no span closed for the INSERT: {out}"));
+    // OpenTelemetry's database conventions, so tracing-opentelemetry exports them as they are.
+    let port = url::Url::parse(&t.url()).unwrap().port().unwrap_or(5432);
+    for field in [
+        "otel.name=INSERT ".to_string(),
+        "otel.kind=\"client\"".to_string(),
+        "db.system=\"postgresql\"".to_string(),
+        "db.system.name=\"postgresql\"".to_string(),
+        format!("db.namespace={}.obs", t.name),
+        "db.operation=\"INSERT\"".to_string(),
+        "db.operation.name=\"INSERT\"".to_string(),
+        "db.statement=\"INSERT INTO \\\"obs\\\".t VALUES (1), (2)\"".to_string(),
+        "db.query.text=\"INSERT INTO \\\"obs\\\".t VALUES (1), (2)\"".to_string(),
+        format!("server.port={port}"),
+        "server.address=".to_string(),
+        "db.response.returned_rows=2".to_string(),
+    ] {
+        assert!(insert.contains(&field), "{field} missing in {insert}");
+    }
+    assert!(!insert.contains("otel.status_code"), "{insert}");
+    let failed = out
+        .lines()
+        .find(|l| {
+            l.contains("pgdbm.query")
+                && l.contains("db.statement=\"SELECT * FROM \\\"obs\\\".missing")
+        })
+        .unwrap_or_else(|| panic!("no span closed for the failing SELECT: {out}"));
+    for field in [
+        "otel.status_code=\"ERROR\"",
+        "error.type=\"database\"",
+        "db.response.status_code=\"42P01\"",
+    ] {
+        assert!(failed.contains(field), "{field} missing in {failed}");
+    }
     let slow: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("pgdbm: slow query"))

@@ -8,5 +8,6 @@ mod database;
 mod migration_tools;
 mod migrations;
 mod pool;
+mod query_stats;
 mod shared_pool;
 mod transaction;

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgArguments, PgRow, Postgres};
 use super::config::DatabaseConfig;
 use super::copy;
 use super::error::{Error, Result};
+use super::observe::stats::QueryStats;
 use super::params::{CopyRow, Params};
 use super::pool::{PoolConnection, PoolShared, PoolStats, Prepare, is_connection_lost};
 use super::query::{self, QueryCtx};
@@ -194,6 +195,11 @@ impl SharedPool {
         self.owner.pool_stats()
     }
 
+    /// The pool's query statistics ([`Database::query_stats`]).
+    pub fn query_stats(&self) -> Option<QueryStats> {
+        self.owner.query_stats()
+    }
+
     /// Closes the pool for every handle.
     pub async fn close(&self) {
         self.owner.close().await
@@ -328,8 +334,10 @@ impl Database {
 
     pub(crate) fn ctx(&self) -> QueryCtx<'_> {
         QueryCtx {
+            obs: &self.inner.pool.observer,
             schema: self.schema(),
             slow: self.inner.slow,
+            args: None,
         }
     }
 
@@ -340,11 +348,11 @@ impl Database {
     pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
         let sql = self.render(sql)?;
         let simple = params.is_empty();
-        let args = query::encode(&sql, params)?;
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
         with_retry!(self, &sql, args, |conn, a| query::execute(
             conn,
-            ctx,
+            &ctx,
             &sql,
             (!simple).then_some(a)
         ))
@@ -390,10 +398,10 @@ impl Database {
         T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
         P: Params,
     {
-        let args = query::encode(sql, params)?;
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
+        let args = query::encode(sql, params, &mut ctx)?;
         with_retry!(self, sql, args, |conn, a| query::fetch_optional::<T>(
-            conn, ctx, sql, a
+            conn, &ctx, sql, a
         ))
     }
 
@@ -404,10 +412,10 @@ impl Database {
         P: Params,
     {
         let sql = self.render(sql)?;
-        let args = query::encode(&sql, params)?;
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
         with_retry!(self, &sql, args, |conn, a| query::fetch_all::<T>(
-            conn, ctx, &sql, a
+            conn, &ctx, &sql, a
         ))
     }
 
@@ -419,10 +427,10 @@ impl Database {
         P: Params,
     {
         let sql = self.render(sql)?;
-        let args = query::encode(&sql, params)?;
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
         with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
-            conn, ctx, &sql, a
+            conn, &ctx, &sql, a
         ))
     }
 
@@ -435,10 +443,10 @@ impl Database {
     {
         let with_id = query::with_returning_id(&self.render(sql)?);
         let sql: Arc<str> = with_id.into();
-        let args = query::encode(&sql, params)?;
-        let ctx = self.ctx();
+        let mut ctx = self.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
         let v = with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
-            conn, ctx, &sql, a
+            conn, &ctx, &sql, a
         ))?;
         v.ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
     }
@@ -505,6 +513,38 @@ impl Database {
     /// Pool statistics: sizes, idle, in use, waiting, timeouts.
     pub fn pool_stats(&self) -> PoolStats {
         self.inner.pool.stats()
+    }
+
+    /// The pool's query statistics, shared by every handle on the pool (tenants and other
+    /// schemas included): totals, failures, mean and percentiles, the recent statements and the
+    /// slow ones. `None` unless the config turned them on with
+    /// [`query_stats(true)`](DatabaseConfig::query_stats).
+    ///
+    /// ```no_run
+    /// # use pgdbm_core::{Database, DatabaseConfig};
+    /// # async fn demo() -> pgdbm_core::Result<()> {
+    /// let db = Database::connect(DatabaseConfig::from_env()?.query_stats(true)).await?;
+    /// db.fetch_value::<i32, _>("SELECT $1::int4", (7_i32,)).await?;
+    /// let stats = db.query_stats().expect("switched on");
+    /// assert_eq!(stats.total, 1);
+    /// assert_eq!(&*stats.recent[0].args, ["INT4"]); // the type, never the value
+    /// println!("p99 {:?}, slow: {}", stats.p99, stats.slow.len());
+    /// # Ok(()) }
+    /// ```
+    pub fn query_stats(&self) -> Option<QueryStats> {
+        self.inner
+            .pool
+            .observer
+            .stats
+            .as_ref()
+            .map(|s| s.snapshot())
+    }
+
+    /// Clears the query statistics (a no-op when they are off).
+    pub fn reset_query_stats(&self) {
+        if let Some(s) = &self.inner.pool.observer.stats {
+            s.reset();
+        }
     }
 
     /// Checks out a connection, usable directly as a sqlx executor (`&mut conn`), with the same

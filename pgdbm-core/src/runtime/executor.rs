@@ -17,7 +17,10 @@ use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
 use super::error::Error;
+use super::observe::{Observation, QueryCtx, SqlText};
 use super::pool::is_connection_lost;
+use sqlx::Arguments;
+use tracing::Instrument;
 
 fn to_sqlx(e: Error) -> sqlx::Error {
     match e {
@@ -61,6 +64,86 @@ fn checked_sql(db: &Database, sql: SqlStr) -> Result<SqlStr, sqlx::Error> {
         Some(retargeted) => AssertSqlSafe(retargeted).into_sql_str(),
         None => sql,
     })
+}
+
+impl Replay {
+    /// The context to observe this query on `db`: its values' types are not known before the
+    /// server resolves them, so the statistics show `?` for each.
+    fn ctx<'d>(&self, db: &'d Database) -> QueryCtx<'d> {
+        let mut ctx = db.ctx();
+        if ctx.obs.stats.is_some() {
+            let n = self.args.as_ref().map_or(0, |a| a.len());
+            ctx.args = Some(vec!["?".to_string(); n].into());
+        }
+        ctx
+    }
+}
+
+/// What a `fetch_many` result tells the observation: rows, or the first error.
+fn outcome(items: &[Item]) -> Result<u64, &sqlx::Error> {
+    let mut rows = 0;
+    for i in items {
+        match i {
+            Ok(Either::Right(_)) => rows += 1,
+            Ok(Either::Left(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rows)
+}
+
+/// Observes a `fetch_many` stream on a connection the caller holds: rows are counted as they
+/// pass, the first error finishes the observation, and so does the stream's end or drop (a
+/// `fetch_one` drops it after the first row).
+fn observed_stream<'e>(
+    db: Database,
+    replay: &Replay,
+    inner: BoxStream<'e, Item>,
+) -> BoxStream<'e, Item> {
+    struct Watch {
+        db: Database,
+        sql: SqlStr,
+        args: Option<std::sync::Arc<[String]>>,
+        open: Option<Observation>,
+        rows: u64,
+    }
+    impl Watch {
+        fn see(&mut self, item: &Item) {
+            match item {
+                Ok(Either::Right(_)) => self.rows += 1,
+                Ok(Either::Left(_)) => {}
+                Err(e) => self.finish(Err(e)),
+            }
+        }
+        fn finish(&mut self, result: Result<u64, &sqlx::Error>) {
+            if let Some(o) = self.open.take() {
+                let mut ctx = self.db.ctx();
+                ctx.args = self.args.clone();
+                o.finish(&ctx, SqlText::Borrowed(self.sql.as_str()), result);
+            }
+        }
+    }
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            self.finish(Ok(self.rows));
+        }
+    }
+    let ctx = replay.ctx(&db);
+    let open = Some(Observation::start(&ctx, replay.sql.as_str()));
+    let args = ctx.args.clone();
+    let mut watch = Watch {
+        sql: replay.sql.clone(),
+        args,
+        open,
+        rows: 0,
+        db,
+    };
+    inner
+        .map(move |item| {
+            watch.see(&item);
+            item
+        })
+        .boxed()
 }
 
 impl<'q> Execute<'q, Postgres> for Replay {
@@ -181,8 +264,14 @@ impl<'c> Executor<'c> for &'c Database {
             let replay = Replay::take(self, query)?;
             let items = retrying(self, |conn| {
                 let q = replay.clone();
+                let db = self.clone();
                 Box::pin(async move {
-                    let mut items: Vec<Item> = conn.fetch_many(q).collect().await;
+                    let ctx = q.ctx(&db);
+                    let sql = q.sql.clone();
+                    let o = Observation::start(&ctx, sql.as_str());
+                    let fetch = conn.fetch_many(q).collect().instrument(o.span().clone());
+                    let mut items: Vec<Item> = fetch.await;
+                    o.finish(&ctx, SqlText::Borrowed(sql.as_str()), outcome(&items));
                     let Some(at) = items.iter().position(Result::is_err) else {
                         return Attempt::Done(items);
                     };
@@ -219,7 +308,16 @@ impl<'c> Executor<'c> for &'c Database {
             let replay = Replay::take(self, query)?;
             retrying(self, |conn| {
                 let q = replay.clone();
-                Box::pin(async move { conn.fetch_optional(q).await.into() })
+                let db = self.clone();
+                Box::pin(async move {
+                    let ctx = q.ctx(&db);
+                    let sql = q.sql.clone();
+                    let o = Observation::start(&ctx, sql.as_str());
+                    let r = conn.fetch_optional(q).instrument(o.span().clone()).await;
+                    let rows = r.as_ref().map(|row| row.is_some() as u64);
+                    o.finish(&ctx, SqlText::Borrowed(sql.as_str()), rows);
+                    r.into()
+                })
             })
             .await
         })
@@ -280,8 +378,12 @@ macro_rules! checked_connection_executor {
                 E: 'q + Execute<'q, Postgres>,
             {
                 let $this = self;
-                match Replay::take($db, query) {
-                    Ok(q) => $conn.fetch_many(q),
+                let db: Database = ($db).clone();
+                match Replay::take(&db, query) {
+                    Ok(q) => {
+                        let watched = q.clone();
+                        observed_stream(db, &watched, $conn.fetch_many(q))
+                    }
                     Err(e) => futures_util::stream::once(async { Err(e) }).boxed(),
                 }
             }
@@ -295,8 +397,22 @@ macro_rules! checked_connection_executor {
                 E: 'q + Execute<'q, Postgres>,
             {
                 let $this = self;
-                match Replay::take($db, query) {
-                    Ok(q) => $conn.fetch_optional(q),
+                let db: Database = ($db).clone();
+                match Replay::take(&db, query) {
+                    Ok(q) => {
+                        let ctx = q.ctx(&db);
+                        let o = Observation::start(&ctx, q.sql.as_str());
+                        let (sql, args) = (q.sql.clone(), ctx.args.clone());
+                        let fetch = $conn.fetch_optional(q);
+                        Box::pin(async move {
+                            let r = fetch.instrument(o.span().clone()).await;
+                            let mut ctx = db.ctx();
+                            ctx.args = args;
+                            let rows = r.as_ref().map(|row| row.is_some() as u64);
+                            o.finish(&ctx, SqlText::Borrowed(sql.as_str()), rows);
+                            r
+                        })
+                    }
                     Err(e) => Box::pin(async { Err(e) }),
                 }
             }

@@ -8,6 +8,7 @@ mod executor;
 mod health;
 pub mod local_server;
 mod migrator;
+mod observe;
 mod outage;
 mod params;
 mod pool;
@@ -26,6 +27,9 @@ pub use migrator::{
     AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
     MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
 };
+pub use observe::metrics::metric_names;
+pub use observe::operation::Operation;
+pub use observe::stats::{QueryRecord, QueryStats};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use tenants::{TenantErrorKind, TenantMigration, Tenants};

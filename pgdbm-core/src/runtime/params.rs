@@ -4,7 +4,7 @@
 use sqlx::encode::{Encode, IsNull};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgArguments, Postgres};
-use sqlx::{Arguments, Type};
+use sqlx::{Arguments, Type, TypeInfo};
 
 /// Values bound to `$1, $2, …`, in order. Implemented for tuples of up to 16 elements whose
 /// types sqlx can encode for PostgreSQL, and for `PgArguments`.
@@ -25,6 +25,11 @@ pub trait Params: Send {
     }
     /// Encodes the values into sqlx arguments.
     fn into_arguments(self) -> Result<PgArguments, BoxDynError>;
+    /// The PostgreSQL type of each value (`TEXT`, `INT8`, …), `?` where it is not known: what
+    /// the query statistics keep instead of the values.
+    fn type_names(&self) -> Vec<String> {
+        vec!["?".to_string(); self.len()]
+    }
 }
 
 /// A row for [`Database::copy_in`](crate::Database::copy_in): a tuple of values written in
@@ -84,6 +89,9 @@ macro_rules! tuple_impls {
                 let mut args = PgArguments::default();
                 $( args.add(self.$idx)?; )+
                 Ok(args)
+            }
+            fn type_names(&self) -> Vec<String> {
+                vec![$( TypeInfo::name(&<$T as Type<Postgres>>::type_info()).to_string() ),+]
             }
         }
 

@@ -16,21 +16,46 @@ use sqlx_core::transaction::TransactionManager;
 
 use super::config::DatabaseConfig;
 use super::error::{ConnectError, Error, Result, redact};
+use super::observe::Observer;
+use super::observe::metrics::ConnMetrics;
 use super::outage::{Link, Outage, jittered, unreachable};
 
 /// A sqlx connection as the pool keeps it.
-#[derive(Debug)]
 pub(crate) struct PooledConn {
     pub(crate) conn: PgConnection,
     /// Set when an error showed the connection is unusable; the pool then drops it.
     pub(crate) broken: bool,
+    metrics: Option<ConnMetrics>,
+}
+
+impl std::fmt::Debug for PooledConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConn")
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PooledConn {
-    fn new(conn: PgConnection) -> PooledConn {
+    fn new(conn: PgConnection, metrics: Option<ConnMetrics>) -> PooledConn {
+        if let Some(m) = &metrics {
+            m.opened.increment(1);
+        }
         PooledConn {
             conn,
             broken: false,
+            metrics,
+        }
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.closed.increment(1);
+            if self.broken {
+                m.broken.increment(1);
+            }
         }
     }
 }
@@ -67,6 +92,7 @@ pub(crate) struct ConnManager {
     health_check_after: Duration,
     max_lifetime: Option<Duration>,
     secret: Option<String>,
+    metrics: Option<ConnMetrics>,
 }
 
 impl ConnManager {
@@ -76,13 +102,13 @@ impl ConnManager {
                 return Err(sqlx::Error::PoolClosed);
             }
             if let Some(conn) = self.outage.take_spare() {
-                return Ok(PooledConn::new(conn));
+                return Ok(PooledConn::new(conn, self.metrics.clone()));
             }
             let attempted = Instant::now();
             match self.connector.connect().await {
                 Ok(conn) => {
                     self.outage.mark_up(None);
-                    return Ok(PooledConn::new(conn));
+                    return Ok(PooledConn::new(conn, self.metrics.clone()));
                 }
                 Err(e) if unreachable(&e) => {
                     let reason = redact(&describe(&e, &self.connector), self.secret.as_deref());
@@ -126,8 +152,11 @@ impl managed::Manager for ConnManager {
         // idle while another connection was found dead: after a restart or a mass
         // `pg_terminate_backend` they are dead too, and must not be handed to a statement.
         let last_checkout = metrics.recycled.unwrap_or(metrics.created);
-        if metrics.last_used() > self.health_check_after || self.outage.lost_since(last_checkout) {
-            obj.conn.ping().await.map_err(RecycleError::Backend)?;
+        if (metrics.last_used() > self.health_check_after || self.outage.lost_since(last_checkout))
+            && let Err(e) = obj.conn.ping().await
+        {
+            obj.broken = true;
+            return Err(RecycleError::Backend(e));
         }
         Ok(())
     }
@@ -189,6 +218,7 @@ pub(crate) struct PoolShared {
     pub(crate) config: DatabaseConfig,
     pub(crate) counters: Counters,
     pub(crate) outage: Arc<Outage>,
+    pub(crate) observer: Observer,
     timeouts: Timeouts,
 }
 
@@ -268,6 +298,7 @@ impl PoolShared {
         config.validate()?;
         let options = config.connect_options()?;
         let outage = Arc::new(Outage::new(config.target()));
+        let observer = Observer::new(&config);
         let manager = ConnManager {
             connector: Arc::new(Connector {
                 options: options.clone(),
@@ -278,6 +309,7 @@ impl PoolShared {
             health_check_after: config.health_check_after,
             max_lifetime: config.max_lifetime,
             secret: config.secret(),
+            metrics: observer.metrics.as_ref().map(|m| m.connections.clone()),
         };
         // `get` bounds the whole checkout by `acquire_timeout` itself: waiting for a free slot
         // and, during an outage, waiting for the server. Connects are bounded by the connector.
@@ -319,10 +351,12 @@ impl PoolShared {
             config,
             counters: Counters::default(),
             outage,
+            observer,
             timeouts,
         });
         shared.fill_to_min().await?;
         shared.spawn_reaper();
+        shared.spawn_gauges();
         Ok(shared)
     }
 
@@ -389,6 +423,28 @@ impl PoolShared {
         });
     }
 
+    /// Refreshes the pool gauges every `metrics_interval` while the pool is open.
+    fn spawn_gauges(self: &Arc<Self>) {
+        if self.observer.metrics.is_none() {
+            return;
+        }
+        let period = self.config.observe.metrics_interval;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                if let Some(m) = &shared.observer.metrics {
+                    m.set_pool(&shared.stats());
+                }
+                if shared.pool.is_closed() {
+                    return;
+                }
+                drop(shared);
+                tokio::time::sleep(period).await;
+            }
+        });
+    }
+
     /// Checks a connection out of the pool, waiting up to `acquire_timeout` for a free slot and,
     /// while the server is unreachable, for it to come back.
     pub(crate) async fn get(&self) -> Result<PoolObject> {
@@ -431,6 +487,8 @@ impl PoolShared {
 
     async fn checkout(&self, prepare: Prepare) -> Result<PoolObject> {
         let wait = self.config.acquire_timeout;
+        let metrics = self.observer.metrics.as_ref();
+        let started = metrics.map(|_| Instant::now());
         let r = if prepare == Prepare::Nothing && !self.outage.queueing() {
             let get = self.pool.timeout_get(&self.timeouts);
             tokio::time::timeout(wait, get)
@@ -443,6 +501,9 @@ impl PoolShared {
         match r {
             Ok(Ok(obj)) => {
                 self.counters.acquired.fetch_add(1, Ordering::Relaxed);
+                if let (Some(m), Some(t)) = (metrics, started) {
+                    m.acquire_wait.record(t.elapsed().as_secs_f64());
+                }
                 Ok(obj)
             }
             Ok(Err(Checkout::Pool(PoolError::Closed)))
@@ -456,6 +517,10 @@ impl PoolShared {
             Ok(Err(Checkout::Prepare(p, e))) => Err(Error::query(p.sql(), e)),
             Err(_) => {
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = metrics {
+                    m.acquire_timeouts.increment(1);
+                    m.set_pool(&self.stats());
+                }
                 Err(Error::PoolTimeout {
                     waited: wait,
                     max_size: self.config.max_connections,
@@ -523,6 +588,9 @@ impl PoolShared {
     pub(crate) fn close(&self) {
         self.outage.close();
         self.pool.close();
+        if let Some(m) = &self.observer.metrics {
+            m.set_pool(&self.stats());
+        }
     }
 }
 
@@ -634,6 +702,8 @@ impl PoolConnection {
     /// recover from, or after changing session state others must not inherit).
     pub fn discard(mut self) {
         self.obj.broken = true;
+        // Taken out of the pool, it closes now rather than at the next checkout's recycle.
+        drop(managed::Object::take(self.obj));
     }
 }
 

@@ -2,68 +2,27 @@
 //! `Database` and `Transaction` both come through here.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::{AssertSqlSafe, FromRow, Row};
 
+use super::observe::{SqlText, observe};
 use super::params::Params;
 use crate::sql_lex::{TokenKind, tokens};
-use tracing::Instrument;
 
-/// Where a statement runs, for logs.
-#[derive(Clone, Copy)]
-pub(crate) struct QueryCtx<'a> {
-    pub(crate) schema: Option<&'a str>,
-    pub(crate) slow: Option<Duration>,
-}
+pub(crate) use super::observe::QueryCtx;
 
-async fn observe<T, F>(ctx: QueryCtx<'_>, sql: &str, fut: F) -> Result<T, sqlx::Error>
-where
-    F: std::future::Future<Output = Result<(u64, T), sqlx::Error>>,
-{
-    let span = tracing::debug_span!(
-        "pgdbm.query",
-        db.statement = %sql,
-        db.schema = ctx.schema.unwrap_or(""),
-        rows = tracing::field::Empty,
-        elapsed_ms = tracing::field::Empty,
-    );
-    let started = Instant::now();
-    let result = fut.instrument(span.clone()).await;
-    let elapsed = started.elapsed();
-    span.record("elapsed_ms", elapsed.as_secs_f64() * 1000.0);
-    if let Ok((n, _)) = &result {
-        span.record("rows", *n);
-    }
-    if let Some(limit) = ctx.slow
-        && elapsed > limit
-    {
-        tracing::warn!(
-            elapsed_ms = elapsed.as_millis() as u64,
-            threshold_ms = limit.as_millis() as u64,
-            db.schema = ctx.schema.unwrap_or(""),
-            db.statement = %truncated(sql),
-            "pgdbm: slow query"
-        );
-    }
-    result.map(|(_, t)| t)
-}
-
-fn truncated(sql: &str) -> &str {
-    let mut end = sql.len().min(300);
-    while !sql.is_char_boundary(end) {
-        end -= 1;
-    }
-    &sql[..end]
-}
-
-/// Binds `params`; an encoding failure is a query error naming the SQL.
+/// Binds `params`; an encoding failure is a query error naming the SQL. When the pool keeps
+/// statistics, the values' types go into `ctx` (never the values).
 pub(crate) fn encode<P: Params>(
     sql: &str,
     params: P,
+    ctx: &mut QueryCtx<'_>,
 ) -> crate::runtime::error::Result<PgArguments> {
+    if ctx.obs.stats.is_some() {
+        ctx.args = Some(params.type_names().into());
+    }
     params
         .into_arguments()
         .map_err(|e| crate::runtime::error::Error::query(sql, sqlx::Error::Encode(e)))
@@ -75,11 +34,11 @@ fn q(sql: &Arc<str>, args: PgArguments) -> sqlx::query::Query<'static, Postgres,
 
 pub(crate) async fn execute(
     conn: &mut PgConnection,
-    ctx: QueryCtx<'_>,
+    ctx: &QueryCtx<'_>,
     sql: &Arc<str>,
     args: Option<PgArguments>,
 ) -> Result<u64, sqlx::Error> {
-    observe(ctx, sql, async {
+    observe(ctx, SqlText::Shared(sql), async {
         let n = match args {
             Some(args) => q(sql, args).execute(&mut *conn).await?.rows_affected(),
             // No arguments: the simple protocol, so a multi-statement script works (as pgdbm).
@@ -96,7 +55,7 @@ pub(crate) async fn execute(
 /// The first row, decoded by `decode`.
 async fn first_row<T>(
     conn: &mut PgConnection,
-    ctx: QueryCtx<'_>,
+    ctx: &QueryCtx<'_>,
     sql: &Arc<str>,
     args: PgArguments,
     decode: impl FnOnce(&PgRow) -> Result<T, sqlx::Error> + Send,
@@ -104,7 +63,7 @@ async fn first_row<T>(
 where
     T: Send,
 {
-    observe(ctx, sql, async {
+    observe(ctx, SqlText::Shared(sql), async {
         let row = q(sql, args).fetch_optional(&mut *conn).await?;
         let value = row.as_ref().map(decode).transpose()?;
         Ok((row.is_some() as u64, value))
@@ -114,7 +73,7 @@ where
 
 pub(crate) async fn fetch_optional<T>(
     conn: &mut PgConnection,
-    ctx: QueryCtx<'_>,
+    ctx: &QueryCtx<'_>,
     sql: &Arc<str>,
     args: PgArguments,
 ) -> Result<Option<T>, sqlx::Error>
@@ -126,14 +85,14 @@ where
 
 pub(crate) async fn fetch_all<T>(
     conn: &mut PgConnection,
-    ctx: QueryCtx<'_>,
+    ctx: &QueryCtx<'_>,
     sql: &Arc<str>,
     args: PgArguments,
 ) -> Result<Vec<T>, sqlx::Error>
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    observe(ctx, sql, async {
+    observe(ctx, SqlText::Shared(sql), async {
         let rows: Vec<T> = q(sql, args)
             .fetch(&mut *conn)
             .map_err(sqlx::Error::from)
@@ -148,7 +107,7 @@ where
 /// The first column of the first row.
 pub(crate) async fn fetch_value<T>(
     conn: &mut PgConnection,
-    ctx: QueryCtx<'_>,
+    ctx: &QueryCtx<'_>,
     sql: &Arc<str>,
     args: PgArguments,
 ) -> Result<Option<T>, sqlx::Error>

@@ -98,9 +98,10 @@ impl<'a> Transaction<'a> {
     pub async fn execute<P: Params>(&mut self, sql: &str, params: P) -> Result<u64> {
         let sql = self.db.render(sql)?;
         let simple = params.is_empty();
-        let args = query::encode(&sql, params)?;
         let db = self.db.clone();
-        let r = query::execute(self.conn(), db.ctx(), &sql, (!simple).then_some(args)).await;
+        let mut ctx = db.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
+        let r = query::execute(self.conn(), &ctx, &sql, (!simple).then_some(args)).await;
         r.map_err(|e| self.fail(&sql, e))
     }
 
@@ -114,8 +115,9 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut total = 0;
         for p in params {
-            let args = query::encode(&sql, p)?;
-            let r = query::execute(self.conn(), db.ctx(), &sql, Some(args)).await;
+            let mut ctx = db.ctx();
+            let args = query::encode(&sql, p, &mut ctx)?;
+            let r = query::execute(self.conn(), &ctx, &sql, Some(args)).await;
             total += r.map_err(|e| self.fail(&sql, e))?;
         }
         Ok(total)
@@ -126,9 +128,10 @@ impl<'a> Transaction<'a> {
         T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
         P: Params,
     {
-        let args = query::encode(sql, params)?;
         let db = self.db.clone();
-        let r = query::fetch_optional::<T>(self.conn(), db.ctx(), sql, args).await;
+        let mut ctx = db.ctx();
+        let args = query::encode(sql, params, &mut ctx)?;
+        let r = query::fetch_optional::<T>(self.conn(), &ctx, sql, args).await;
         r.map_err(|e| self.fail(sql, e))
     }
 
@@ -161,9 +164,10 @@ impl<'a> Transaction<'a> {
         P: Params,
     {
         let sql = self.db.render(sql)?;
-        let args = query::encode(&sql, params)?;
         let db = self.db.clone();
-        let r = query::fetch_all::<T>(self.conn(), db.ctx(), &sql, args).await;
+        let mut ctx = db.ctx();
+        let args = query::encode(&sql, params, &mut ctx)?;
+        let r = query::fetch_all::<T>(self.conn(), &ctx, &sql, args).await;
         r.map_err(|e| self.fail(&sql, e))
     }
 
@@ -182,9 +186,10 @@ impl<'a> Transaction<'a> {
         T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
         P: Params,
     {
-        let args = query::encode(sql, params)?;
         let db = self.db.clone();
-        let r = query::fetch_value::<T>(self.conn(), db.ctx(), sql, args).await;
+        let mut ctx = db.ctx();
+        let args = query::encode(sql, params, &mut ctx)?;
+        let r = query::fetch_value::<T>(self.conn(), &ctx, sql, args).await;
         r.map_err(|e| self.fail(sql, e))
     }
 

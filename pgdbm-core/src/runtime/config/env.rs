@@ -23,6 +23,10 @@ impl DatabaseConfig {
     /// | `DB_APPLICATION_NAME` | `application_name` |
     /// | `DB_SSL_MODE`, `DB_SSL_CA_FILE`, `DB_SSL_CERT_FILE`, `DB_SSL_KEY_FILE` | TLS |
     /// | `DB_SLOW_QUERY_MS` | slow-query warning threshold |
+    /// | `DB_METRICS` | `false` turns the metrics off |
+    /// | `DB_POOL_NAME` | the `pool` label of the metrics |
+    /// | `DB_QUERY_STATS` | `true` keeps query statistics in the process |
+    /// | `DB_QUERY_HISTORY` | how many recent statements they keep |
     ///
     /// A malformed value is an error naming the variable.
     pub fn from_env() -> Result<Self> {
@@ -104,6 +108,18 @@ impl DatabaseConfig {
         if let Some(v) = get("DB_SLOW_QUERY_MS") {
             c.slow_query_threshold = optional_ms("DB_SLOW_QUERY_MS", v)?;
         }
+        if let Some(v) = get("DB_METRICS") {
+            c.observe.metrics = parse_bool("DB_METRICS", &v)?;
+        }
+        if let Some(v) = get("DB_POOL_NAME") {
+            c.observe.pool_name = Some(v);
+        }
+        if let Some(v) = get("DB_QUERY_STATS") {
+            c.observe.query_stats = parse_bool("DB_QUERY_STATS", &v)?;
+        }
+        if let Some(v) = get("DB_QUERY_HISTORY") {
+            c.observe.query_history = parse_var("DB_QUERY_HISTORY", &v)?;
+        }
         if let Some(v) = get("DB_APPLICATION_NAME") {
             c.application_name = Some(v);
         }
@@ -124,6 +140,17 @@ impl DatabaseConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::config(
+            name,
+            format!("`{value}` is not a boolean; use true or false"),
+        )),
     }
 }
 

@@ -3,6 +3,7 @@
 mod connect;
 mod env;
 mod file;
+mod observe;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,6 +15,7 @@ use crate::ident::{IdentifierKind, validate_identifier};
 
 pub use connect::SslMode;
 use connect::masked_url;
+pub(crate) use observe::ObserveConfig;
 
 /// A password that never shows in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -77,6 +79,7 @@ pub struct DatabaseConfig {
     statement_cache_capacity: usize,
     pub(crate) template_cache_capacity: usize,
     pub(crate) create_schema: bool,
+    pub(crate) observe: ObserveConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -114,6 +117,7 @@ impl Default for DatabaseConfig {
             statement_cache_capacity: 256,
             template_cache_capacity: 1024,
             create_schema: true,
+            observe: ObserveConfig::default(),
         }
     }
 }
@@ -319,6 +323,12 @@ impl DatabaseConfig {
                 "must be greater than zero",
             ));
         }
+        if self.observe.metrics_interval.is_zero() {
+            return Err(Error::config(
+                "metrics_interval",
+                "must be greater than zero",
+            ));
+        }
         if self.retry_attempts == 0 {
             return Err(Error::config("retry_attempts", "must be at least 1"));
         }
@@ -399,6 +409,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("lock_timeout", &self.lock_timeout)
             .field("ssl_mode", &self.ssl_mode)
             .field("retry_attempts", &self.retry_attempts)
+            .field("metrics", &self.observe.metrics)
+            .field("query_stats", &self.observe.query_stats)
             .finish_non_exhaustive()
     }
 }

@@ -7,6 +7,7 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use crate::migrations::{Migration, MigrationSet, line_col, split_statements};
 use crate::runtime::error::{Error, MigrationError, Result};
+use crate::runtime::observe::metrics::migration_run;
 use crate::template;
 
 use super::*;
@@ -20,7 +21,14 @@ impl Migrator {
     /// locks in its own transaction, and a pending no-transaction file is refused before
     /// anything runs.
     pub async fn apply_pending(&self) -> Result<MigrationReport> {
-        self.run(false).await
+        let started = Instant::now();
+        let r = self.run(false).await;
+        if self.db.inner.pool.observer.metrics.is_some() {
+            let applied = r.as_ref().map_or(0, |report| report.applied.len());
+            let seconds = started.elapsed().as_secs_f64();
+            migration_run(&self.module, applied, seconds, r.is_ok());
+        }
+        r
     }
 
     /// What `apply_pending` would do, without changing anything (not even creating the
