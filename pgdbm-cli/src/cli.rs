@@ -1,6 +1,7 @@
 //! The command line's shape (clap derive): every command, option and help text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
@@ -43,7 +44,7 @@ pub struct Global {
     /// Connect to pgdbm.toml's [environments.NAME] instead of DATABASE_URL
     #[arg(long, global = true, value_name = "NAME")]
     pub env: Option<String>,
-    /// Print JSON (status, pending, history, verify, tenants list, test-server status)
+    /// Print JSON (status, pending, history, verify, tenants list, test-server status, inspect)
     #[arg(long, global = true)]
     pub json: bool,
     /// When to colour the output [auto: on a terminal, unless NO_COLOR is set]
@@ -87,6 +88,13 @@ pub enum Command {
     Test {
         #[command(subcommand)]
         command: TestCommand,
+    },
+    /// Look into the running database: a statement's plan, lock waits, long-running queries,
+    /// table sizes, a health report
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect {
+        #[command(subcommand)]
+        command: InspectCommand,
     },
     /// Refresh (or --check) sqlx's offline data in .sqlx/ against a scratch database migrated as
     /// pgdbm.toml says; without DATABASE_URL it uses the throwaway server
@@ -292,6 +300,70 @@ pub struct TenantArgs {
     /// The migrations directory (instead of pgdbm.toml's)
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+const INSPECT_EXAMPLES: &str = "Examples:
+  pgdbm inspect explain 'SELECT * FROM {{tables.users}} WHERE id = $1::int' 42
+  pgdbm inspect explain --analyze 'UPDATE {{tables.users}} SET name = $2 WHERE id = $1::int' 7 Bob
+  pgdbm inspect blocking                       who waits for whose lock
+  pgdbm inspect long-running --threshold 5m    statements running for more than 5 minutes
+  pgdbm inspect table-sizes --module billing --json
+  pgdbm inspect health                         exit 3 when the database needs attention";
+
+/// `pgdbm inspect …`: what the database is doing, for the current database of the connection
+/// settings.
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// Show the plan PostgreSQL picks for one statement (EXPLAIN); with --analyze the statement
+    /// runs, in a transaction that is always rolled back
+    Explain {
+        /// One SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement;
+        /// {{tables.x}} renders for the module's schema
+        sql: String,
+        /// Values for $1, $2, …: sent as text, so cast in the SQL where another type is meant
+        /// (`WHERE id = $1::int`)
+        #[arg(value_name = "PARAM", allow_negative_numbers = true)]
+        params: Vec<String>,
+        /// Run the statement and show actual times and rows (then roll it back)
+        #[arg(long)]
+        analyze: bool,
+        /// Show buffer (block) counts; meaningful with --analyze
+        #[arg(long)]
+        buffers: bool,
+        /// Show output columns and schema-qualified names
+        #[arg(long)]
+        verbose: bool,
+        #[command(flatten)]
+        target: InspectTarget,
+    },
+    /// Statements waiting for a lock another session holds, and the session holding it
+    Blocking,
+    /// Statements running (or transactions open) for longer than a threshold, longest first
+    LongRunning {
+        /// How long counts as long: 500ms, 30s, 5m, 1h
+        #[arg(long, default_value = "60s", value_parser = crate::inspect::parse_duration, value_name = "DURATION")]
+        threshold: Duration,
+    },
+    /// The tables of the module's schema with their sizes, largest first
+    TableSizes {
+        #[command(flatten)]
+        target: InspectTarget,
+    },
+    /// A diagnostic report: server, lock waits, long-running queries, replication lag
+    /// (exit 3 when degraded)
+    Health,
+}
+
+/// Which schema `inspect explain` and `inspect table-sizes` use.
+#[derive(Clone, Debug, Args)]
+pub struct InspectTarget {
+    /// The module of pgdbm.toml whose schema to use (default: its top-level module;
+    /// table-sizes: every module if it has none)
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// The schema (instead of the module's; default DB_SCHEMA, else public)
+    #[arg(long, value_name = "NAME")]
+    pub schema: Option<String>,
 }
 
 /// `pgdbm test-server …`: the server in $PGDBM_TEST_SERVER_DIR, else in the cargo target

@@ -9,7 +9,8 @@ pub enum Code {
     Ok,
     /// 1: an error; the message says what and what to do.
     Error,
-    /// 3: `migrate status --check` found pending, modified or missing files.
+    /// 3: `migrate status --check` found pending, modified or missing files; `inspect health`
+    /// found the database degraded.
     Pending,
 }
 
@@ -28,4 +29,5 @@ pub const HELP: &str = "Exit codes:
   0  done
   1  error (nothing was changed unless the message says what was)
   2  usage error (unknown command or option, missing argument)
-  3  `migrate status --check`: pending migrations, or drift (a modified or missing file)";
+  3  `migrate status --check`: pending migrations, or drift (a modified or missing file);
+     `inspect health`: the database needs attention (degraded)";

@@ -4,6 +4,7 @@ mod cli;
 mod context;
 mod db;
 mod exit;
+mod inspect;
 mod migrate;
 mod output;
 mod prepare;
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
             Command::Tenants { command } => tenants::run(&ctx, command).await,
             Command::TestServer { command } => test_server::run(&ctx, command).await,
             Command::Test { command } => test_server::run_test(&ctx, command).await,
+            Command::Inspect { command } => inspect::run(&ctx, command).await,
             Command::Prepare(args) => prepare::run(&ctx, args).await,
             Command::Completions { .. } => unreachable!("handled above"),
         }

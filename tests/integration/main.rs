@@ -5,6 +5,7 @@ mod common;
 
 mod config;
 mod database;
+mod inspect;
 mod migration_tools;
 mod migrations;
 mod pool;

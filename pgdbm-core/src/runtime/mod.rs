@@ -6,6 +6,7 @@ mod database;
 mod error;
 mod executor;
 mod health;
+mod inspect;
 pub mod local_server;
 mod migrator;
 mod observe;
@@ -23,6 +24,10 @@ pub use error::{
     ConnectError, Error, MigrationError, QueryError, Result, TransactionLost, sqlstate,
 };
 pub use health::{Health, HealthStatus};
+pub use inspect::{
+    BlockingQuery, CheckStatus, Explain, ExplainOptions, HealthReport, LongRunningQuery, PoolUsage,
+    ReplicaLag, TableSize,
+};
 pub use migrator::{
     AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
     MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
