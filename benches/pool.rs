@@ -11,6 +11,12 @@
 //!   4. sqlx `PgPool` with `test_before_acquire(false)`, for reference;
 //!   5. `sqlx::query_as(…).fetch_one(&db)`: `&Database` as a sqlx executor, the path of `tsql!`.
 //!
+//! Then the cost of observability: `Database` with metrics and query statistics off
+//! (`metrics(false)`) against metrics on (recorded into metrics-exporter-prometheus's recorder,
+//! installed for the whole run) plus `query_stats(true)`, alternating off/on for
+//! `PGDBM_BENCH_OBS_ROUNDS` rounds (default 3) and comparing the medians. Bar: on / off >= 0.97.
+//! Cells 1 and 5 above run with metrics on (the default) into that recorder.
+//!
 //! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
 //! Env: `PGDBM_BENCH_URL`, else `DATABASE_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`
 //! names the server (its database name is replaced by `pgdbm_bench`, created and filled with
@@ -269,11 +275,25 @@ struct Cell {
 }
 
 async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
+    bench_database_with(url, tasks, secs, true, false).await
+}
+
+/// A `Database` cell with metrics and query statistics on or off.
+async fn bench_database_with(
+    url: &str,
+    tasks: usize,
+    secs: f64,
+    metrics: bool,
+    stats: bool,
+) -> Cell {
     let db = Database::connect(
         DatabaseConfig::new(url)
             .min_connections(tasks)
             .max_connections(tasks)
-            .slow_query_threshold(None),
+            .slow_query_threshold(None)
+            .metrics(metrics)
+            .query_stats(stats)
+            .pool_name(if metrics { "bench_on" } else { "bench_off" }),
     )
     .await
     .expect("Database::connect");
@@ -397,7 +417,23 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let obs_rounds: usize = std::env::var("PGDBM_BENCH_OBS_ROUNDS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
     rt.block_on(async {
+        // A real recorder, as a service would install it, with its upkeep task.
+        let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the Prometheus recorder");
+        let upkeep = prometheus.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
         let server = server_url();
         let url = prepare(&server).await;
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -451,6 +487,76 @@ fn main() {
                 bar = Some((vs_conn, vs_pool));
             }
         }
+        println!(
+            "observability: Database with metrics + query statistics on vs both off, {obs_rounds} alternating rounds of {secs} s"
+        );
+        println!(
+            "{:<5}  {:>12}  {:>12}  {:>8}  {:>16}  {:>16}",
+            "tasks", "off q/s", "on q/s", "on/off", "off client us/q", "on client us/q"
+        );
+        let mut obs_bar = None;
+        for &tasks in &task_counts {
+            let (mut off, mut on) = (Vec::new(), Vec::new());
+            for _ in 0..obs_rounds {
+                off.push(bench_database_with(&url, tasks, secs, false, false).await.m);
+                on.push(bench_database_with(&url, tasks, secs, true, true).await.m);
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let qps = |cells: &[Measured]| cells.iter().map(|m| m.qps).collect::<Vec<_>>();
+            let cpu = |cells: &[Measured]| {
+                cells
+                    .iter()
+                    .filter_map(|m| m.client_us_per_query)
+                    .collect::<Vec<_>>()
+            };
+            let (off_qps, on_qps) = (median(&mut qps(&off)), median(&mut qps(&on)));
+            let (mut off_cpu, mut on_cpu) = (cpu(&off), cpu(&on));
+            let show = |v: &mut Vec<f64>| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", median(v))
+                }
+            };
+            let ratio = on_qps / off_qps;
+            println!(
+                "{tasks:<5}  {off_qps:>12.0}  {on_qps:>12.0}  {ratio:>8.3}  {:>16}  {:>16}",
+                show(&mut off_cpu),
+                show(&mut on_cpu)
+            );
+            let rounds = |cells: &[Measured]| {
+                cells
+                    .iter()
+                    .map(|m| format!("{:.0}", m.qps))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!("       rounds off: {}; on: {}", rounds(&off), rounds(&on));
+            if tasks == 8 {
+                obs_bar = Some(ratio);
+            }
+        }
+        let rendered = prometheus.render();
+        let series = rendered
+            .lines()
+            .filter(|l| l.contains("pool=\"bench_on\""))
+            .count();
+        assert!(
+            series > 0 && !rendered.contains("pool=\"bench_off\""),
+            "the on pool must record and the off pool must not"
+        );
+        println!("  ({series} series of the on pool in the recorder, none of the off pool)");
+        match obs_bar {
+            Some(r) => println!(
+                "Bar: observability on / off at 8 tasks: {r:.3} (>= 0.97): {}",
+                verdict(r >= 0.97)
+            ),
+            None => println!("Bar (observability): not evaluated: PGDBM_BENCH_TASKS does not include 8"),
+        }
+        println!();
         if tls_differs {
             println!(
                 "note: TLS differs between systems, which skews the ratios; add sslmode=disable (or \
