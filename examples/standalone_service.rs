@@ -7,7 +7,8 @@
 //!
 //! Routes: `POST /users` (`{"email", "name"}` → 201 `{"id", "email"}`; 409 duplicate email; 422 bad
 //! body), `GET /users/{id}` (200 user; 404 `{"detail": "User not found"}`; 422 non-numeric id),
-//! `GET /health` (200 when the database answers, 503 when not), `GET /ping` (no database).
+//! `GET /health` (200 when the database answers, 503 when not), `GET /ping` (no database),
+//! `GET /metrics` (Prometheus text format: pgdbm's pool, query and migration series).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,12 +19,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use pgdbm::{Database, DatabaseConfig, Migrator, tsql, tsql_as};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]
 struct AppState {
     db: Database,
+    metrics: PrometheusHandle,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +144,16 @@ async fn health(State(state): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
+/// What Prometheus scrapes: pgdbm records through the `metrics` facade into the recorder
+/// installed in `main`.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
 /// For tests of graceful shutdown: a request that takes a while (only with
 /// `PGDBM_EXAMPLE_DEBUG_ROUTES=1`).
 async fn sleep(Path(ms): Path<u64>) -> Response {
@@ -148,16 +161,17 @@ async fn sleep(Path(ms): Path<u64>) -> Response {
     Json(serde_json::json!({ "slept_ms": ms })).into_response()
 }
 
-fn app(db: Database) -> Router {
+fn app(db: Database, metrics: PrometheusHandle) -> Router {
     let mut router = Router::new()
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user))
         .route("/health", get(health))
+        .route("/metrics", get(self::metrics))
         .route("/ping", get(|| async { "pong" }));
     if std::env::var("PGDBM_EXAMPLE_DEBUG_ROUTES").as_deref() == Ok("1") {
         router = router.route("/debug/sleep/{ms}", get(sleep));
     }
-    router.with_state(AppState { db })
+    router.with_state(AppState { db, metrics })
 }
 
 async fn shutdown_signal() {
@@ -183,6 +197,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Before `Database::connect`: the pool registers its series when it opens.
+    let metrics = PrometheusBuilder::new().install_recorder()?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
     let url = pgdbm::testing::database_url_or_local("myservice").await?;
     // SAFETY: set before any other thread reads the environment.
     unsafe { std::env::set_var("DATABASE_URL", &url) };
@@ -205,7 +228,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = format!("{bind}:{port}").parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app(db.clone()))
+    axum::serve(listener, app(db.clone(), metrics))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     db.close().await;

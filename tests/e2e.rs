@@ -94,6 +94,57 @@ async fn every_route_and_status() {
 
     let r = c.get(url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+
+    // What Prometheus scrapes: the pool's gauges and the query series of the requests above.
+    let r = c.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let series = |prefix: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+            .collect()
+    };
+    let pool = format!("pool=\"{}\"", db.name());
+    for gauge in [
+        "pgdbm_pool_size{",
+        "pgdbm_pool_max_size{",
+        "pgdbm_pool_in_use{",
+    ] {
+        let found = series(gauge);
+        assert!(
+            found.iter().any(|l| l.contains(&pool)),
+            "{gauge} for {pool} missing:\n{text}"
+        );
+    }
+    assert!(
+        series("pgdbm_pool_max_size{")
+            .iter()
+            .any(|l| l.ends_with(" 20")),
+        "{text}"
+    );
+    // One INSERT succeeded (the 201), one failed (the 409); the GETs were SELECTs.
+    let count_of = |op: &str, outcome: &str| -> f64 {
+        series("pgdbm_query_duration_seconds_count{")
+            .iter()
+            .find(|l| {
+                l.contains(&format!("operation=\"{op}\""))
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(count_of("INSERT", "ok"), 1.0, "{text}");
+    assert_eq!(count_of("INSERT", "error"), 1.0, "{text}");
+    assert!(count_of("SELECT", "ok") >= 3.0, "{text}");
+    assert!(
+        text.contains("pgdbm_query_errors_total{") && text.contains("error=\"database\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("pgdbm_migration_runs_total{module=\"myservice\",outcome=\"ok\"} 1"),
+        "{text}"
+    );
+
     let count: Option<i64> = db
         .fetch_value("SELECT count(*) FROM myservice.users", ())
         .await
