@@ -170,7 +170,7 @@ async fn explain_refuses_what_it_cannot_explain_and_runs_nothing() {
     let r = inspect(&t, dir.path(), &["inspect", "explain", "DROP TABLE x"]).await;
     assert_eq!(
         r.stderr,
-        "error: invalid configuration `explain`: explain takes one SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement; this one starts with DROP; other statements have no plan to show\n"
+        "error: explain takes one SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement; this one starts with DROP; other statements have no plan to show\n"
     );
     assert_eq!(
         count(

@@ -373,8 +373,8 @@ async fn explain_refuses_bad_input_without_touching_the_server() {
 
     let refused = async |sql: &str| -> String {
         match db.explain(sql, (), analyze).await.unwrap_err() {
-            Error::Config { field, message } => {
-                assert_eq!(field, "explain");
+            Error::InvalidInput { operation, message } => {
+                assert_eq!(operation, "explain");
                 message
             }
             other => panic!("{sql}: {other}"),
@@ -412,7 +412,7 @@ async fn explain_refuses_bad_input_without_touching_the_server() {
         .to_string();
     assert_eq!(
         shown,
-        "invalid configuration `explain`: explain takes one SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement; this one starts with BEGIN; other statements have no plan to show"
+        "explain takes one SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement; this one starts with BEGIN; other statements have no plan to show"
     );
 
     // Nothing was sent: no connection was even checked out, and the database is as it was.

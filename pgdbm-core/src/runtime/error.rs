@@ -88,6 +88,16 @@ pub enum Error {
         handle: Option<String>,
     },
 
+    /// An argument was refused before anything was sent to the server (for example a statement
+    /// [`Database::explain`](crate::Database::explain) cannot explain). Nothing ran.
+    #[error("{message}")]
+    InvalidInput {
+        /// The operation that refused it (`explain`).
+        operation: &'static str,
+        /// What was wrong and what to do.
+        message: String,
+    },
+
     /// A tenant operation was refused: unknown tenant, one that exists already, an invalid
     /// name, or a drop without confirmation. Nothing was changed.
     #[error("tenant `{tenant}`: {message}")]

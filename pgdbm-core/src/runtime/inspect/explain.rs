@@ -196,7 +196,10 @@ impl Database {
         options: ExplainOptions,
     ) -> Result<Explain> {
         let rendered = self.render(sql)?;
-        let statement = explainable(&rendered).map_err(|m| Error::config("explain", m))?;
+        let statement = explainable(&rendered).map_err(|message| Error::InvalidInput {
+            operation: "explain",
+            message,
+        })?;
         // The text is rendered already; rendering it again (as the query methods do) leaves it
         // unchanged, and a `tsql!` marker no longer leads it.
         let query = format!("EXPLAIN ({}) {statement}", options.clause());
