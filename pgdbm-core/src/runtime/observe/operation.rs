@@ -160,7 +160,7 @@ mod tests {
             ("SET search_path = x", Other),
             ("BEGIN", Other),
             ("", Other),
-            ("(SELECT 1) UNION (SELECT 2)", Other),
+            ("(SELECT 1) UNION (SELECT 2)", Select),
             ("'SELECT'", Other),
         ];
         for (sql, want) in cases {
