@@ -353,7 +353,11 @@ async fn blocking_and_health_see_a_real_lock() {
         let v = json(&inspect(&t, dir.path(), &["--json", "inspect", "blocking"]).await);
         v.as_array()?
             .iter()
-            .find(|r| r["blocked_pid"] == waiter_pid)
+            // pg_stat_activity may still show the previous statement for a moment.
+            .find(|r| {
+                r["blocked_pid"] == waiter_pid
+                    && r["blocked_query"] == "SELECT count(*) FROM locked"
+            })
             .cloned()
     })
     .await;

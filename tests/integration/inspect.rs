@@ -96,8 +96,10 @@ async fn blocking_queries_show_a_real_lock_wait() {
     let lock = hold_lock(&t).await;
     let rows = eventually("the waiter to show as blocked", async || {
         let rows = db.blocking_queries().await.unwrap();
+        // The lock table and pg_stat_activity are read at different instants: wait until both
+        // show the waiter's statement.
         rows.iter()
-            .any(|r| r.blocked_pid == lock.waiter_pid)
+            .any(|r| r.blocked_pid == lock.waiter_pid && r.blocked_query.contains("/* waiter */"))
             .then_some(rows)
     })
     .await;
