@@ -17,7 +17,7 @@ use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
 use super::error::Error;
-use super::observe::{Observation, QueryCtx, SqlText};
+use super::observe::{Observation, QueryCtx, SqlText, observe};
 use super::pool::is_connection_lost;
 use sqlx::Arguments;
 use tracing::Instrument;
@@ -67,16 +67,39 @@ fn checked_sql(db: &Database, sql: SqlStr) -> Result<SqlStr, sqlx::Error> {
 }
 
 impl Replay {
-    /// The context to observe this query on `db`: its values' types are not known before the
-    /// server resolves them, so the statistics show `?` for each.
+    /// The context to observe this query on `db`.
     fn ctx<'d>(&self, db: &'d Database) -> QueryCtx<'d> {
-        let mut ctx = db.ctx();
-        if ctx.obs.stats.is_some() {
-            let n = self.args.as_ref().map_or(0, |a| a.len());
-            ctx.args = Some(vec!["?".to_string(); n].into());
-        }
-        ctx
+        ctx_of(db, self.arg_count())
     }
+
+    fn arg_count(&self) -> usize {
+        self.args.as_ref().map_or(0, |a| a.len())
+    }
+}
+
+/// The context to observe a sqlx query of `args` values on `db`: their types are not known
+/// before the server resolves them, so the statistics show `?` for each.
+fn ctx_of(db: &Database, args: usize) -> QueryCtx<'_> {
+    let mut ctx = db.ctx();
+    if ctx.obs.stats.is_some() {
+        ctx.args = Some(vec!["?".to_string(); args].into());
+    }
+    ctx
+}
+
+/// Runs a `fetch_optional` as one observed statement.
+async fn observed_optional(
+    db: &Database,
+    sql: &SqlStr,
+    args: usize,
+    fetch: impl Future<Output = Result<Option<PgRow>, sqlx::Error>>,
+) -> Result<Option<PgRow>, sqlx::Error> {
+    let ctx = ctx_of(db, args);
+    observe(&ctx, SqlText::Borrowed(sql.as_str()), async {
+        let row = fetch.await?;
+        Ok((row.is_some() as u64, row))
+    })
+    .await
 }
 
 /// What a `fetch_many` result tells the observation: rows, or the first error.
@@ -97,13 +120,14 @@ fn outcome(items: &[Item]) -> Result<u64, &sqlx::Error> {
 /// `fetch_one` drops it after the first row).
 fn observed_stream<'e>(
     db: Database,
-    replay: &Replay,
+    sql: SqlStr,
+    args: usize,
     inner: BoxStream<'e, Item>,
 ) -> BoxStream<'e, Item> {
     struct Watch {
         db: Database,
         sql: SqlStr,
-        args: Option<std::sync::Arc<[String]>>,
+        args: usize,
         open: Option<Observation>,
         rows: u64,
     }
@@ -117,8 +141,7 @@ fn observed_stream<'e>(
         }
         fn finish(&mut self, result: Result<u64, &sqlx::Error>) {
             if let Some(o) = self.open.take() {
-                let mut ctx = self.db.ctx();
-                ctx.args = self.args.clone();
+                let ctx = ctx_of(&self.db, self.args);
                 o.finish(&ctx, SqlText::Borrowed(self.sql.as_str()), result);
             }
         }
@@ -128,11 +151,9 @@ fn observed_stream<'e>(
             self.finish(Ok(self.rows));
         }
     }
-    let ctx = replay.ctx(&db);
-    let open = Some(Observation::start(&ctx, replay.sql.as_str()));
-    let args = ctx.args.clone();
+    let open = Some(Observation::start(&ctx_of(&db, args), sql.as_str()));
     let mut watch = Watch {
-        sql: replay.sql.clone(),
+        sql,
         args,
         open,
         rows: 0,
@@ -310,13 +331,10 @@ impl<'c> Executor<'c> for &'c Database {
                 let q = replay.clone();
                 let db = self.clone();
                 Box::pin(async move {
-                    let ctx = q.ctx(&db);
-                    let sql = q.sql.clone();
-                    let o = Observation::start(&ctx, sql.as_str());
-                    let r = conn.fetch_optional(q).instrument(o.span().clone()).await;
-                    let rows = r.as_ref().map(|row| row.is_some() as u64);
-                    o.finish(&ctx, SqlText::Borrowed(sql.as_str()), rows);
-                    r.into()
+                    let (sql, args) = (q.sql.clone(), q.arg_count());
+                    observed_optional(&db, &sql, args, conn.fetch_optional(q))
+                        .await
+                        .into()
                 })
             })
             .await
@@ -381,8 +399,8 @@ macro_rules! checked_connection_executor {
                 let db: Database = ($db).clone();
                 match Replay::take(&db, query) {
                     Ok(q) => {
-                        let watched = q.clone();
-                        observed_stream(db, &watched, $conn.fetch_many(q))
+                        let (sql, args) = (q.sql.clone(), q.arg_count());
+                        observed_stream(db, sql, args, $conn.fetch_many(q))
                     }
                     Err(e) => futures_util::stream::once(async { Err(e) }).boxed(),
                 }
@@ -400,18 +418,9 @@ macro_rules! checked_connection_executor {
                 let db: Database = ($db).clone();
                 match Replay::take(&db, query) {
                     Ok(q) => {
-                        let ctx = q.ctx(&db);
-                        let o = Observation::start(&ctx, q.sql.as_str());
-                        let (sql, args) = (q.sql.clone(), ctx.args.clone());
+                        let (sql, args) = (q.sql.clone(), q.arg_count());
                         let fetch = $conn.fetch_optional(q);
-                        Box::pin(async move {
-                            let r = fetch.instrument(o.span().clone()).await;
-                            let mut ctx = db.ctx();
-                            ctx.args = args;
-                            let rows = r.as_ref().map(|row| row.is_some() as u64);
-                            o.finish(&ctx, SqlText::Borrowed(sql.as_str()), rows);
-                            r
-                        })
+                        Box::pin(async move { observed_optional(&db, &sql, args, fetch).await })
                     }
                     Err(e) => Box::pin(async { Err(e) }),
                 }

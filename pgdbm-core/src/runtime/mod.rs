@@ -25,7 +25,7 @@ pub use error::{
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{
-    BlockingQuery, CheckStatus, Explain, ExplainOptions, HealthReport, LongRunningQuery, PoolUsage,
+    BlockingQuery, CheckStatus, Explain, ExplainOptions, HealthReport, LongRunningQuery,
     ReplicaLag, TableSize,
 };
 pub use migrator::{

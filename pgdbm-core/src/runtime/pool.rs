@@ -270,8 +270,8 @@ impl From<PoolError<sqlx::Error>> for Checkout {
     }
 }
 
-/// Pool statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Pool statistics (serialisable, as `health_check` reports them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Configured minimum size.

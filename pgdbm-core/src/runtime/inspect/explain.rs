@@ -2,8 +2,10 @@
 //! measured by running the statement in a transaction that is always rolled back.
 
 use super::plan::Explain;
+use crate::migrations::split_statements;
 use crate::runtime::database::Database;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::observe::prefix;
 use crate::runtime::params::Params;
 use crate::sql_lex::{TokenKind, tokens};
 
@@ -83,80 +85,66 @@ const EXPLAINABLE: [&str; 8] = [
     "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "WITH", "TABLE",
 ];
 
-/// The one statement `sql` holds, without leading `;`, trailing `;` and trailing comments, when
-/// `EXPLAIN` can take it; otherwise what is wrong with it, as a message for the user.
+/// The one statement `sql` holds, without its `;`, when `EXPLAIN` can take it; otherwise what is
+/// wrong with it, as a message for the user.
 ///
-/// Comments (a `tsql!` statement starts with a `/* pgdbm: … */` marker), strings, quoted
-/// identifiers and dollar-quoted bodies are read with the project's lexer, so a `;` or a keyword
-/// inside them does not count.
+/// The statements are found by the migrations' splitter (the project's one reading of strings,
+/// quoted identifiers, dollar quotes and comments), so a `;` or a keyword inside them does not
+/// count.
 pub(crate) fn explainable(sql: &str) -> std::result::Result<&str, String> {
-    let mut begin = 0;
-    let mut first: Option<(&str, TokenKind)> = None;
-    let mut end = 0;
-    let mut semicolon: Option<usize> = None;
-    let mut second: Option<(&str, usize)> = None;
-    for t in tokens(sql) {
-        match t.kind {
-            TokenKind::Comment => continue,
-            TokenKind::Punct(b';') => {
-                match first {
-                    // Empty statements before the first one are skipped.
-                    None => begin = t.start + 1,
-                    Some(_) => semicolon = Some(t.start),
-                }
-                continue;
-            }
-            _ => {}
-        }
-        if let Some(at) = semicolon {
-            second.get_or_insert((t.text, at));
-            continue;
-        }
-        first.get_or_insert((t.text, t.kind));
-        end = t.start + t.text.len();
-    }
-    let Some((word, kind)) = first else {
+    let statements = split_statements(sql);
+    let Some(first) = statements.first() else {
         return Err(
             "explain needs a statement, and the SQL is empty (or only comments and `;`)".into(),
         );
     };
-    let upper = word.to_ascii_uppercase();
-    let allowed = (kind == TokenKind::Word && EXPLAINABLE.contains(&upper.as_str()))
-        || kind == TokenKind::Punct(b'(');
+    let lead = tokens(first.text).next();
+    let allowed = lead.is_some_and(|t| {
+        t.kind == TokenKind::Punct(b'(')
+            || (t.kind == TokenKind::Word
+                && EXPLAINABLE.iter().any(|k| t.text.eq_ignore_ascii_case(k)))
+    });
     if !allowed {
-        let found = match kind {
-            TokenKind::Word => upper.clone(),
-            _ => format!("`{}`", shorten(word, 30)),
+        let found = match lead {
+            Some(t) if t.kind == TokenKind::Word => t.text.to_ascii_uppercase(),
+            Some(t) => format!("`{}`", shorten(t.text, 30)),
+            None => String::new(),
         };
-        let hint = match upper.as_str() {
-            "EXPLAIN" => {
-                "; pass the statement without EXPLAIN (ExplainOptions turns on ANALYZE and BUFFERS)"
-            }
-            _ => "; other statements have no plan to show",
+        let hint = if found == "EXPLAIN" {
+            "; pass the statement without EXPLAIN (ExplainOptions turns on ANALYZE and BUFFERS)"
+        } else {
+            "; other statements have no plan to show"
         };
         return Err(format!(
             "explain takes one SELECT, INSERT, UPDATE, DELETE, MERGE, VALUES, WITH or TABLE statement; this one starts with {found}{hint}"
         ));
     }
-    if let Some((next, at)) = second {
+    if let Some(second) = statements.get(1) {
+        let next = tokens(second.text).next().map_or("", |t| t.text);
+        let at = first.offset + first.text.len() - 1;
         return Err(format!(
             "explain takes one statement, and this SQL holds more: `{}` follows the `;` at byte {at}; explain each statement on its own",
             shorten(next, 30)
         ));
     }
-    Ok(sql[begin..end].trim_start())
+    // The splitter drops the comments that lead a statement; `EXPLAIN` keeps them (a `tsql!`
+    // marker, a planner hint), so the statement starts after the last `;` before it.
+    let begin = tokens(&sql[..first.offset])
+        .filter(|t| t.kind == TokenKind::Punct(b';'))
+        .last()
+        .map_or(0, |t| t.start + 1);
+    let statement = sql[begin..first.offset + first.text.len()].trim();
+    Ok(statement.strip_suffix(';').unwrap_or(statement).trim_end())
 }
 
 /// `text` cut to at most `max` bytes (on a character boundary), with `…` when cut.
 fn shorten(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
+    let cut = prefix(text, max);
+    if cut.len() == text.len() {
+        cut.to_string()
+    } else {
+        format!("{cut}…")
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 impl Database {
@@ -172,8 +160,7 @@ impl Database {
     /// nothing is executed.
     ///
     /// Refused before anything is sent to the server (an [`Error::Template`] for a malformed
-    /// placeholder, otherwise [`Error::Config`] with field `explain` and a message saying what
-    /// was found): an empty statement, more than one statement (`SELECT 1; SELECT 2`), or a
+    /// placeholder, otherwise [`Error::InvalidInput`] with a message saying what was found): an empty statement, more than one statement (`SELECT 1; SELECT 2`), or a
     /// statement `EXPLAIN` does not take — only `SELECT`, `INSERT`, `UPDATE`, `DELETE`, `MERGE`,
     /// `VALUES`, `WITH`, `TABLE` and a parenthesised query are accepted, so `CREATE`, `DROP`,
     /// `VACUUM`, `BEGIN` or `EXPLAIN …` itself are errors.

@@ -28,40 +28,6 @@ pub enum CheckStatus {
     Degraded,
 }
 
-/// The pool's numbers when the report was made (from [`PoolStats`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct PoolUsage {
-    /// Connections open.
-    pub size: usize,
-    /// Open connections not in use.
-    pub idle: usize,
-    /// Connections handed out.
-    pub in_use: usize,
-    /// Callers waiting for a connection.
-    pub waiting: usize,
-    /// Configured maximum size.
-    pub max_size: usize,
-    /// Configured minimum size.
-    pub min_size: usize,
-    /// Acquire attempts that timed out since the pool was created.
-    pub timeouts: u64,
-}
-
-impl From<PoolStats> for PoolUsage {
-    fn from(s: PoolStats) -> Self {
-        PoolUsage {
-            size: s.size,
-            idle: s.idle,
-            in_use: s.in_use,
-            waiting: s.waiting,
-            max_size: s.max_size,
-            min_size: s.min_size,
-            timeouts: s.timeouts,
-        }
-    }
-}
-
 /// One standby streaming from this server (a row of `pg_stat_replication`). Without
 /// superuser or `pg_read_all_stats`, PostgreSQL hides all but the name.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -100,7 +66,7 @@ pub struct HealthReport {
     #[serde(rename = "latency_ms", serialize_with = "ms")]
     pub latency: Duration,
     /// The pool just before the check.
-    pub pool: PoolUsage,
+    pub pool: PoolStats,
     /// `pool.in_use / pool.max_size`, from 0 to 1.
     pub pool_saturation: f64,
     /// Backends of the current database waiting for a lock another session holds.
@@ -194,7 +160,7 @@ impl Database {
     /// ```
     pub async fn health_check(&self) -> Result<HealthReport> {
         // Before this check takes a connection of its own.
-        let pool = PoolUsage::from(self.pool_stats());
+        let pool = self.pool_stats();
         let started = Instant::now();
         let row: ReportRow = self
             .fetch_one(REPORT, (LONG_RUNNING.as_secs_f64(),))
@@ -310,7 +276,7 @@ mod tests {
             server_version_num: 150000,
             in_recovery: false,
             latency: Duration::from_millis(2),
-            pool: PoolUsage {
+            pool: PoolStats {
                 size: 2,
                 idle: 1,
                 in_use: 1,
@@ -318,6 +284,7 @@ mod tests {
                 max_size: 20,
                 min_size: 1,
                 timeouts: 0,
+                acquired: 0,
             },
             pool_saturation: 0.05,
             blocked_queries: 0,

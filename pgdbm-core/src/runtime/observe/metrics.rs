@@ -89,7 +89,7 @@ impl ErrorKind {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Database => "database",
             ErrorKind::Connection => "connection",

@@ -124,7 +124,9 @@ impl Observation {
                 }
                 Err(e) => {
                     self.span.record("otel.status_code", "ERROR");
-                    self.span.record("error.type", error_type(e));
+                    // A low-cardinality class, as OpenTelemetry asks: the metrics' error label.
+                    self.span
+                        .record("error.type", metrics::ErrorKind::of(e).as_str());
                     if let sqlx::Error::Database(db) = e
                         && let Some(code) = db.code()
                     {
@@ -155,20 +157,10 @@ impl Observation {
                 elapsed_ms = elapsed.as_millis() as u64,
                 threshold_ms = limit.as_millis() as u64,
                 db.schema = ctx.schema.unwrap_or(""),
-                db.statement = %truncated(sql.text()),
+                db.statement = %prefix(sql.text(), 300),
                 "pgdbm: slow query"
             );
         }
-    }
-}
-
-/// `error.type`: a low-cardinality class, as OpenTelemetry asks.
-fn error_type(e: &sqlx::Error) -> &'static str {
-    match metrics::ErrorKind::of(e) {
-        metrics::ErrorKind::Database => "database",
-        metrics::ErrorKind::Connection => "connection",
-        metrics::ErrorKind::Decode => "decode",
-        metrics::ErrorKind::Other => "other",
     }
 }
 
@@ -211,10 +203,11 @@ where
     result.map(|(_, t)| t)
 }
 
-fn truncated(sql: &str) -> &str {
-    let mut end = sql.len().min(300);
-    while !sql.is_char_boundary(end) {
+/// The first `max` bytes of `text`, cut back to a character boundary.
+pub(crate) fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &sql[..end]
+    &text[..end]
 }
