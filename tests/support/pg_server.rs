@@ -23,17 +23,56 @@ impl PgServer {
     /// Initialises a fresh cluster and starts it on a spare port, waiting until it accepts
     /// connections.
     pub fn start() -> PgServer {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let base = Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("pgdbm-faults-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        Self::start_with(&[])
+    }
+
+    /// As [`PgServer::start`], with what streaming replicas need: full page writes (which
+    /// `pg_basebackup` wants), WAL kept for a replica that falls behind, and feedback from hot
+    /// standbys.
+    pub fn start_primary() -> PgServer {
+        Self::start_with(&[
+            ("full_page_writes", "on"),
+            ("wal_keep_size", "256MB"),
+            ("hot_standby_feedback", "on"),
+        ])
+    }
+
+    /// A streaming replica of `primary` (a base backup into a directory of its own), started on
+    /// a spare port; returns once it accepts connections and is in recovery.
+    pub fn start_replica_of(primary: &PgServer) -> PgServer {
+        let dir = fresh_dir();
+        let started = primary.cluster.base_backup(&dir).and_then(|mut cluster| {
+            cluster.start()?;
+            Ok(cluster)
+        });
+        let cluster = started.unwrap_or_else(|e| {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!(
+                "replica of port {} in {}: {e}",
+                primary.port(),
+                dir.display()
+            )
+        });
+        // From here on, drop stops and deletes the replica even if it never gets ready.
+        let replica = PgServer { dir, cluster };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match replica.try_psql("postgres", "SELECT pg_is_in_recovery()") {
+                Ok(r) if r == "t" => return replica,
+                r if Instant::now() > deadline => {
+                    panic!("replica on port {}: not in recovery: {r:?}", replica.port())
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn start_with(settings: &[(&str, &str)]) -> PgServer {
+        let dir = fresh_dir();
         let started = LocalCluster::init(Path::new(BIN), &dir).and_then(|mut cluster| {
+            for (name, value) in settings {
+                cluster.setting(name, value)?;
+            }
             cluster.start()?;
             Ok(cluster)
         });
@@ -109,6 +148,35 @@ impl PgServer {
         t.elapsed()
     }
 
+    /// `pg_ctl promote -w` on this replica; returns how long it took.
+    pub fn promote(&self) -> Duration {
+        let t = Instant::now();
+        self.cluster.promote().unwrap_or_else(|e| panic!("{e}"));
+        t.elapsed()
+    }
+
+    /// Waits until this replica has replayed all WAL `primary` had written when called; panics
+    /// after 30 s.
+    pub fn wait_replayed(&self, primary: &PgServer) {
+        let target = primary.psql("postgres", "SELECT pg_current_wal_lsn()");
+        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.try_psql("postgres", &sql) {
+                Ok(r) if r == "t" => return,
+                r if Instant::now() > deadline => {
+                    let at = self.try_psql("postgres", "SELECT pg_last_wal_replay_lsn()");
+                    panic!(
+                        "replica on port {} has not replayed up to {target} within 30 s \
+                         (at {at:?}; last answer {r:?})",
+                        self.port()
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Terminates every client backend connected to `database` (except psql's own); returns how
     /// many were terminated.
     pub fn terminate_backends(&self, database: &str) -> usize {
@@ -130,6 +198,21 @@ impl Drop for PgServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A directory of its own for a new server, under `/dev/shm` when there is one.
+fn fresh_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let base = Path::new("/dev/shm");
+    let base = if base.is_dir() {
+        base.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = base.join(format!("pgdbm-faults-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 fn output_text(out: &Output) -> String {

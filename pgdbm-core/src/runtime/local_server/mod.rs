@@ -3,6 +3,7 @@
 //! starts when no other is found, and [`LocalCluster`], which also runs the private servers of
 //! tests that stop, restart and kill one.
 
+mod replica;
 mod throwaway;
 
 pub use throwaway::{IDLE_ENV, THROWAWAY_DIR_ENV, ThrowawayServer};
@@ -77,7 +78,8 @@ pub(crate) async fn probe(url: &str) -> std::result::Result<(), String> {
 }
 
 /// A cluster in `root/data`, logging to `root/server.log`, listening on 127.0.0.1 only (no Unix
-/// socket), with settings made for tests (no fsync, up to 200 connections).
+/// socket), with settings made for tests (no fsync, up to 200 connections) and any given with
+/// [`setting`](Self::setting), which override them.
 #[derive(Clone, Debug)]
 pub struct LocalCluster {
     bin: PathBuf,
@@ -117,6 +119,50 @@ impl LocalCluster {
             .map_err(fail)?;
         }
         Ok(cluster)
+    }
+
+    /// Sets the server setting `name` to `value` for every later start (a `-c name=value`
+    /// after the defaults, so it wins over them: e.g. `full_page_writes` = `on`, which
+    /// `pg_basebackup` wants). Setting a name again replaces its value.
+    ///
+    /// The settings are kept in `root/settings` rather than in this value, so every
+    /// `LocalCluster` of the same `root` starts the server alike.
+    pub fn setting(&mut self, name: &str, value: &str) -> Result<()> {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !valid {
+            return Err(fail(format!("invalid setting name {name:?}")));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(fail(format!("setting {name}: a value cannot span lines")));
+        }
+        let mut settings = self.settings();
+        settings.retain(|(n, _)| n != name);
+        settings.push((name.to_string(), value.to_string()));
+        self.write_settings(&settings)
+    }
+
+    /// The settings given with [`setting`](Self::setting), in the order they are applied.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(self.settings_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn settings_file(&self) -> PathBuf {
+        self.root.join("settings")
+    }
+
+    fn write_settings(&self, settings: &[(String, String)]) -> Result<()> {
+        let text: String = settings.iter().map(|(n, v)| format!("{n}={v}\n")).collect();
+        let file = self.settings_file();
+        std::fs::write(&file, text)
+            .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))
     }
 
     /// The data directory.
@@ -213,13 +259,19 @@ impl LocalCluster {
             .arg(self.data())
             .args(["-w", "-t", "60"])
             .args(extra);
-        if action != "stop" {
+        if matches!(action, "start" | "restart") {
             // Durability is worth nothing to a test server; speed is.
-            cmd.arg("-l").arg(self.log()).arg("-o").arg(format!(
+            let mut options = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
                  -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
                 self.port
-            ));
+            );
+            // Last, so they win; quoted because pg_ctl hands the options to /bin/sh.
+            for (name, value) in self.settings() {
+                options.push_str(" -c ");
+                options.push_str(&shell_quote(&format!("{name}={value}")));
+            }
+            cmd.arg("-l").arg(self.log()).arg("-o").arg(options);
         }
         run(&mut cmd).map_err(|e| fail(format!("{e}\n{}", self.log_tail())))
     }
@@ -237,6 +289,11 @@ impl LocalCluster {
 
 fn fail(message: String) -> Error {
     Error::config("local_server", message)
+}
+
+/// `s` in single quotes, for `/bin/sh`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn run(cmd: &mut Command) -> std::result::Result<(), String> {
