@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use super::DatabaseConfig;
+use super::{DatabaseConfig, PoolerMode, TargetSessionAttrs};
 use crate::runtime::error::{Error, Result, redact};
 
 /// TLS mode, as libpq spells it.
@@ -94,23 +94,29 @@ impl DatabaseConfig {
 
     /// Host, port and database as `host:port/database`, for messages.
     pub fn target(&self) -> String {
-        match self.connect_options() {
-            Ok(o) => format!(
-                "{}:{}/{}",
-                o.get_host(),
-                o.get_port(),
-                o.get_database().unwrap_or("")
-            ),
+        match self.connect_targets() {
+            Ok(all) => {
+                let hosts: Vec<String> = all
+                    .iter()
+                    .map(|o| format!("{}:{}", o.get_host(), o.get_port()))
+                    .collect();
+                format!(
+                    "{}/{}",
+                    hosts.join(","),
+                    all[0].get_database().unwrap_or("")
+                )
+            }
             Err(_) => "<invalid url>".into(),
         }
     }
 
-    fn password_str(&self) -> Option<String> {
+    pub(super) fn password_str(&self) -> Option<String> {
         if let Some(p) = &self.password {
             return Some(p.0.clone());
         }
         if let Some(url) = &self.url
-            && let Ok(u) = url::Url::parse(url)
+            && let Ok((urls, _)) = super::split_hosts(url)
+            && let Ok(u) = url::Url::parse(&urls[0])
             && let Some(p) = u.password()
         {
             return Some(
@@ -122,11 +128,40 @@ impl DatabaseConfig {
         std::env::var("DB_PASSWORD").ok().filter(|p| !p.is_empty())
     }
 
-    /// The options sqlx uses to open each connection. The password is included here, so this is
-    /// crate-private.
+    /// The options sqlx uses to open each connection (to the first host of a host list). The
+    /// password is included here, so this is crate-private.
     pub(crate) fn connect_options(&self) -> Result<PgConnectOptions> {
+        let mut all = self.connect_targets()?;
+        Ok(all.swap_remove(0))
+    }
+
+    /// The options for each host of the URL's host list, in order (one for a single host).
+    pub(crate) fn connect_targets(&self) -> Result<Vec<PgConnectOptions>> {
+        match &self.url {
+            Some(raw) => {
+                let (urls, _) = super::split_hosts(raw)?;
+                urls.iter().map(|u| self.options_for(Some(u))).collect()
+            }
+            None => Ok(vec![self.options_for(None)?]),
+        }
+    }
+
+    /// Which host of the list connections may use: the config's setting, else the URL's
+    /// `target_session_attrs`, else any.
+    pub(crate) fn session_attrs(&self) -> TargetSessionAttrs {
+        if let Some(a) = self.target_session_attrs {
+            return a;
+        }
+        self.url
+            .as_deref()
+            .and_then(|u| super::split_hosts(u).ok())
+            .and_then(|(_, a)| a)
+            .unwrap_or_default()
+    }
+
+    fn options_for(&self, url: Option<&str>) -> Result<PgConnectOptions> {
         let password = self.password_str();
-        let mut opts = match &self.url {
+        let mut opts = match url {
             Some(raw) => {
                 let url = url::Url::parse(raw).map_err(|e| {
                     Error::config(
@@ -158,7 +193,7 @@ impl DatabaseConfig {
         if let Some(p) = &password {
             opts = opts.password(p);
         }
-        let url_sets_tls = self.url.as_deref().is_some_and(|u| {
+        let url_sets_tls = url.is_some_and(|u| {
             url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "sslmode"))
         });
         match self.ssl_mode {
@@ -183,13 +218,44 @@ impl DatabaseConfig {
             .application_name
             .clone()
             .unwrap_or_else(|| format!("{}_pool", self.schema.as_deref().unwrap_or("app")));
-        opts = opts
-            .application_name(&app)
-            .statement_cache_capacity(self.statement_cache_capacity)
-            .options(self.session_settings());
+        opts = opts.application_name(&app);
+        opts = match self.pooler {
+            None => opts
+                .statement_cache_capacity(self.statement_cache_capacity)
+                .options(self.session_settings()),
+            // PgBouncer refuses both startup parameters ("unsupported startup parameter"); the
+            // settings are SET after connecting (session) or SET LOCAL per transaction.
+            Some(mode) => {
+                let cache = match mode {
+                    PoolerMode::Session => self.statement_cache_capacity,
+                    // Statements run unnamed (see `PoolShared::persistent`); nothing to cache.
+                    PoolerMode::Transaction => 0,
+                };
+                opts.statement_cache_capacity(cache)
+                    .extra_float_digits(None)
+            }
+        };
         // Statement logging is ours (spans with the rendered SQL); sqlx's would log twice.
         use sqlx::ConnectOptions;
         Ok(opts.disable_statement_logging())
+    }
+
+    /// SQL that applies the session settings on a connection that could not send them at
+    /// startup (behind a pooler): `set_config` calls, session-wide or (`local`) for the current
+    /// transaction only. `None` without settings.
+    pub(crate) fn settings_sql(&self, local: bool) -> Option<String> {
+        let calls: Vec<String> = self
+            .session_settings()
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "set_config('{}', '{}', {local})",
+                    k.replace('\'', "''"),
+                    v.replace('\'', "''")
+                )
+            })
+            .collect();
+        (!calls.is_empty()).then(|| format!("SELECT {}", calls.join(", ")))
     }
 
     /// The settings every connection starts with, sent in the startup packet (no round trip).
@@ -251,14 +317,19 @@ pub(super) fn is_local(host: &str) -> bool {
 }
 
 /// The URL with its password replaced by `****`.
+///
+/// Read from the text rather than parsed, so a host list (`h1:5432,h2:5432`), which is not a
+/// URL the `url` crate accepts, is masked too.
 pub(super) fn masked_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("****"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable url>".into(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable url>".into();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****{}", &rest[at..]),
+        None => url.to_string(),
     }
 }

@@ -27,6 +27,10 @@ impl DatabaseConfig {
     /// | `DB_POOL_NAME` | the `pool` label of the metrics |
     /// | `DB_QUERY_STATS` | `true` keeps query statistics in the process |
     /// | `DB_QUERY_HISTORY` | how many recent statements they keep |
+    /// | `DATABASE_REPLICA_URLS` | read replicas, comma-separated URLs |
+    /// | `DB_MAX_REPLICA_LAG_MS` | lag above which a replica is skipped (`0`: any lag) |
+    /// | `DB_PGBOUNCER` | `session` or `transaction`: the URL leads to PgBouncer in that mode |
+    /// | `DB_TARGET_SESSION_ATTRS` | `any` or `read-write`, for a host list |
     ///
     /// A malformed value is an error naming the variable.
     pub fn from_env() -> Result<Self> {
@@ -120,14 +124,31 @@ impl DatabaseConfig {
         if let Some(v) = get("DB_QUERY_HISTORY") {
             c.observe.query_history = parse_var("DB_QUERY_HISTORY", &v)?;
         }
+        if let Some(v) = get("DATABASE_REPLICA_URLS") {
+            c.replicas.urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = get("DB_MAX_REPLICA_LAG_MS") {
+            c.replicas.max_lag = optional_ms("DB_MAX_REPLICA_LAG_MS", v)?;
+        }
+        if let Some(v) = get("DB_PGBOUNCER") {
+            c.pooler = Some(v.parse().map_err(|e| renamed(e, "DB_PGBOUNCER"))?);
+        }
+        if let Some(v) = get("DB_TARGET_SESSION_ATTRS") {
+            c.target_session_attrs = Some(
+                v.parse()
+                    .map_err(|e| renamed(e, "DB_TARGET_SESSION_ATTRS"))?,
+            );
+        }
         if let Some(v) = get("DB_APPLICATION_NAME") {
             c.application_name = Some(v);
         }
         if let Some(v) = get("DB_SSL_MODE") {
-            c.ssl_mode = Some(v.parse().map_err(|e: Error| match e {
-                Error::Config { message, .. } => Error::config("DB_SSL_MODE", message),
-                other => other,
-            })?);
+            c.ssl_mode = Some(v.parse().map_err(|e| renamed(e, "DB_SSL_MODE"))?);
         }
         if let Some(v) = get("DB_SSL_CA_FILE") {
             c.ssl_root_cert = Some(v.into());
@@ -140,6 +161,14 @@ impl DatabaseConfig {
         }
         c.validate()?;
         Ok(c)
+    }
+}
+
+/// A parse error reported under the variable's name.
+fn renamed(e: Error, variable: &str) -> Error {
+    match e {
+        Error::Config { message, .. } => Error::config(variable, message),
+        other => other,
     }
 }
 

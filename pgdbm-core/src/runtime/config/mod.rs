@@ -4,6 +4,7 @@ mod connect;
 mod env;
 mod file;
 mod observe;
+mod servers;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,9 @@ use crate::ident::{IdentifierKind, validate_identifier};
 pub use connect::SslMode;
 use connect::masked_url;
 pub(crate) use observe::ObserveConfig;
+use servers::ReplicaConfig;
+pub(crate) use servers::split_hosts;
+pub use servers::{PoolerMode, TargetSessionAttrs};
 
 /// A password that never shows in `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,6 +84,9 @@ pub struct DatabaseConfig {
     pub(crate) template_cache_capacity: usize,
     pub(crate) create_schema: bool,
     pub(crate) observe: ObserveConfig,
+    pub(crate) replicas: ReplicaConfig,
+    pub(crate) pooler: Option<PoolerMode>,
+    target_session_attrs: Option<TargetSessionAttrs>,
 }
 
 impl Default for DatabaseConfig {
@@ -118,6 +125,9 @@ impl Default for DatabaseConfig {
             template_cache_capacity: 1024,
             create_schema: true,
             observe: ObserveConfig::default(),
+            replicas: ReplicaConfig::default(),
+            pooler: None,
+            target_session_attrs: None,
         }
     }
 }
@@ -382,7 +392,8 @@ impl DatabaseConfig {
                 ));
             }
         }
-        self.connect_options()?;
+        self.connect_targets()?;
+        self.validate_servers()?;
         Ok(())
     }
 }
@@ -411,6 +422,8 @@ impl fmt::Debug for DatabaseConfig {
             .field("retry_attempts", &self.retry_attempts)
             .field("metrics", &self.observe.metrics)
             .field("query_stats", &self.observe.query_stats)
+            .field("replicas", &self.replica_targets())
+            .field("pgbouncer", &self.pooler)
             .finish_non_exhaustive()
     }
 }
