@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use sqlx::FromRow;
@@ -15,6 +15,7 @@ use super::observe::stats::QueryStats;
 use super::params::{CopyRow, Params};
 use super::pool::{PoolConnection, PoolShared, PoolStats, Prepare, is_connection_lost};
 use super::query::{self, QueryCtx};
+use super::replicas::ReplicaLink;
 use super::transaction::Transaction;
 use crate::compiled;
 use crate::ident::{IdentifierKind, validate_identifier};
@@ -57,6 +58,10 @@ pub(crate) struct DbInner {
     closed: AtomicBool,
     cache: TemplateCache,
     pub(crate) slow: Option<Duration>,
+    /// For a replica handle: the primary its reads fall back to.
+    pub(crate) replica: Option<ReplicaLink>,
+    /// This handle's replica handles, made on the first [`Database::replica`].
+    pub(crate) replica_handles: OnceLock<Vec<Database>>,
 }
 
 struct TemplateCache {
@@ -207,25 +212,49 @@ impl SharedPool {
 }
 
 /// Runs `$body` on a pooled connection under the pool's one retry rule
-/// ([`PoolShared::retry_after`]).
+/// ([`PoolShared::retry_after`]); behind a transaction pooler, in a transaction of its own.
 macro_rules! with_retry {
     ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
         let sql: &Arc<str> = $sql;
         let args: PgArguments = $args;
-        let pool = &$self.inner.pool;
+        let mut pool = &$self.inner.pool;
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut obj = pool.get().await?;
+            let mut obj = match pool.get_for_statement().await {
+                Ok(obj) => obj,
+                Err(e) => match $self.fall_back(pool, &e.to_string()) {
+                    Some(primary) => {
+                        pool = primary;
+                        continue;
+                    }
+                    None => break Err(e),
+                },
+            };
             let r = {
                 let $conn = &mut obj.conn;
                 let $a = args.clone();
                 $body.await
             };
             match r {
-                Ok(v) => break Ok(v),
-                Err(e) if pool.retry_after(&mut obj, &e, tries) => continue,
-                Err(e) => break Err(Error::query(sql.to_string(), e)),
+                Ok(v) => match pool.end_statement(&mut obj, true).await {
+                    Ok(()) => break Ok(v),
+                    // Not retried: whether a failed COMMIT took effect is not known.
+                    Err(e) => break Err(Error::query("COMMIT", e)),
+                },
+                Err(e) => {
+                    let _ = pool.end_statement(&mut obj, false).await;
+                    if pool.retry_after(&mut obj, &e, tries) {
+                        continue;
+                    }
+                    if super::replicas::worth_the_primary(&e)
+                        && let Some(primary) = $self.fall_back(pool, &e.to_string())
+                    {
+                        pool = primary;
+                        continue;
+                    }
+                    break Err(Error::query(sql.to_string(), e));
+                }
             }
         }
     }};
@@ -250,6 +279,16 @@ impl Database {
         tenant_of: Option<String>,
         owner: bool,
     ) -> Database {
+        Database::handle_with(pool, schema, tenant_of, owner, None)
+    }
+
+    pub(crate) fn handle_with(
+        pool: Arc<PoolShared>,
+        schema: Option<String>,
+        tenant_of: Option<String>,
+        owner: bool,
+        replica: Option<ReplicaLink>,
+    ) -> Database {
         let slow = pool.config.slow_query_threshold;
         let capacity = pool.config.template_cache_capacity;
         Database {
@@ -264,6 +303,8 @@ impl Database {
                     capacity,
                 },
                 slow,
+                replica,
+                replica_handles: OnceLock::new(),
             }),
         }
     }
@@ -338,6 +379,7 @@ impl Database {
             schema: self.schema(),
             slow: self.inner.slow,
             args: None,
+            persistent: !self.inner.pool.config.wraps_statements(),
         }
     }
 
@@ -500,6 +542,13 @@ impl Database {
         I: IntoIterator<Item = R>,
     {
         let stmt = copy::statement(self, table, columns)?;
+        if self.inner.pool.wraps_statements() {
+            // Behind a transaction pooler, so that the settings (SET LOCAL) cover the COPY.
+            let mut tx = self.transaction().await?;
+            let n = copy::copy_in(tx.connection(), &stmt, columns.len(), rows).await?;
+            tx.commit().await?;
+            return Ok(n);
+        }
         let mut conn = self.acquire().await?;
         let r = copy::copy_in(conn.raw(), &stmt, columns.len(), rows).await;
         if let Err(Error::Query(q)) = &r
@@ -553,6 +602,13 @@ impl Database {
     /// The connection is pinged first (one round trip): what runs on it is the caller's, and
     /// pgdbm cannot run it again if the server had ended the session, so only a connection that
     /// answers is handed out. It waits through an outage like every checkout.
+    ///
+    /// Behind PgBouncer in transaction mode ([`PoolerMode::Transaction`]) each statement on
+    /// `&mut conn` runs in a transaction of its own, since the session is not kept between
+    /// transactions; `conn.raw()` is not wrapped, so use [`transaction`](Self::transaction)
+    /// for several statements that must share a server connection.
+    ///
+    /// [`PoolerMode::Transaction`]: crate::PoolerMode::Transaction
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
             obj: self.inner.pool.get_prepared(Prepare::Ping).await?,

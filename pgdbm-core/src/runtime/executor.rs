@@ -19,6 +19,7 @@ use super::database::Database;
 use super::error::Error;
 use super::observe::{Observation, QueryCtx, SqlText, observe};
 use super::pool::is_connection_lost;
+use super::replicas::worth_the_primary;
 use sqlx::Arguments;
 use tracing::Instrument;
 
@@ -48,7 +49,9 @@ impl Replay {
         mut query: E,
     ) -> Result<Replay, sqlx::Error> {
         let statement = query.statement().cloned();
-        let persistent = query.persistent();
+        // Behind a transaction pooler a named statement may be missing on the next server
+        // connection, or already made there by another client.
+        let persistent = query.persistent() && !db.config().wraps_statements();
         let args = query.take_arguments().map_err(sqlx::Error::Encode)?;
         Ok(Replay {
             sql: checked_sql(db, query.sql())?,
@@ -186,22 +189,50 @@ impl<'q> Execute<'q, Postgres> for Replay {
 }
 
 /// Runs `run` on pooled connections until it succeeds or fails in a way the retry rule does not
-/// retry; then the failure goes back to the caller as it was.
+/// retry; then the failure goes back to the caller as it was. Behind a transaction pooler each
+/// attempt is a transaction of its own ([`PoolShared::get_for_statement`]).
+///
+/// [`PoolShared::get_for_statement`]: super::pool::PoolShared::get_for_statement
 async fn retrying<T, X, F>(db: &Database, mut run: F) -> Result<T, X>
 where
     X: Failure,
     F: for<'a> FnMut(&'a mut sqlx::PgConnection) -> BoxFuture<'a, Attempt<T, X>>,
 {
-    let pool = &db.inner.pool;
+    let mut pool = &db.inner.pool;
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut obj = pool.get().await.map_err(|e| X::from(to_sqlx(e)))?;
+        let mut obj = match pool.get_for_statement().await {
+            Ok(obj) => obj,
+            Err(e) => match db.fall_back(pool, &e.to_string()) {
+                Some(primary) => {
+                    pool = primary;
+                    continue;
+                }
+                None => return Err(X::from(to_sqlx(e))),
+            },
+        };
         match run(&mut obj.conn).await {
-            Attempt::Done(v) => return Ok(v),
-            Attempt::Failed(x) if pool.retry_after(&mut obj, x.error(), tries) => continue,
-            Attempt::Failed(x) => return Err(x),
+            Attempt::Done(v) => {
+                // Not retried when it fails: whether a failed COMMIT took effect is not known.
+                pool.end_statement(&mut obj, true).await.map_err(X::from)?;
+                return Ok(v);
+            }
+            Attempt::Failed(x) => {
+                let _ = pool.end_statement(&mut obj, false).await;
+                if pool.retry_after(&mut obj, x.error(), tries) {
+                    continue;
+                }
+                if worth_the_primary(x.error())
+                    && let Some(primary) = db.fall_back(pool, &x.error().to_string())
+                {
+                    pool = primary;
+                    continue;
+                }
+                return Err(x);
+            }
             Attempt::Partial(v, lost) => {
+                let _ = pool.end_statement(&mut obj, false).await;
                 if lost {
                     pool.lost(&mut obj);
                 }
@@ -209,6 +240,16 @@ where
             }
         }
     }
+}
+
+/// Behind a transaction pooler, drops the named statement sqlx's `prepare` made (it always
+/// names it), so that no other client's statement of the same name collides with it on this
+/// server connection.
+async fn forget_named(db: &Database, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    if db.config().wraps_statements() {
+        conn.execute("DEALLOCATE ALL").await?;
+    }
+    Ok(())
 }
 
 enum Attempt<T, X> {
@@ -355,7 +396,14 @@ impl<'c> Executor<'c> for &'c Database {
                 let sql = sql.clone();
                 // Owned, because each attempt's future must not borrow from the caller.
                 let parameters = parameters.to_vec();
-                Box::pin(async move { conn.prepare_with(sql, &parameters).await.into() })
+                let db = self.clone();
+                Box::pin(async move {
+                    let r = conn.prepare_with(sql, &parameters).await;
+                    match r {
+                        Ok(s) => forget_named(&db, conn).await.map(|()| s).into(),
+                        Err(e) => Attempt::Failed(e),
+                    }
+                })
             })
             .await
         })
@@ -372,18 +420,44 @@ impl<'c> Executor<'c> for &'c Database {
             let sql = checked_sql(self, sql)?;
             retrying(self, |conn| {
                 let sql = sql.clone();
-                Box::pin(async move { conn.describe(sql).await.into() })
+                let db = self.clone();
+                Box::pin(async move {
+                    match conn.describe(sql).await {
+                        Ok(d) => forget_named(&db, conn).await.map(|()| d).into(),
+                        Err(e) => Attempt::Failed(e),
+                    }
+                })
             })
             .await
         })
     }
 }
 
+/// Ends the transaction of its own that a statement on an acquired connection ran in behind a
+/// transaction pooler (see [`PoolShared::get_for_statement`]): commit after success, roll back
+/// after failure.
+///
+/// [`PoolShared::get_for_statement`]: super::pool::PoolShared::get_for_statement
+async fn end_own(
+    db: &Database,
+    conn: &mut sqlx::PgConnection,
+    ok: bool,
+) -> Result<(), sqlx::Error> {
+    if ok {
+        db.inner.pool.end_on(conn, true).await
+    } else {
+        let _ = db.inner.pool.end_on(conn, false).await;
+        Ok(())
+    }
+}
+
 /// `&mut Transaction` and `&mut PoolConnection` as sqlx executors: the connection's own, after
 /// the schema check of [`Replay::take`]. No retry: a transaction's statements must not be run
-/// again, and what runs on an acquired connection is the caller's.
+/// again, and what runs on an acquired connection is the caller's. `$wraps` says whether each
+/// statement needs a transaction of its own (an acquired connection behind a transaction
+/// pooler).
 macro_rules! checked_connection_executor {
-    ($ty:ty, |$this:ident| $db:expr, $conn:expr) => {
+    ($ty:ty, |$this:ident| $db:expr, $conn:expr, $wraps:expr) => {
         impl<'c> Executor<'c> for &'c mut $ty {
             type Database = Postgres;
 
@@ -397,13 +471,25 @@ macro_rules! checked_connection_executor {
             {
                 let $this = self;
                 let db: Database = ($db).clone();
-                match Replay::take(&db, query) {
-                    Ok(q) => {
-                        let (sql, args) = (q.sql.clone(), q.arg_count());
-                        observed_stream(db, sql, args, $conn.fetch_many(q))
-                    }
-                    Err(e) => futures_util::stream::once(async { Err(e) }).boxed(),
+                let q = match Replay::take(&db, query) {
+                    Ok(q) => q,
+                    Err(e) => return futures_util::stream::once(async { Err(e) }).boxed(),
+                };
+                let (sql, args) = (q.sql.clone(), q.arg_count());
+                if !$wraps {
+                    return observed_stream(db, sql, args, $conn.fetch_many(q));
                 }
+                let conn = $conn;
+                let fut = async move {
+                    db.inner.pool.begin_on(&mut *conn).await?;
+                    let items: Vec<Item> =
+                        observed_stream(db.clone(), sql, args, conn.fetch_many(q))
+                            .collect()
+                            .await;
+                    end_own(&db, conn, items.iter().all(Result::is_ok)).await?;
+                    Ok::<_, sqlx::Error>(futures_util::stream::iter(items))
+                };
+                futures_util::stream::once(fut).try_flatten().boxed()
             }
 
             fn fetch_optional<'e, 'q: 'e, E>(
@@ -416,14 +502,24 @@ macro_rules! checked_connection_executor {
             {
                 let $this = self;
                 let db: Database = ($db).clone();
-                match Replay::take(&db, query) {
-                    Ok(q) => {
-                        let (sql, args) = (q.sql.clone(), q.arg_count());
-                        let fetch = $conn.fetch_optional(q);
-                        Box::pin(async move { observed_optional(&db, &sql, args, fetch).await })
-                    }
-                    Err(e) => Box::pin(async { Err(e) }),
+                let q = match Replay::take(&db, query) {
+                    Ok(q) => q,
+                    Err(e) => return Box::pin(async { Err(e) }),
+                };
+                let (sql, args) = (q.sql.clone(), q.arg_count());
+                if !$wraps {
+                    let fetch = $conn.fetch_optional(q);
+                    return Box::pin(
+                        async move { observed_optional(&db, &sql, args, fetch).await },
+                    );
                 }
+                let conn = $conn;
+                Box::pin(async move {
+                    db.inner.pool.begin_on(&mut *conn).await?;
+                    let r = observed_optional(&db, &sql, args, conn.fetch_optional(q)).await;
+                    end_own(&db, conn, r.is_ok()).await?;
+                    r
+                })
             }
 
             fn prepare_with<'e>(
@@ -435,10 +531,24 @@ macro_rules! checked_connection_executor {
                 'c: 'e,
             {
                 let $this = self;
-                match checked_sql($db, sql) {
-                    Ok(sql) => $conn.prepare_with(sql, parameters),
-                    Err(e) => Box::pin(async { Err(e) }),
+                let db: Database = ($db).clone();
+                let sql = match checked_sql(&db, sql) {
+                    Ok(sql) => sql,
+                    Err(e) => return Box::pin(async { Err(e) }),
+                };
+                if !$wraps {
+                    return $conn.prepare_with(sql, parameters);
                 }
+                let conn = $conn;
+                Box::pin(async move {
+                    db.inner.pool.begin_on(&mut *conn).await?;
+                    let r = match conn.prepare_with(sql, parameters).await {
+                        Ok(s) => forget_named(&db, conn).await.map(|()| s),
+                        Err(e) => Err(e),
+                    };
+                    end_own(&db, conn, r.is_ok()).await?;
+                    r
+                })
             }
 
             fn describe<'e>(
@@ -449,10 +559,24 @@ macro_rules! checked_connection_executor {
                 'c: 'e,
             {
                 let $this = self;
-                match checked_sql($db, sql) {
-                    Ok(sql) => $conn.describe(sql),
-                    Err(e) => Box::pin(async { Err(e) }),
+                let db: Database = ($db).clone();
+                let sql = match checked_sql(&db, sql) {
+                    Ok(sql) => sql,
+                    Err(e) => return Box::pin(async { Err(e) }),
+                };
+                if !$wraps {
+                    return $conn.describe(sql);
                 }
+                let conn = $conn;
+                Box::pin(async move {
+                    db.inner.pool.begin_on(&mut *conn).await?;
+                    let r = match conn.describe(sql).await {
+                        Ok(d) => forget_named(&db, conn).await.map(|()| d),
+                        Err(e) => Err(e),
+                    };
+                    end_own(&db, conn, r.is_ok()).await?;
+                    r
+                })
             }
         }
     };
@@ -461,6 +585,12 @@ macro_rules! checked_connection_executor {
 checked_connection_executor!(
     super::transaction::Transaction<'_>,
     |tx| &tx.db,
-    tx.connection()
+    tx.connection(),
+    false
 );
-checked_connection_executor!(super::pool::PoolConnection, |c| &c.db, &mut c.obj.conn);
+checked_connection_executor!(
+    super::pool::PoolConnection,
+    |c| &c.db,
+    &mut c.obj.conn,
+    c.db.inner.pool.wraps_statements()
+);

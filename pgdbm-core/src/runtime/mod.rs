@@ -14,11 +14,12 @@ mod outage;
 mod params;
 mod pool;
 mod query;
+mod replicas;
 mod tenants;
 pub mod testing;
 mod transaction;
 
-pub use config::{DatabaseConfig, SslMode};
+pub use config::{DatabaseConfig, PoolerMode, SslMode, TargetSessionAttrs};
 pub use database::{Database, SharedPool};
 pub use error::{
     ConnectError, Error, MigrationError, QueryError, Result, TransactionLost, sqlstate,
@@ -37,6 +38,7 @@ pub use observe::operation::Operation;
 pub use observe::stats::{QueryRecord, QueryStats};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
+pub use replicas::ReplicaStatus;
 pub use tenants::{TenantErrorKind, TenantMigration, Tenants};
 pub use transaction::Transaction;
 

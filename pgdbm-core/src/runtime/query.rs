@@ -28,8 +28,12 @@ pub(crate) fn encode<P: Params>(
         .map_err(|e| crate::runtime::error::Error::query(sql, sqlx::Error::Encode(e)))
 }
 
-fn q(sql: &Arc<str>, args: PgArguments) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    sqlx::query_with(AssertSqlSafe(sql.clone()), args)
+fn q(
+    ctx: &QueryCtx<'_>,
+    sql: &Arc<str>,
+    args: PgArguments,
+) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    sqlx::query_with(AssertSqlSafe(sql.clone()), args).persistent(ctx.persistent)
 }
 
 pub(crate) async fn execute(
@@ -40,7 +44,7 @@ pub(crate) async fn execute(
 ) -> Result<u64, sqlx::Error> {
     observe(ctx, SqlText::Shared(sql), async {
         let n = match args {
-            Some(args) => q(sql, args).execute(&mut *conn).await?.rows_affected(),
+            Some(args) => q(ctx, sql, args).execute(&mut *conn).await?.rows_affected(),
             // No arguments: the simple protocol, so a multi-statement script works (as pgdbm).
             None => sqlx::raw_sql(AssertSqlSafe(sql.clone()))
                 .execute(&mut *conn)
@@ -64,7 +68,7 @@ where
     T: Send,
 {
     observe(ctx, SqlText::Shared(sql), async {
-        let row = q(sql, args).fetch_optional(&mut *conn).await?;
+        let row = q(ctx, sql, args).fetch_optional(&mut *conn).await?;
         let value = row.as_ref().map(decode).transpose()?;
         Ok((row.is_some() as u64, value))
     })
@@ -93,7 +97,7 @@ where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
     observe(ctx, SqlText::Shared(sql), async {
-        let rows: Vec<T> = q(sql, args)
+        let rows: Vec<T> = q(ctx, sql, args)
             .fetch(&mut *conn)
             .map_err(sqlx::Error::from)
             .and_then(|row| async move { T::from_row(&row) })

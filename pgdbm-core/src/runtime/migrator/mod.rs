@@ -228,8 +228,10 @@ impl Migrator {
     /// On, each file runs in a transaction of its own that first takes the locks at transaction
     /// level and reads the history again, so a run never relies on the session, and files marked
     /// `-- pgdbm:no-transaction` are refused: apply those through a direct URL. When it is not set
-    /// (the default), it is on if the host or URL contains `-pooler`, `pgbouncer` or
-    /// `transaction-pool`, as pgdbm (Python) 0.5.0 decides.
+    /// (the default), it is on if the database's config says so
+    /// ([`DatabaseConfig::pgbouncer`](crate::DatabaseConfig::pgbouncer) with
+    /// [`PoolerMode::Transaction`](crate::PoolerMode::Transaction)) or if the host or URL
+    /// contains `-pooler`, `pgbouncer` or `transaction-pool`, as pgdbm (Python) 0.5.0 decides.
     pub fn transaction_pooler(mut self, on: bool) -> Self {
         self.pooler = Some(on);
         self
@@ -238,6 +240,9 @@ impl Migrator {
     /// Whether this migrator runs in transaction-pooler mode (set, or detected from the URL).
     pub fn behind_transaction_pooler(&self) -> bool {
         self.pooler.unwrap_or_else(|| {
+            if self.db.config().wraps_statements() {
+                return true;
+            }
             let target = self.db.config().target().to_lowercase();
             ["-pooler", "pgbouncer", "transaction-pool"]
                 .iter()

@@ -54,6 +54,9 @@ pub(crate) struct QueryCtx<'a> {
     pub(crate) slow: Option<Duration>,
     /// The bound values' types, kept only when statistics are on.
     pub(crate) args: Option<Arc<[String]>>,
+    /// Whether the statement may be a named, cached prepared statement: not behind a
+    /// transaction pooler, where the next transaction may run on a server that lacks it.
+    pub(crate) persistent: bool,
 }
 
 /// OpenTelemetry's `db.namespace` for PostgreSQL: the schema qualified by the database.

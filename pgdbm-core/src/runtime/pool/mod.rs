@@ -10,15 +10,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgTransactionManager};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::postgres::{PgConnection, PgTransactionManager};
+use sqlx::{Connection, SqlSafeStr};
 use sqlx_core::transaction::TransactionManager;
 
 use super::config::DatabaseConfig;
-use super::error::{ConnectError, Error, Result, redact};
+use super::error::{Error, Result, redact};
 use super::observe::Observer;
 use super::observe::metrics::ConnMetrics;
 use super::outage::{Link, Outage, jittered, unreachable};
+
+mod connection;
+mod connector;
+mod pooler;
+
+use super::replicas::ReplicaSet;
+pub use connection::PoolConnection;
+pub(crate) use connection::{is_connection_lost, session_terminated};
+use connector::connect_with_retry;
+pub(crate) use connector::{Connector, connect_error};
 
 /// A sqlx connection as the pool keeps it.
 pub(crate) struct PooledConn {
@@ -60,34 +70,11 @@ impl Drop for PooledConn {
     }
 }
 
-/// Opens connections set up like the pool's (settings, init commands), bounded by
-/// `connect_timeout` (a timeout is reported as `sqlx::Error::PoolTimedOut`).
-pub(crate) struct Connector {
-    options: PgConnectOptions,
-    init_commands: Vec<String>,
-    connect_timeout: Duration,
-}
-
-impl Connector {
-    pub(crate) async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        let open = async {
-            let mut conn = self.options.connect().await?;
-            for cmd in &self.init_commands {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str()))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            Ok(conn)
-        };
-        match tokio::time::timeout(self.connect_timeout, open).await {
-            Ok(r) => r,
-            Err(_) => Err(sqlx::Error::PoolTimedOut),
-        }
-    }
-}
-
 pub(crate) struct ConnManager {
     connector: Arc<Connector>,
+    /// A replica's pool: an unreachable server is an error at once (the read goes to the
+    /// primary), not an outage to wait through.
+    fail_fast: bool,
     outage: Arc<Outage>,
     health_check_after: Duration,
     max_lifetime: Option<Duration>,
@@ -110,7 +97,7 @@ impl ConnManager {
                     self.outage.mark_up(None);
                     return Ok(PooledConn::new(conn, self.metrics.clone()));
                 }
-                Err(e) if unreachable(&e) => {
+                Err(e) if unreachable(&e) && !self.fail_fast => {
                     let reason = redact(&describe(&e, &self.connector), self.secret.as_deref());
                     if self.outage.mark_down(reason, attempted) {
                         spawn_reconnect(
@@ -220,6 +207,10 @@ pub(crate) struct PoolShared {
     pub(crate) outage: Arc<Outage>,
     pub(crate) observer: Observer,
     timeouts: Timeouts,
+    /// Behind a transaction pooler: `BEGIN` plus the settings as `SET LOCAL`.
+    begin_sql: Option<sqlx::SqlStr>,
+    /// The read replicas of a primary's pool.
+    pub(crate) replicas: std::sync::OnceLock<Arc<ReplicaSet>>,
 }
 
 impl std::fmt::Debug for PoolShared {
@@ -295,16 +286,52 @@ pub struct PoolStats {
 impl PoolShared {
     /// Builds the pool and opens `min_connections`, retrying the first connection with backoff.
     pub(crate) async fn open(config: DatabaseConfig) -> Result<Arc<PoolShared>> {
+        let shared = PoolShared::build(config, false)?;
+        let connector = &shared.pool.manager().connector;
+        let config = &shared.config;
+        // The first connection is opened with retries, then the schema is created once (doing
+        // it per connection races: concurrent CREATE SCHEMA IF NOT EXISTS can fail).
+        let mut first = connect_with_retry(config, connector).await?;
+        if let (Some(schema), true) = (&config.schema, config.create_schema) {
+            create_if_missing(
+                &mut first,
+                &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+            )
+            .await?;
+        }
+        // The setup runs on every connection, this one included, so a bad command fails here.
+        for cmd in &connector.setup {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str()))
+                .execute(&mut first)
+                .await
+                .map_err(|e| Error::query(cmd.clone(), e))?;
+        }
+        first.close().await.ok();
+        if let Some(set) = ReplicaSet::open(&shared.config)? {
+            let _ = shared.replicas.set(set);
+        }
+        shared.fill_to_min().await?;
+        shared.spawn_reaper();
+        shared.spawn_gauges();
+        Ok(shared)
+    }
+
+    /// Opens the pool without connecting: connections are opened on demand and by the reaper
+    /// (a replica's pool, which must not stop the service from starting while it is down).
+    pub(crate) fn open_lazy(config: DatabaseConfig) -> Result<Arc<PoolShared>> {
+        let shared = PoolShared::build(config, true)?;
+        shared.spawn_reaper();
+        shared.spawn_gauges();
+        Ok(shared)
+    }
+
+    fn build(config: DatabaseConfig, fail_fast: bool) -> Result<Arc<PoolShared>> {
         config.validate()?;
-        let options = config.connect_options()?;
         let outage = Arc::new(Outage::new(config.target()));
         let observer = Observer::new(&config);
         let manager = ConnManager {
-            connector: Arc::new(Connector {
-                options: options.clone(),
-                init_commands: config.init_commands.clone(),
-                connect_timeout: config.connect_timeout,
-            }),
+            connector: Arc::new(Connector::new(&config)?),
+            fail_fast,
             outage: outage.clone(),
             health_check_after: config.health_check_after,
             max_lifetime: config.max_lifetime,
@@ -325,39 +352,20 @@ impl PoolShared {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::config("pool", e.to_string()))?;
-
-        // The first connection is opened with retries, then the schema is created once (doing
-        // it per connection races: concurrent CREATE SCHEMA IF NOT EXISTS can fail).
-        let first = connect_with_retry(&config, &options).await?;
-        let mut first = first;
-        if let (Some(schema), true) = (&config.schema, config.create_schema) {
-            create_if_missing(
-                &mut first,
-                &format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
-            )
-            .await?;
-        }
-        // Init commands run on every connection, this one included, so a bad command fails here.
-        for cmd in &config.init_commands {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str()))
-                .execute(&mut first)
-                .await
-                .map_err(|e| Error::query(cmd.clone(), e))?;
-        }
-        first.close().await.ok();
-
-        let shared = Arc::new(PoolShared {
+        let begin_sql = config.wraps_statements().then(|| {
+            let settings = config.settings_sql(true).unwrap_or_default();
+            sqlx::AssertSqlSafe(format!("BEGIN; {settings}")).into_sql_str()
+        });
+        Ok(Arc::new(PoolShared {
             pool,
             config,
             counters: Counters::default(),
             outage,
             observer,
             timeouts,
-        });
-        shared.fill_to_min().await?;
-        shared.spawn_reaper();
-        shared.spawn_gauges();
-        Ok(shared)
+            begin_sql,
+            replicas: std::sync::OnceLock::new(),
+        }))
     }
 
     /// Opens connections until the pool holds `min_connections`.
@@ -470,7 +478,9 @@ impl PoolShared {
                     let r = match prepare {
                         Prepare::Nothing => return Ok(obj),
                         Prepare::Ping => obj.conn.ping().await,
-                        Prepare::Begin => PgTransactionManager::begin(&mut obj.conn, None).await,
+                        Prepare::Begin => {
+                            PgTransactionManager::begin(&mut obj.conn, self.begin_sql.clone()).await
+                        }
                     };
                     let Err(e) = r else { return Ok(obj) };
                     let lost = is_connection_lost(&e);
@@ -586,6 +596,9 @@ impl PoolShared {
     }
 
     pub(crate) fn close(&self) {
+        if let Some(set) = self.replicas.get() {
+            set.close();
+        }
         self.outage.close();
         self.pool.close();
         if let Some(m) = &self.observer.metrics {
@@ -614,111 +627,4 @@ pub(crate) async fn create_if_missing(conn: &mut PgConnection, sql: &str) -> Res
         }
     }
     Ok(())
-}
-
-async fn connect_with_retry(
-    config: &DatabaseConfig,
-    options: &PgConnectOptions,
-) -> Result<PgConnection> {
-    let mut delay = config.retry_delay;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let started = Instant::now();
-        let r = tokio::time::timeout(config.connect_timeout, options.connect()).await;
-        let err = match r {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => e,
-            Err(_) => sqlx::Error::PoolTimedOut,
-        };
-        // Authentication and missing-database errors will not fix themselves.
-        let permanent = matches!(&err, sqlx::Error::Database(db)
-            if matches!(db.code().as_deref(), Some("28P01" | "28000" | "3D000")));
-        if attempt >= config.retry_attempts || permanent {
-            return Err(connect_error(config, attempt, err));
-        }
-        tracing::warn!(
-            attempt,
-            target = %config.target(),
-            error = %redact(&err.to_string(), config.secret().as_deref()),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "pgdbm: connection attempt failed; retrying in {:?}",
-            delay
-        );
-        tokio::time::sleep(delay).await;
-        delay = delay
-            .mul_f64(config.retry_backoff)
-            .min(config.retry_max_delay);
-    }
-}
-
-pub(crate) fn connect_error(config: &DatabaseConfig, attempts: u32, source: sqlx::Error) -> Error {
-    let (host, port, database, user) = config.endpoint();
-    let reason = match &source {
-        sqlx::Error::PoolTimedOut => format!("timed out after {:?}", config.connect_timeout),
-        e => redact(&e.to_string(), config.secret().as_deref()),
-    };
-    Error::Connect(Box::new(ConnectError {
-        host,
-        port,
-        database,
-        user,
-        attempts,
-        reason,
-        source,
-    }))
-}
-
-/// A connection checked out of the pool, returned to it when dropped.
-///
-/// `&mut conn` is a sqlx executor that checks `tsql!` queries like its [`Database`] handle does
-/// (re-targeted on a tenant handle, refused on a handle of another schema); other SQL runs as
-/// written, without templating (use [`Database::render`] first). [`raw`](Self::raw) is the bare
-/// sqlx connection, for APIs that need one; nothing is checked there.
-///
-/// [`Database`]: crate::Database
-/// [`Database::render`]: crate::Database::render
-pub struct PoolConnection {
-    pub(crate) obj: PoolObject,
-    pub(crate) db: crate::Database,
-}
-
-impl std::fmt::Debug for PoolConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolConnection")
-            .field("schema", &self.db.schema())
-            .finish_non_exhaustive()
-    }
-}
-
-impl PoolConnection {
-    /// The bare sqlx connection. SQL run on it is neither templated nor checked: a `tsql!`
-    /// query runs in the schema it was compiled for, whatever this handle's schema.
-    pub fn raw(&mut self) -> &mut PgConnection {
-        &mut self.obj.conn
-    }
-
-    /// Drops this connection instead of returning it to the pool (after an error you cannot
-    /// recover from, or after changing session state others must not inherit).
-    pub fn discard(mut self) {
-        self.obj.broken = true;
-        // Taken out of the pool, it closes now rather than at the next checkout's recycle.
-        drop(managed::Object::take(self.obj));
-    }
-}
-
-/// Whether an error means the connection itself is gone.
-pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => session_terminated(db.code().as_deref()),
-        _ => false,
-    }
-}
-
-/// SQLSTATEs with which the server ends a session: admin_shutdown (`pg_terminate_backend`),
-/// crash_shutdown, cannot_connect_now. The server rolls back whatever the session had in flight,
-/// so a statement that failed this way did not take effect.
-pub(crate) fn session_terminated(code: Option<&str>) -> bool {
-    matches!(code, Some("57P01" | "57P02" | "57P03"))
 }
