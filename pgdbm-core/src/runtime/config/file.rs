@@ -43,6 +43,12 @@ struct ConfigFile {
     retry_max_delay_ms: Option<u64>,
     slow_query_threshold_ms: Option<u64>,
     statement_cache_capacity: Option<usize>,
+    #[serde(default)]
+    replicas: Vec<String>,
+    max_replica_lag_ms: Option<u64>,
+    replica_check_interval_ms: Option<u64>,
+    pgbouncer: Option<String>,
+    target_session_attrs: Option<String>,
 }
 
 /// Reads a config from any serde format (TOML, JSON, YAML …). Keys are the setter names, with
@@ -54,6 +60,13 @@ struct ConfigFile {
 ///     r#"{"url": "postgresql://app@localhost/db", "schema": "svc", "max_connections": 8, "lock_timeout_ms": 0}"#,
 /// ).unwrap();
 /// assert_eq!(c.get_schema(), Some("svc"));
+///
+/// let c: DatabaseConfig = serde_json::from_str(
+///     r#"{"url": "postgresql://app@pgbouncer:6432/db", "pgbouncer": "transaction",
+///         "replicas": ["postgresql://app@replica-1/db"], "max_replica_lag_ms": 2000}"#,
+/// ).unwrap();
+/// assert_eq!(c.get_pooler(), Some(pgdbm_core::PoolerMode::Transaction));
+/// assert_eq!(c.replica_targets(), ["postgresql://app@replica-1/db"]);
 /// ```
 impl<'de> serde::Deserialize<'de> for DatabaseConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -112,6 +125,19 @@ impl<'de> serde::Deserialize<'de> for DatabaseConfig {
         c.ssl_root_cert = f.ssl_ca_file.or(c.ssl_root_cert);
         c.ssl_client_cert = f.ssl_cert_file.or(c.ssl_client_cert);
         c.ssl_client_key = f.ssl_key_file.or(c.ssl_client_key);
+        c.replicas.urls.extend(f.replicas);
+        if let Some(v) = f.max_replica_lag_ms {
+            c.replicas.max_lag = opt_ms(v);
+        }
+        if let Some(v) = f.replica_check_interval_ms {
+            c.replicas.check_interval = ms(v);
+        }
+        if let Some(m) = f.pgbouncer {
+            c.pooler = Some(m.parse().map_err(serde::de::Error::custom)?);
+        }
+        if let Some(a) = f.target_session_attrs {
+            c.target_session_attrs = Some(a.parse().map_err(serde::de::Error::custom)?);
+        }
         Ok(c)
     }
 }
