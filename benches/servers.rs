@@ -98,6 +98,14 @@ async fn cell_database(db: Database, tasks: usize, secs: f64, replica: bool) -> 
     .await
 }
 
+/// `Database::fetch_one` on a pool of its own, opened with `config`.
+async fn cell_of(config: DatabaseConfig, tasks: usize, secs: f64) -> f64 {
+    let db = database(config, tasks).await;
+    let qps = cell_database(db.clone(), tasks, secs, false).await;
+    db.close().await;
+    qps
+}
+
 fn main() {
     let secs: f64 = std::env::var("PGDBM_BENCH_SECS")
         .ok()
@@ -184,29 +192,24 @@ fn main() {
             );
             db.close().await;
 
-            let tx = database(
+            let tx_qps = cell_of(
                 DatabaseConfig::new(tx_bouncer.url("bench")).pgbouncer(PoolerMode::Transaction),
                 tasks,
+                secs,
             )
             .await;
-            let tx_qps = cell_database(tx.clone(), tasks, secs, false).await;
-            tx.close().await;
-
-            let ses = database(
+            let ses_qps = cell_of(
                 DatabaseConfig::new(session_bouncer.url("bench")).pgbouncer(PoolerMode::Session),
                 tasks,
+                secs,
             )
             .await;
-            let ses_qps = cell_database(ses.clone(), tasks, secs, false).await;
-            ses.close().await;
-
-            let wrapped = database(
+            let wrapped_qps = cell_of(
                 DatabaseConfig::new(primary.url("bench")).pgbouncer(PoolerMode::Transaction),
                 tasks,
+                secs,
             )
             .await;
-            let wrapped_qps = cell_database(wrapped.clone(), tasks, secs, false).await;
-            wrapped.close().await;
             [
                 sqlx_qps,
                 primary_qps,

@@ -9,7 +9,7 @@ mod support;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, Migrator, tsql_as};
+use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, tsql_as};
 use serde_json::json;
 use support::captured::Captured;
 use support::http_load::{Load, Sample, failures, longest};
@@ -182,20 +182,8 @@ async fn outage_longer_than_acquire_timeout_is_503_after_it_then_recovers_by_its
 /// A connection of our own for `tsql!` queries: `myservice` schema, migrations applied.
 async fn service_database(server: &PgServer, config: DatabaseConfig) -> Database {
     let db = Database::connect(config.schema("myservice")).await.unwrap();
-    Migrator::new(
-        &db,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
-        "myservice",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    db.execute(
-        "INSERT INTO {{tables.users}} (email, name) VALUES ('alice@example.com', 'Alice')",
-        (),
-    )
-    .await
-    .unwrap();
+    support::myservice::migrate(&db).await;
+    support::myservice::insert_alice(&db).await;
     let _ = server;
     db
 }

@@ -33,15 +33,7 @@ async fn service(url: &str, direct: &str, mode: PoolerMode, max: usize) -> Datab
     let migrator_db = Database::connect(DatabaseConfig::new(direct).schema("myservice"))
         .await
         .unwrap();
-    let report = Migrator::new(
-        &migrator_db,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
-        "myservice",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    assert!(!report.applied.is_empty());
+    assert!(support::myservice::migrate(&migrator_db).await > 0);
     migrator_db.close().await;
     let config = DatabaseConfig::new(url)
         .pgbouncer(mode)
@@ -52,18 +44,10 @@ async fn service(url: &str, direct: &str, mode: PoolerMode, max: usize) -> Datab
         .acquire_timeout(Duration::from_secs(60));
     let db = Database::connect(config).await.unwrap();
     // Up to date, read through the pooler (transaction mode: the history in a transaction).
-    let again = Migrator::new(
-        &db,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
-        "myservice",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(support::myservice::migrate(&db).await, 0);
+    support::myservice::insert_alice(&db).await;
     db.execute(
-        "INSERT INTO {{tables.users}} (email, name) VALUES ('alice@example.com', 'Alice'); \
-         CREATE TABLE {{tables.items}} (id bigserial PRIMARY KEY, task int NOT NULL, \
+        "CREATE TABLE {{tables.items}} (id bigserial PRIMARY KEY, task int NOT NULL, \
          n int NOT NULL, label text NOT NULL)",
         (),
     )

@@ -6,7 +6,7 @@ mod support;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use pgdbm::{Database, DatabaseConfig, Migrator, tsql_as};
+use pgdbm::{Database, DatabaseConfig, tsql_as};
 use support::captured::Captured;
 use support::pg_server::PgServer;
 
@@ -31,20 +31,8 @@ async fn service(primary: &PgServer, replica: &PgServer, config: DatabaseConfig)
         .replica(replica.url("app"))
         .replica_check_interval(Duration::from_millis(100));
     let db = Database::connect(config).await.unwrap();
-    Migrator::new(
-        &db,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"),
-        "myservice",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    db.execute(
-        "INSERT INTO {{tables.users}} (email, name) VALUES ('alice@example.com', 'Alice')",
-        (),
-    )
-    .await
-    .unwrap();
+    support::myservice::migrate(&db).await;
+    support::myservice::insert_alice(&db).await;
     blocking(|| replica.wait_replayed(primary));
     wait_until(&db, "the replica is usable", |db| {
         db.replica_status().iter().all(|s| s.usable)

@@ -4,6 +4,7 @@
 
 pub mod captured;
 pub mod http_load;
+pub mod myservice;
 pub mod pg_server;
 pub mod pgbouncer;
 pub mod service;
