@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, tsql_as};
@@ -347,24 +347,8 @@ async fn a_killed_session_inside_a_transaction_is_an_error_and_commits_nothing()
     );
 }
 
-/// Everything logged in this test binary (the global subscriber: tracing caches interest per
-/// call site process-wide, so thread-local subscribers miss events from spawned tasks).
-fn captured_log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
-}
-
 fn log_lines_with(needle: &str, port: u16) -> Vec<String> {
-    captured_log()
+    Captured::global()
         .text()
         .lines()
         .filter(|l| l.contains(needle) && l.contains(&format!(":{port}/")))
@@ -389,7 +373,7 @@ async fn server_and_pool(min: usize, acquire_timeout: Duration) -> (PgServer, Da
 // (seen once: [.., 5, 7, 6]), which says nothing about the gate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn checkouts_wait_through_an_outage_and_time_out_naming_the_connect_error() {
-    captured_log();
+    Captured::global();
     let (server, db) = server_and_pool(2, Duration::from_secs(1)).await;
     assert_eq!(db.health().await.status, HealthStatus::Healthy);
 

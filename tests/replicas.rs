@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use pgdbm::{Database, DatabaseConfig, tsql_as};
@@ -169,25 +168,9 @@ async fn reads_go_to_the_replica_and_writes_stay_on_the_primary() {
     db.close().await;
 }
 
-/// Everything logged in this test binary (tracing caches interest per call site process-wide,
-/// so a thread-local subscriber would miss events from spawned tasks).
-fn captured_log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .init();
-        captured
-    })
-}
-
 fn skipped_warnings(replica: &PgServer) -> usize {
     let port = format!(":{}/", replica.port());
-    captured_log()
+    Captured::global()
         .text()
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("replica skipped") && l.contains(&port))
@@ -196,7 +179,7 @@ fn skipped_warnings(replica: &PgServer) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_replica_is_skipped_with_one_warning_and_taken_back() {
-    captured_log();
+    Captured::global();
     let (primary, replica) = blocking(primary_and_replica);
     let db = service(&primary, &replica, DatabaseConfig::new(primary.url("app"))).await;
     // Warm the replica's pool, so the stop below breaks connections in use.
@@ -224,7 +207,12 @@ async fn a_stopped_replica_is_skipped_with_one_warning_and_taken_back() {
     let status = &db.replica_status()[0];
     assert!(!status.usable);
     assert!(status.reason.is_some(), "{status:?}");
-    assert_eq!(skipped_warnings(&replica), 1, "{}", captured_log().text());
+    assert_eq!(
+        skipped_warnings(&replica),
+        1,
+        "{}",
+        Captured::global().text()
+    );
 
     blocking(|| replica.start_again());
     wait_until(&db, "the replica is taken back", |db| {
