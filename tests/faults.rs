@@ -13,6 +13,7 @@ use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, tsql_as};
 use serde_json::json;
 use support::captured::Captured;
 use support::http_load::{Load, Sample, failures, longest};
+use support::myservice::User;
 use support::pg_server::PgServer;
 use support::service::Service;
 
@@ -186,13 +187,6 @@ async fn service_database(server: &PgServer, config: DatabaseConfig) -> Database
     support::myservice::insert_alice(&db).await;
     let _ = server;
     db
-}
-
-#[derive(Debug)]
-struct User {
-    id: i64,
-    email: String,
-    name: Option<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

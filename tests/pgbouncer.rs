@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pgdbm::{Database, DatabaseConfig, Error, Migrator, PoolerMode, SharedPool, tsql_as};
 use sqlx::{Connection, Row};
+use support::myservice::User;
 use support::pg_server::PgServer;
 use support::pgbouncer::PgBouncer;
 
@@ -18,13 +19,6 @@ const PATHS: usize = 13;
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-#[derive(Debug)]
-struct User {
-    id: i64,
-    email: String,
-    name: Option<String>,
 }
 
 /// `myservice` through `url`, migrated through `direct` (the project has a
@@ -507,5 +501,16 @@ async fn plain_sqlx_breaks_behind_transaction_pooling_where_pgdbm_does_not() {
         let w: Option<i32> = db.fetch_value(q, (k,)).await.unwrap();
         assert_eq!(w, Some(k + 1));
     }
+    // `prepare` names its statement whatever the cache: in a transaction, then on another
+    // client connection sharing the one server connection, it must not collide.
+    use sqlx::{Executor, SqlSafeStr};
+    let mut t1 = db.transaction().await.unwrap();
+    (&mut t1).prepare(q.into_sql_str()).await.unwrap();
+    t1.commit().await.unwrap();
+    let held = db.acquire().await.unwrap(); // t1's client connection (the pool is LIFO)
+    let mut t2 = db.transaction().await.unwrap();
+    (&mut t2).prepare(q.into_sql_str()).await.unwrap();
+    t2.commit().await.unwrap();
+    drop(held);
     db.close().await;
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use pgdbm::{Database, DatabaseConfig, tsql_as};
 use support::captured::Captured;
+use support::myservice::User;
 use support::pg_server::PgServer;
 
 /// Runs blocking server control (pg_ctl, psql) without stalling the runtime's other tasks.
@@ -57,13 +58,6 @@ async fn in_recovery(db: &Database) -> bool {
         .await
         .unwrap()
         .unwrap()
-}
-
-#[derive(Debug)]
-struct User {
-    id: i64,
-    email: String,
-    name: Option<String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

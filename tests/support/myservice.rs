@@ -2,6 +2,15 @@
 
 use pgdbm::{Database, Migrator};
 
+/// A row of `users`, as `tsql_as!(User, "SELECT id, email, name FROM <<tables.users>> …")`
+/// returns it.
+#[derive(Debug)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+}
+
 /// Applies the project's migrations (module and schema `myservice`) through `db`; returns how
 /// many files it applied.
 pub async fn migrate(db: &Database) -> usize {

@@ -13,7 +13,7 @@ use super::copy;
 use super::error::{Error, Result};
 use super::observe::stats::QueryStats;
 use super::params::{CopyRow, Params};
-use super::pool::{PoolConnection, PoolShared, PoolStats, Prepare, is_connection_lost};
+use super::pool::{PoolConnection, PoolObject, PoolShared, PoolStats, Prepare, is_connection_lost};
 use super::query::{self, QueryCtx};
 use super::replicas::ReplicaLink;
 use super::transaction::Transaction;
@@ -221,16 +221,7 @@ macro_rules! with_retry {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut obj = match pool.get_for_statement().await {
-                Ok(obj) => obj,
-                Err(e) => match $self.fall_back(pool, &e.to_string()) {
-                    Some(primary) => {
-                        pool = primary;
-                        continue;
-                    }
-                    None => break Err(e),
-                },
-            };
+            let mut obj = $self.statement_checkout(&mut pool).await?;
             let r = {
                 let $conn = &mut obj.conn;
                 let $a = args.clone();
@@ -242,25 +233,54 @@ macro_rules! with_retry {
                     // Not retried: whether a failed COMMIT took effect is not known.
                     Err(e) => break Err(Error::query("COMMIT", e)),
                 },
-                Err(e) => {
-                    let _ = pool.end_statement(&mut obj, false).await;
-                    if pool.retry_after(&mut obj, &e, tries) {
-                        continue;
-                    }
-                    if super::replicas::worth_the_primary(&e)
-                        && let Some(primary) = $self.fall_back(pool, &e.to_string())
-                    {
-                        pool = primary;
-                        continue;
-                    }
-                    break Err(Error::query(sql.to_string(), e));
-                }
+                Err(e) => match $self.rerun_on(pool, &mut obj, &e, tries).await {
+                    Some(next) => pool = next,
+                    None => break Err(Error::query(sql.to_string(), e)),
+                },
             }
         }
     }};
 }
 
 impl Database {
+    /// A connection for one statement from `pool` (this handle's, or the primary's after a
+    /// replica failed); when a replica's pool cannot give one, the primary's does.
+    pub(crate) async fn statement_checkout<'a>(
+        &'a self,
+        pool: &mut &'a Arc<PoolShared>,
+    ) -> Result<PoolObject> {
+        loop {
+            match pool.get_for_statement().await {
+                Ok(obj) => return Ok(obj),
+                Err(e) => match self.fall_back(pool, &e.to_string()) {
+                    Some(primary) => *pool = primary,
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
+    /// After a statement failed with `e` on `obj` (attempt `tries`, from `pool`): ends its
+    /// transaction behind a transaction pooler and says where to run it again: `pool` when the
+    /// server ended the session ([`PoolShared::retry_after`]), the primary when a replica
+    /// failed, or nowhere.
+    pub(crate) async fn rerun_on<'a>(
+        &'a self,
+        pool: &'a Arc<PoolShared>,
+        obj: &mut PoolObject,
+        e: &sqlx::Error,
+        tries: usize,
+    ) -> Option<&'a Arc<PoolShared>> {
+        let _ = pool.end_statement(obj, false).await;
+        if pool.retry_after(obj, e, tries) {
+            return Some(pool);
+        }
+        if super::replicas::worth_the_primary(e) {
+            return self.fall_back(pool, &e.to_string());
+        }
+        None
+    }
+
     /// Validates the config, opens the pool with `min_connections` (retrying the first connection
     /// with backoff), creates the schema if missing and runs the init commands.
     pub async fn connect(config: DatabaseConfig) -> Result<Database> {
@@ -605,7 +625,8 @@ impl Database {
     ///
     /// Behind PgBouncer in transaction mode ([`PoolerMode::Transaction`]) each statement on
     /// `&mut conn` runs in a transaction of its own, since the session is not kept between
-    /// transactions; `conn.raw()` is not wrapped, so use [`transaction`](Self::transaction)
+    /// transactions (so its rows are collected before they are yielded); `conn.raw()` is not
+    /// wrapped, so use [`transaction`](Self::transaction)
     /// for several statements that must share a server connection.
     ///
     /// [`PoolerMode::Transaction`]: crate::PoolerMode::Transaction

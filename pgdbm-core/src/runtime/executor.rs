@@ -19,7 +19,6 @@ use super::database::Database;
 use super::error::Error;
 use super::observe::{Observation, QueryCtx, SqlText, observe};
 use super::pool::is_connection_lost;
-use super::replicas::worth_the_primary;
 use sqlx::Arguments;
 use tracing::Instrument;
 
@@ -202,35 +201,20 @@ where
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut obj = match pool.get_for_statement().await {
-            Ok(obj) => obj,
-            Err(e) => match db.fall_back(pool, &e.to_string()) {
-                Some(primary) => {
-                    pool = primary;
-                    continue;
-                }
-                None => return Err(X::from(to_sqlx(e))),
-            },
-        };
+        let mut obj = db
+            .statement_checkout(&mut pool)
+            .await
+            .map_err(|e| X::from(to_sqlx(e)))?;
         match run(&mut obj.conn).await {
             Attempt::Done(v) => {
                 // Not retried when it fails: whether a failed COMMIT took effect is not known.
                 pool.end_statement(&mut obj, true).await.map_err(X::from)?;
                 return Ok(v);
             }
-            Attempt::Failed(x) => {
-                let _ = pool.end_statement(&mut obj, false).await;
-                if pool.retry_after(&mut obj, x.error(), tries) {
-                    continue;
-                }
-                if worth_the_primary(x.error())
-                    && let Some(primary) = db.fall_back(pool, &x.error().to_string())
-                {
-                    pool = primary;
-                    continue;
-                }
-                return Err(x);
-            }
+            Attempt::Failed(x) => match db.rerun_on(pool, &mut obj, x.error(), tries).await {
+                Some(next) => pool = next,
+                None => return Err(x),
+            },
             Attempt::Partial(v, lost) => {
                 let _ = pool.end_statement(&mut obj, false).await;
                 if lost {
@@ -240,16 +224,6 @@ where
             }
         }
     }
-}
-
-/// Behind a transaction pooler, drops the named statement sqlx's `prepare` made (it always
-/// names it), so that no other client's statement of the same name collides with it on this
-/// server connection.
-async fn forget_named(db: &Database, conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    if db.config().wraps_statements() {
-        conn.execute("DEALLOCATE ALL").await?;
-    }
-    Ok(())
 }
 
 enum Attempt<T, X> {
@@ -396,14 +370,7 @@ impl<'c> Executor<'c> for &'c Database {
                 let sql = sql.clone();
                 // Owned, because each attempt's future must not borrow from the caller.
                 let parameters = parameters.to_vec();
-                let db = self.clone();
-                Box::pin(async move {
-                    let r = conn.prepare_with(sql, &parameters).await;
-                    match r {
-                        Ok(s) => forget_named(&db, conn).await.map(|()| s).into(),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                })
+                Box::pin(async move { conn.prepare_with(sql, &parameters).await.into() })
             })
             .await
         })
@@ -420,13 +387,7 @@ impl<'c> Executor<'c> for &'c Database {
             let sql = checked_sql(self, sql)?;
             retrying(self, |conn| {
                 let sql = sql.clone();
-                let db = self.clone();
-                Box::pin(async move {
-                    match conn.describe(sql).await {
-                        Ok(d) => forget_named(&db, conn).await.map(|()| d).into(),
-                        Err(e) => Attempt::Failed(e),
-                    }
-                })
+                Box::pin(async move { conn.describe(sql).await.into() })
             })
             .await
         })
@@ -542,10 +503,7 @@ macro_rules! checked_connection_executor {
                 let conn = $conn;
                 Box::pin(async move {
                     db.inner.pool.begin_on(&mut *conn).await?;
-                    let r = match conn.prepare_with(sql, parameters).await {
-                        Ok(s) => forget_named(&db, conn).await.map(|()| s),
-                        Err(e) => Err(e),
-                    };
+                    let r = conn.prepare_with(sql, parameters).await;
                     end_own(&db, conn, r.is_ok()).await?;
                     r
                 })
@@ -570,10 +528,7 @@ macro_rules! checked_connection_executor {
                 let conn = $conn;
                 Box::pin(async move {
                     db.inner.pool.begin_on(&mut *conn).await?;
-                    let r = match conn.describe(sql).await {
-                        Ok(d) => forget_named(&db, conn).await.map(|()| d),
-                        Err(e) => Err(e),
-                    };
+                    let r = conn.describe(sql).await;
                     end_own(&db, conn, r.is_ok()).await?;
                     r
                 })

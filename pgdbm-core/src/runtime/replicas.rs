@@ -175,7 +175,7 @@ impl ReplicaSet {
                 i,
                 config.replicas.max_lag,
                 config.replicas.check_interval,
-            )?;
+            );
         }
         Ok(Some(set))
     }
@@ -242,14 +242,9 @@ impl ReplicaSet {
 
 /// Checks replica `i` every `every` on a connection of its own (not the pool's, whose
 /// checkouts wait for a free connection), until the set is closed or dropped.
-fn spawn_check(
-    set: &Arc<ReplicaSet>,
-    i: usize,
-    max_lag: Option<Duration>,
-    every: Duration,
-) -> Result<()> {
+fn spawn_check(set: &Arc<ReplicaSet>, i: usize, max_lag: Option<Duration>, every: Duration) {
     let pool = &set.replicas[i].pool;
-    let connector = Connector::new(&pool.config)?;
+    let connector = pool.connector();
     let secret = pool.config.secret();
     let limit = pool.config.connect_timeout.max(every);
     let weak = Arc::downgrade(set);
@@ -287,7 +282,6 @@ fn spawn_check(
             let _ = c.close().await;
         }
     });
-    Ok(())
 }
 
 /// One health check: the replica's lag, opening the check's connection if needed.

@@ -207,7 +207,7 @@ pub(crate) struct PoolShared {
     pub(crate) outage: Arc<Outage>,
     pub(crate) observer: Observer,
     timeouts: Timeouts,
-    /// Behind a transaction pooler: `BEGIN` plus the settings as `SET LOCAL`.
+    /// Behind a transaction pooler: `BEGIN`, `DEALLOCATE ALL` and the settings as `SET LOCAL`.
     begin_sql: Option<sqlx::SqlStr>,
     /// The read replicas of a primary's pool.
     pub(crate) replicas: std::sync::OnceLock<Arc<ReplicaSet>>,
@@ -352,9 +352,13 @@ impl PoolShared {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::config("pool", e.to_string()))?;
+        // DEALLOCATE ALL in the same round trip: whatever named statements the server
+        // connection this transaction landed on holds (sqlx names the statements of `prepare`
+        // and `describe` whatever its cache, and other clients leave theirs) cannot collide
+        // with this client's.
         let begin_sql = config.wraps_statements().then(|| {
             let settings = config.settings_sql(true).unwrap_or_default();
-            sqlx::AssertSqlSafe(format!("BEGIN; {settings}")).into_sql_str()
+            sqlx::AssertSqlSafe(format!("BEGIN; DEALLOCATE ALL; {settings}")).into_sql_str()
         });
         Ok(Arc::new(PoolShared {
             pool,
@@ -579,6 +583,11 @@ impl PoolShared {
     pub(crate) fn lost(&self, obj: &mut PoolObject) {
         obj.broken = true;
         self.outage.note_lost();
+    }
+
+    /// How this pool opens connections (for a health check's connection of its own).
+    pub(crate) fn connector(&self) -> Arc<Connector> {
+        self.pool.manager().connector.clone()
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
