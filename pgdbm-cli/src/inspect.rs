@@ -268,9 +268,24 @@ async fn health(ctx: &Context, db: &Database) -> Result<Code> {
 fn print_health(r: &HealthReport) {
     let status = match r.status {
         CheckStatus::Healthy => styled(GOOD, "healthy"),
-        _ => styled(BAD, "degraded"),
+        CheckStatus::Degraded => styled(BAD, "degraded"),
+        CheckStatus::Reconnecting => styled(BAD, "reconnecting"),
+        _ => styled(BAD, "unhealthy"),
     };
-    let role = match (r.in_recovery, r.replay_delay) {
+    let (Some(version), Some(version_num), Some(in_recovery), Some(latency)) = (
+        &r.server_version,
+        r.server_version_num,
+        r.in_recovery,
+        r.latency,
+    ) else {
+        // The server could not be asked: the status and why.
+        anstream::println!("{}  {status}", styled(HEADING, format!("{:<12}", "status")));
+        for w in &r.warnings {
+            anstream::println!("{} {w}", styled(PENDING, "warning:"));
+        }
+        return;
+    };
+    let role = match (in_recovery, r.replay_delay) {
         (false, _) => "primary".to_string(),
         (true, Some(d)) => format!("standby, replay {} behind", duration(d)),
         (true, None) => "standby".to_string(),
@@ -284,12 +299,9 @@ fn print_health(r: &HealthReport) {
     };
     let mut lines = vec![
         ("status", status),
-        (
-            "server",
-            format!("{} ({})", r.server_version, r.server_version_num),
-        ),
+        ("server", format!("{version} ({version_num})")),
         ("role", role),
-        ("latency", duration(r.latency)),
+        ("latency", duration(latency)),
         (
             "locks",
             format!("{} waiting for a lock", queries(r.blocked_queries)),

@@ -13,7 +13,10 @@ use super::copy;
 use super::error::{Error, Result};
 use super::observe::stats::QueryStats;
 use super::params::{CopyRow, Params};
-use super::pool::{PoolConnection, PoolObject, PoolShared, PoolStats, Prepare, is_connection_lost};
+use super::pool::{
+    Deadline, PoolConnection, PoolObject, PoolShared, PoolStats, PooledConn, Prepare,
+    is_connection_lost,
+};
 use super::query::{self, QueryCtx};
 use super::replicas::ReplicaLink;
 use super::transaction::Transaction;
@@ -46,6 +49,8 @@ use crate::template;
 #[derive(Clone)]
 pub struct Database {
     pub(crate) inner: Arc<DbInner>,
+    /// This handle's statement deadline (see [`Database::with_deadline`]).
+    pub(crate) deadline: Option<Duration>,
 }
 
 pub(crate) struct DbInner {
@@ -217,15 +222,20 @@ macro_rules! with_retry {
     ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
         let sql: &Arc<str> = $sql;
         let args: PgArguments = $args;
+        let deadline = Deadline::starting_now($self.deadline);
         let mut pool = &$self.inner.pool;
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut obj = $self.statement_checkout(&mut pool).await?;
+            let mut obj = $self
+                .statement_checkout(&mut pool, deadline.as_ref(), sql)
+                .await?;
             let r = {
-                let $conn = &mut obj.conn;
+                let PooledConn {
+                    conn: $conn, watch, ..
+                } = &mut *obj;
                 let $a = args.clone();
-                $body.await
+                watch.run(deadline.as_ref(), $body).await
             };
             match r {
                 Ok(v) => match pool.end_statement(&mut obj, true).await {
@@ -233,9 +243,9 @@ macro_rules! with_retry {
                     // Not retried: whether a failed COMMIT took effect is not known.
                     Err(e) => break Err(Error::query("COMMIT", e)),
                 },
-                Err(e) => match $self.rerun_on(pool, &mut obj, &e, tries).await {
+                Err(e) => match $self.rerun_on(pool, &mut obj, &e, tries, sql).await {
                     Some(next) => pool = next,
-                    None => break Err(Error::query(sql.to_string(), e)),
+                    None => break Err(Error::statement(sql.to_string(), e, false)),
                 },
             }
         }
@@ -248,9 +258,11 @@ impl Database {
     pub(crate) async fn statement_checkout<'a>(
         &'a self,
         pool: &mut &'a Arc<PoolShared>,
+        deadline: Option<&Deadline>,
+        sql: &str,
     ) -> Result<PoolObject> {
         loop {
-            match pool.get_for_statement().await {
+            match pool.get_for_statement(deadline, sql).await {
                 Ok(obj) => return Ok(obj),
                 Err(e) => match self.fall_back(pool, &e.to_string()) {
                     Some(primary) => *pool = primary,
@@ -260,20 +272,27 @@ impl Database {
         }
     }
 
-    /// After a statement failed with `e` on `obj` (attempt `tries`, from `pool`): ends its
-    /// transaction behind a transaction pooler and says where to run it again: `pool` when the
-    /// server ended the session ([`PoolShared::retry_after`]), the primary when a replica
-    /// failed, or nowhere.
+    /// After statement `sql` failed with `e` on `obj` (attempt `tries`, from `pool`): ends its
+    /// transaction behind a transaction pooler and says where to run it again: `pool` under the
+    /// retry rule ([`PoolShared::retry_after`]), the primary when a replica failed, or nowhere
+    /// (always nowhere once its deadline passed).
     pub(crate) async fn rerun_on<'a>(
         &'a self,
         pool: &'a Arc<PoolShared>,
         obj: &mut PoolObject,
         e: &sqlx::Error,
         tries: usize,
+        sql: &str,
     ) -> Option<&'a Arc<PoolShared>> {
-        let _ = pool.end_statement(obj, false).await;
-        if pool.retry_after(obj, e, tries) {
+        // A lost connection has no transaction left to end (and may not answer a ROLLBACK).
+        if !is_connection_lost(e) {
+            let _ = pool.end_statement(obj, false).await;
+        }
+        if pool.retry_after(obj, e, tries, sql) {
             return Some(pool);
+        }
+        if super::error::Cut::of(e).is_some_and(|c| c.is_deadline()) {
+            return None;
         }
         if super::replicas::worth_the_primary(e) {
             return self.fall_back(pool, &e.to_string());
@@ -311,7 +330,9 @@ impl Database {
     ) -> Database {
         let slow = pool.config.slow_query_threshold;
         let capacity = pool.config.template_cache_capacity;
+        let deadline = pool.config.get_statement_deadline();
         Database {
+            deadline,
             inner: Arc::new(DbInner {
                 pool,
                 schema,
@@ -340,6 +361,38 @@ impl Database {
             schema.map(str::to_string),
             false,
         ))
+    }
+
+    /// A handle on the same pool, schema and caches whose calls have `deadline` instead of the
+    /// config's [`statement_deadline`](DatabaseConfig::statement_deadline) (`None`: no
+    /// deadline). Cheap (no allocation), so it fits a single call:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+    /// let n: Option<i64> = db
+    ///     .with_deadline(Some(Duration::from_secs(2)))
+    ///     .fetch_value("SELECT count(*) FROM {{tables.users}}", ())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// The deadline covers the whole call: waiting for a connection, the statement and any
+    /// re-run. When it passes the call returns [`Error::Timeout`]; see
+    /// [`DatabaseConfig::statement_deadline`] for what happens on the server. Handles made
+    /// from this one ([`with_schema`](Self::with_schema), tenants) start from the config's
+    /// deadline again.
+    #[must_use]
+    pub fn with_deadline(&self, deadline: Option<Duration>) -> Database {
+        Database {
+            inner: self.inner.clone(),
+            deadline,
+        }
+    }
+
+    /// This handle's statement deadline.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     /// A tenant handle: renders into `schema`, and runs the `tsql!` queries checked for

@@ -16,15 +16,21 @@ use sqlx::{AssertSqlSafe, Execute, Executor, SqlSafeStr, SqlStr};
 use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
-use super::error::Error;
+use super::error::{Cut, CutReason, Error};
 use super::observe::{Observation, QueryCtx, SqlText, observe};
-use super::pool::is_connection_lost;
+use super::pool::{Deadline, PooledConn, is_connection_lost, watched_stream};
 use sqlx::Arguments;
 use tracing::Instrument;
 
 fn to_sqlx(e: Error) -> sqlx::Error {
     match e {
         Error::PoolTimeout { .. } => sqlx::Error::PoolTimedOut,
+        Error::Timeout(t) => Cut {
+            why: CutReason::Deadline(t.deadline()),
+            waited: t.waited(),
+            sent: t.was_sent(),
+        }
+        .into_sqlx(),
         Error::PoolClosed => sqlx::Error::PoolClosed,
         Error::Connect(c) => c.source,
         other => sqlx::Error::Configuration(Box::new(other)),
@@ -192,26 +198,34 @@ impl<'q> Execute<'q, Postgres> for Replay {
 /// attempt is a transaction of its own ([`PoolShared::get_for_statement`]).
 ///
 /// [`PoolShared::get_for_statement`]: super::pool::PoolShared::get_for_statement
-async fn retrying<T, X, F>(db: &Database, mut run: F) -> Result<T, X>
+///
+/// Each attempt runs under the connection's watch ([`ConnWatch`](super::pool::ConnWatch)), and
+/// the whole call within the handle's statement deadline.
+async fn retrying<T, X, F>(db: &Database, sql: &str, mut run: F) -> Result<T, X>
 where
     X: Failure,
     F: for<'a> FnMut(&'a mut sqlx::PgConnection) -> BoxFuture<'a, Attempt<T, X>>,
 {
+    let deadline = Deadline::starting_now(db.deadline);
     let mut pool = &db.inner.pool;
     let mut tries = 0;
     loop {
         tries += 1;
         let mut obj = db
-            .statement_checkout(&mut pool)
+            .statement_checkout(&mut pool, deadline.as_ref(), sql)
             .await
             .map_err(|e| X::from(to_sqlx(e)))?;
-        match run(&mut obj.conn).await {
+        let PooledConn { conn, watch, .. } = &mut *obj;
+        let attempt = watch.run_with(deadline.as_ref(), run(conn), |e| {
+            Attempt::Failed(X::from(e))
+        });
+        match attempt.await {
             Attempt::Done(v) => {
                 // Not retried when it fails: whether a failed COMMIT took effect is not known.
                 pool.end_statement(&mut obj, true).await.map_err(X::from)?;
                 return Ok(v);
             }
-            Attempt::Failed(x) => match db.rerun_on(pool, &mut obj, x.error(), tries).await {
+            Attempt::Failed(x) => match db.rerun_on(pool, &mut obj, x.error(), tries, sql).await {
                 Some(next) => pool = next,
                 None => return Err(x),
             },
@@ -298,7 +312,7 @@ impl<'c> Executor<'c> for &'c Database {
     {
         let fut = async move {
             let replay = Replay::take(self, query)?;
-            let items = retrying(self, |conn| {
+            let items = retrying(self, replay.sql.as_str(), |conn| {
                 let q = replay.clone();
                 let db = self.clone();
                 Box::pin(async move {
@@ -342,7 +356,7 @@ impl<'c> Executor<'c> for &'c Database {
     {
         Box::pin(async move {
             let replay = Replay::take(self, query)?;
-            retrying(self, |conn| {
+            retrying(self, replay.sql.as_str(), |conn| {
                 let q = replay.clone();
                 let db = self.clone();
                 Box::pin(async move {
@@ -366,7 +380,7 @@ impl<'c> Executor<'c> for &'c Database {
     {
         Box::pin(async move {
             let sql = checked_sql(self, sql)?;
-            retrying(self, |conn| {
+            retrying(self, sql.as_str(), |conn| {
                 let sql = sql.clone();
                 // Owned, because each attempt's future must not borrow from the caller.
                 let parameters = parameters.to_vec();
@@ -385,7 +399,7 @@ impl<'c> Executor<'c> for &'c Database {
     {
         Box::pin(async move {
             let sql = checked_sql(self, sql)?;
-            retrying(self, |conn| {
+            retrying(self, sql.as_str(), |conn| {
                 let sql = sql.clone();
                 Box::pin(async move { conn.describe(sql).await.into() })
             })
@@ -413,12 +427,12 @@ async fn end_own(
 }
 
 /// `&mut Transaction` and `&mut PoolConnection` as sqlx executors: the connection's own, after
-/// the schema check of [`Replay::take`]. No retry: a transaction's statements must not be run
-/// again, and what runs on an acquired connection is the caller's. `$wraps` says whether each
-/// statement needs a transaction of its own (an acquired connection behind a transaction
-/// pooler).
+/// the schema check of [`Replay::take`], under the connection's watch with the handle's
+/// deadline. No retry: a transaction's statements must not be run again, and what runs on an
+/// acquired connection is the caller's. `$wraps` says whether each statement needs a
+/// transaction of its own (an acquired connection behind a transaction pooler).
 macro_rules! checked_connection_executor {
-    ($ty:ty, |$this:ident| $db:expr, $conn:expr, $wraps:expr) => {
+    ($ty:ty, |$this:ident| $db:expr, $pooled:expr, $wraps:expr) => {
         impl<'c> Executor<'c> for &'c mut $ty {
             type Database = Postgres;
 
@@ -431,16 +445,21 @@ macro_rules! checked_connection_executor {
                 E: 'q + Execute<'q, Postgres>,
             {
                 let $this = self;
+                let wraps: bool = $wraps;
                 let db: Database = ($db).clone();
                 let q = match Replay::take(&db, query) {
                     Ok(q) => q,
                     Err(e) => return futures_util::stream::once(async { Err(e) }).boxed(),
                 };
                 let (sql, args) = (q.sql.clone(), q.arg_count());
-                if !$wraps {
-                    return observed_stream(db, sql, args, $conn.fetch_many(q));
+                let deadline = Deadline::starting_now(db.deadline);
+                let pooled: &mut PooledConn = $pooled;
+                let watch = pooled.watch.clone();
+                let conn = &mut pooled.conn;
+                if !wraps {
+                    let rows = watched_stream(watch, deadline, conn.fetch_many(q));
+                    return observed_stream(db, sql, args, rows);
                 }
-                let conn = $conn;
                 let fut = async move {
                     db.inner.pool.begin_on(&mut *conn).await?;
                     let items: Vec<Item> =
@@ -450,6 +469,7 @@ macro_rules! checked_connection_executor {
                     end_own(&db, conn, items.iter().all(Result::is_ok)).await?;
                     Ok::<_, sqlx::Error>(futures_util::stream::iter(items))
                 };
+                let fut = async move { watch.run(deadline.as_ref(), fut).await };
                 futures_util::stream::once(fut).try_flatten().boxed()
             }
 
@@ -462,24 +482,29 @@ macro_rules! checked_connection_executor {
                 E: 'q + Execute<'q, Postgres>,
             {
                 let $this = self;
+                let wraps: bool = $wraps;
                 let db: Database = ($db).clone();
                 let q = match Replay::take(&db, query) {
                     Ok(q) => q,
                     Err(e) => return Box::pin(async { Err(e) }),
                 };
                 let (sql, args) = (q.sql.clone(), q.arg_count());
-                if !$wraps {
-                    let fetch = $conn.fetch_optional(q);
-                    return Box::pin(
-                        async move { observed_optional(&db, &sql, args, fetch).await },
-                    );
-                }
-                let conn = $conn;
+                let deadline = Deadline::starting_now(db.deadline);
+                let pooled: &mut PooledConn = $pooled;
+                let watch = pooled.watch.clone();
+                let conn = &mut pooled.conn;
                 Box::pin(async move {
-                    db.inner.pool.begin_on(&mut *conn).await?;
-                    let r = observed_optional(&db, &sql, args, conn.fetch_optional(q)).await;
-                    end_own(&db, conn, r.is_ok()).await?;
-                    r
+                    let run = async {
+                        if !wraps {
+                            return observed_optional(&db, &sql, args, conn.fetch_optional(q))
+                                .await;
+                        }
+                        db.inner.pool.begin_on(&mut *conn).await?;
+                        let r = observed_optional(&db, &sql, args, conn.fetch_optional(q)).await;
+                        end_own(&db, conn, r.is_ok()).await?;
+                        r
+                    };
+                    watch.run(deadline.as_ref(), run).await
                 })
             }
 
@@ -492,20 +517,27 @@ macro_rules! checked_connection_executor {
                 'c: 'e,
             {
                 let $this = self;
+                let wraps: bool = $wraps;
                 let db: Database = ($db).clone();
                 let sql = match checked_sql(&db, sql) {
                     Ok(sql) => sql,
                     Err(e) => return Box::pin(async { Err(e) }),
                 };
-                if !$wraps {
-                    return $conn.prepare_with(sql, parameters);
-                }
-                let conn = $conn;
+                let deadline = Deadline::starting_now(db.deadline);
+                let pooled: &mut PooledConn = $pooled;
+                let watch = pooled.watch.clone();
+                let conn = &mut pooled.conn;
                 Box::pin(async move {
-                    db.inner.pool.begin_on(&mut *conn).await?;
-                    let r = conn.prepare_with(sql, parameters).await;
-                    end_own(&db, conn, r.is_ok()).await?;
-                    r
+                    let run = async {
+                        if !wraps {
+                            return conn.prepare_with(sql, parameters).await;
+                        }
+                        db.inner.pool.begin_on(&mut *conn).await?;
+                        let r = conn.prepare_with(sql, parameters).await;
+                        end_own(&db, conn, r.is_ok()).await?;
+                        r
+                    };
+                    watch.run(deadline.as_ref(), run).await
                 })
             }
 
@@ -517,20 +549,27 @@ macro_rules! checked_connection_executor {
                 'c: 'e,
             {
                 let $this = self;
+                let wraps: bool = $wraps;
                 let db: Database = ($db).clone();
                 let sql = match checked_sql(&db, sql) {
                     Ok(sql) => sql,
                     Err(e) => return Box::pin(async { Err(e) }),
                 };
-                if !$wraps {
-                    return $conn.describe(sql);
-                }
-                let conn = $conn;
+                let deadline = Deadline::starting_now(db.deadline);
+                let pooled: &mut PooledConn = $pooled;
+                let watch = pooled.watch.clone();
+                let conn = &mut pooled.conn;
                 Box::pin(async move {
-                    db.inner.pool.begin_on(&mut *conn).await?;
-                    let r = conn.describe(sql).await;
-                    end_own(&db, conn, r.is_ok()).await?;
-                    r
+                    let run = async {
+                        if !wraps {
+                            return conn.describe(sql).await;
+                        }
+                        db.inner.pool.begin_on(&mut *conn).await?;
+                        let r = conn.describe(sql).await;
+                        end_own(&db, conn, r.is_ok()).await?;
+                        r
+                    };
+                    watch.run(deadline.as_ref(), run).await
                 })
             }
         }
@@ -540,12 +579,12 @@ macro_rules! checked_connection_executor {
 checked_connection_executor!(
     super::transaction::Transaction<'_>,
     |tx| &tx.db,
-    tx.connection(),
+    tx.pooled(),
     false
 );
 checked_connection_executor!(
     super::pool::PoolConnection,
     |c| &c.db,
-    &mut c.obj.conn,
+    &mut c.obj,
     c.db.inner.pool.wraps_statements()
 );

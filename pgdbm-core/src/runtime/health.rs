@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use super::database::Database;
+use super::error::Error;
 use super::pool::PoolStats;
 
-/// The longest a health check waits for `SELECT 1`: a probe must answer quickly even when the
-/// pool's `acquire_timeout` is long.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a health check waits for its answer (checkout included), whatever the sockets
+/// do: a readiness probe must answer quickly even when the pool's `acquire_timeout` is long or
+/// the server went silent. Also capped by `acquire_timeout` and `liveness_timeout`.
+pub(crate) const HEALTH_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// What [`Database::health`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,9 +48,19 @@ impl Health {
 }
 
 impl Database {
+    /// How long a health check may take: see [`HEALTH_DEADLINE`].
+    pub(crate) fn health_deadline(&self) -> Duration {
+        let pool = &self.inner.pool;
+        HEALTH_DEADLINE
+            .min(pool.config.acquire_timeout)
+            .min(pool.liveness().check_timeout)
+    }
+
     /// Checks the database: `Reconnecting` at once while the pool has lost the server (no
     /// query is sent, so the check never waits through the outage), otherwise a `SELECT 1`
-    /// through the pool, bounded by `acquire_timeout` and 5 s.
+    /// through the pool within 1.5 s (or `acquire_timeout` / `liveness_timeout` if shorter),
+    /// whatever the sockets do. No answer in that time is `Unhealthy`, and has the liveness
+    /// check look at the server at once: a silent server is `Reconnecting` from then on.
     ///
     /// ```no_run
     /// # async fn demo(db: pgdbm_core::Database) {
@@ -75,21 +87,25 @@ impl Database {
             let error = Some(down.last_error);
             return report(HealthStatus::Reconnecting, None, Some(down.since), error);
         }
-        let limit = pool.config.acquire_timeout.min(CHECK_TIMEOUT);
+        let limit = self.health_deadline();
         let started = Instant::now();
-        let check = tokio::time::timeout(limit, self.fetch_value::<i32, _>("SELECT 1", ()));
+        let bounded = self.with_deadline(Some(limit));
+        let check = bounded.fetch_value::<i32, _>("SELECT 1", ());
         tokio::select! {
             r = check => match r {
-                Ok(Ok(Some(1))) => report(HealthStatus::Healthy, Some(started.elapsed()), None, None),
-                Ok(Ok(other)) => {
+                Ok(Some(1)) => report(HealthStatus::Healthy, Some(started.elapsed()), None, None),
+                Ok(other) => {
                     let error = Some(format!("SELECT 1 returned {other:?}"));
                     report(HealthStatus::Unhealthy, None, None, error)
                 }
-                Ok(Err(e)) => report(HealthStatus::Unhealthy, None, None, Some(e.to_string())),
-                Err(_) => {
-                    let error = Some(format!("no answer to SELECT 1 within {limit:?}"));
+                Err(Error::Timeout(_)) => {
+                    pool.kick_liveness_check();
+                    let error = Some(format!(
+                        "no answer to SELECT 1 within {limit:?}; checking whether the server can be reached"
+                    ));
                     report(HealthStatus::Unhealthy, None, None, error)
                 }
+                Err(e) => report(HealthStatus::Unhealthy, None, None, Some(e.to_string())),
             },
             () = pool.outage.wait_down() => {
                 let down = pool.outage.down();

@@ -22,7 +22,8 @@ mod transaction;
 pub use config::{DatabaseConfig, PoolerMode, SslMode, TargetSessionAttrs};
 pub use database::{Database, SharedPool};
 pub use error::{
-    ConnectError, Error, MigrationError, QueryError, Result, TransactionLost, sqlstate,
+    ConnectError, Error, MigrationError, QueryError, Result, TimeoutError, TransactionLost,
+    sqlstate,
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{

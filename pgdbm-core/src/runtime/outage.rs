@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnection;
 use tokio::sync::watch;
 
 /// The link to the server.
@@ -22,19 +21,19 @@ pub(crate) enum Link {
     Closed,
 }
 
-#[derive(Default)]
-struct State {
+struct State<S> {
     down_since: Option<Instant>,
     /// When the last outage ended.
     up_since: Option<Instant>,
     last_error: Option<String>,
     /// A connection the reconnect loop opened, for the next checkout to take.
-    spare: Option<PgConnection>,
+    spare: Option<S>,
 }
 
-pub(crate) struct Outage {
+/// An outage of the server of a pool whose connections are `S`.
+pub(crate) struct Outage<S> {
     link: watch::Sender<Link>,
-    state: Mutex<State>,
+    state: Mutex<State<S>>,
     started: Instant,
     /// When a pooled connection was last found dead (nanoseconds after `started`; 0: never).
     /// Connections last checked out before then are pinged before they are handed out again.
@@ -56,11 +55,16 @@ pub(crate) struct Down {
     pub(crate) last_error: String,
 }
 
-impl Outage {
-    pub(crate) fn new(target: String) -> Outage {
+impl<S> Outage<S> {
+    pub(crate) fn new(target: String) -> Outage<S> {
         Outage {
             link: watch::Sender::new(Link::Up),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                down_since: None,
+                up_since: None,
+                last_error: None,
+                spare: None,
+            }),
             started: Instant::now(),
             lost_at: AtomicU64::new(0),
             target,
@@ -70,7 +74,7 @@ impl Outage {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<S>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -122,7 +126,7 @@ impl Outage {
 
     /// Records that a connection was opened; ends the outage if there is one. `spare` is a
     /// connection for the next checkout.
-    pub(crate) fn mark_up(&self, spare: Option<PgConnection>) {
+    pub(crate) fn mark_up(&self, spare: Option<S>) {
         let mut s = self.state();
         if let Some(conn) = spare {
             s.spare = Some(conn);
@@ -150,7 +154,7 @@ impl Outage {
         });
     }
 
-    pub(crate) fn take_spare(&self) -> Option<PgConnection> {
+    pub(crate) fn take_spare(&self) -> Option<S> {
         self.state().spare.take()
     }
 
@@ -247,7 +251,7 @@ mod tests {
 
     #[test]
     fn lost_since_compares_with_the_last_loss() {
-        let o = Outage::new("t".into());
+        let o = Outage::<()>::new("t".into());
         let before = Instant::now();
         assert!(!o.lost_since(before));
         std::thread::sleep(Duration::from_millis(2));
@@ -259,7 +263,7 @@ mod tests {
 
     #[test]
     fn one_outage_until_up() {
-        let o = Outage::new("t".into());
+        let o = Outage::<()>::new("t".into());
         let attempted = Instant::now();
         assert!(o.mark_down("refused".into(), attempted));
         assert!(!o.mark_down("refused again".into(), Instant::now()));

@@ -246,7 +246,7 @@ fn spawn_check(set: &Arc<ReplicaSet>, i: usize, max_lag: Option<Duration>, every
     let pool = &set.replicas[i].pool;
     let connector = pool.connector();
     let secret = pool.config.secret();
-    let limit = pool.config.connect_timeout.max(every);
+    let limit = pool.liveness().connect_timeout.max(every);
     let weak = Arc::downgrade(set);
     tokio::spawn(async move {
         let mut conn: Option<sqlx::PgConnection> = None;
@@ -290,7 +290,13 @@ async fn check(
     conn: &mut Option<sqlx::PgConnection>,
 ) -> std::result::Result<Duration, String> {
     if conn.is_none() {
-        *conn = Some(connector.connect().await.map_err(|e| e.to_string())?);
+        *conn = Some(
+            connector
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_conn(),
+        );
     }
     let c = conn.as_mut().expect("opened above");
     let row = sqlx::raw_sql(LAG_SQL)

@@ -8,16 +8,28 @@ use sqlx_core::transaction::TransactionManager;
 
 use super::copy;
 use super::database::Database;
-use super::error::{Error, QueryError, Result, TransactionLost};
+use super::error::{Cut, Error, QueryError, Result, TransactionLost};
 use super::params::{CopyRow, Params};
-use super::pool::{PoolObject, is_connection_lost};
+use super::pool::{Deadline, PoolObject, PooledConn, is_connection_lost};
 use super::query;
 
 enum TxConn<'a> {
     /// A top-level transaction owns its pooled connection.
     Owned(Option<PoolObject>),
     /// A savepoint borrows its parent's connection.
-    Nested(&'a mut PgConnection),
+    Nested(&'a mut PooledConn),
+}
+
+/// Runs `$body` (an expression of the bare connection `$conn`) as one statement of `$tx` under
+/// the connection's watch, with the handle's deadline; a failure goes through `fail`.
+macro_rules! in_tx {
+    ($tx:ident, $sql:expr, |$conn:ident| $body:expr) => {{
+        let deadline = Deadline::starting_now($tx.db.deadline);
+        let pooled = $tx.pooled();
+        let $conn = &mut pooled.conn;
+        let r = pooled.watch.run(deadline.as_ref(), $body).await;
+        r.map_err(|e| $tx.fail($sql, e))
+    }};
 }
 
 /// A transaction (or, nested, a savepoint) with the same query methods as [`Database`], all
@@ -53,11 +65,15 @@ impl Transaction<'static> {
 }
 
 impl<'a> Transaction<'a> {
-    fn conn(&mut self) -> &mut PgConnection {
+    pub(crate) fn pooled(&mut self) -> &mut PooledConn {
         match &mut self.conn {
-            TxConn::Owned(obj) => &mut obj.as_mut().expect("connection present until drop").conn,
+            TxConn::Owned(obj) => obj.as_mut().expect("connection present until drop"),
             TxConn::Nested(c) => c,
         }
+    }
+
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.pooled().conn
     }
 
     /// The error for a failed statement. A lost connection is never retried here: the server
@@ -66,6 +82,15 @@ impl<'a> Transaction<'a> {
     fn fail(&mut self, sql: &str, e: sqlx::Error) -> Error {
         if !is_connection_lost(&e) {
             return Error::query(sql.to_string(), e);
+        }
+        let pool = self.db.inner.pool.clone();
+        pool.after_cut(&self.pooled().watch, &e);
+        if Cut::of(&e).is_some_and(Cut::is_deadline) {
+            if let TxConn::Owned(Some(obj)) = &mut self.conn {
+                obj.broken = true;
+            }
+            pool.outage.note_lost();
+            return Error::statement(sql, e, true);
         }
         match &mut self.conn {
             TxConn::Owned(Some(obj)) => self.db.inner.pool.lost(obj),
@@ -90,7 +115,7 @@ impl<'a> Transaction<'a> {
         match &self.conn {
             TxConn::Owned(Some(obj)) => PgTransactionManager::get_transaction_depth(&obj.conn),
             TxConn::Owned(None) => 0,
-            TxConn::Nested(c) => PgTransactionManager::get_transaction_depth(c),
+            TxConn::Nested(c) => PgTransactionManager::get_transaction_depth(&c.conn),
         }
     }
 
@@ -101,8 +126,12 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        let r = query::execute(self.conn(), &ctx, &sql, (!simple).then_some(args)).await;
-        r.map_err(|e| self.fail(&sql, e))
+        in_tx!(self, &sql, |conn| query::execute(
+            conn,
+            &ctx,
+            &sql,
+            (!simple).then_some(args)
+        ))
     }
 
     /// Runs a statement once per parameter set; returns the total rows affected.
@@ -117,8 +146,12 @@ impl<'a> Transaction<'a> {
         for p in params {
             let mut ctx = db.ctx();
             let args = query::encode(&sql, p, &mut ctx)?;
-            let r = query::execute(self.conn(), &ctx, &sql, Some(args)).await;
-            total += r.map_err(|e| self.fail(&sql, e))?;
+            total += in_tx!(self, &sql, |conn| query::execute(
+                conn,
+                &ctx,
+                &sql,
+                Some(args)
+            ))?;
         }
         Ok(total)
     }
@@ -131,8 +164,9 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(sql, params, &mut ctx)?;
-        let r = query::fetch_optional::<T>(self.conn(), &ctx, sql, args).await;
-        r.map_err(|e| self.fail(sql, e))
+        in_tx!(self, sql, |conn| query::fetch_optional::<T>(
+            conn, &ctx, sql, args
+        ))
     }
 
     /// Fetches exactly one row; no row is an error.
@@ -167,8 +201,9 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        let r = query::fetch_all::<T>(self.conn(), &ctx, &sql, args).await;
-        r.map_err(|e| self.fail(&sql, e))
+        in_tx!(self, &sql, |conn| query::fetch_all::<T>(
+            conn, &ctx, &sql, args
+        ))
     }
 
     /// The first column of the first row; `None` when there is no row.
@@ -189,8 +224,9 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(sql, params, &mut ctx)?;
-        let r = query::fetch_value::<T>(self.conn(), &ctx, sql, args).await;
-        r.map_err(|e| self.fail(sql, e))
+        in_tx!(self, sql, |conn| query::fetch_value::<T>(
+            conn, &ctx, sql, args
+        ))
     }
 
     /// Runs an `INSERT` and returns the new row's `id` (see [`Database::execute_and_return_id`]).
@@ -225,12 +261,11 @@ impl<'a> Transaction<'a> {
     /// savepoint only; the outer transaction carries on.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let db = self.db.clone();
-        let conn = self.conn();
-        if let Err(e) = PgTransactionManager::begin(conn, None).await {
-            return Err(self.fail("SAVEPOINT", e));
-        }
+        in_tx!(self, "SAVEPOINT", |conn| PgTransactionManager::begin(
+            conn, None
+        ))?;
         Ok(Transaction {
-            conn: TxConn::Nested(self.conn()),
+            conn: TxConn::Nested(self.pooled()),
             db,
             open: true,
         })
@@ -238,26 +273,18 @@ impl<'a> Transaction<'a> {
 
     /// Commits (or, nested, releases the savepoint).
     pub async fn commit(mut self) -> Result<()> {
-        let r = PgTransactionManager::commit(self.conn()).await;
-        match r {
-            Ok(()) => {
-                self.open = false;
-                Ok(())
-            }
-            Err(e) => Err(self.fail("COMMIT", e)),
-        }
+        in_tx!(self, "COMMIT", |conn| PgTransactionManager::commit(conn))?;
+        self.open = false;
+        Ok(())
     }
 
     /// Rolls back (or, nested, rolls back to the savepoint).
     pub async fn rollback(mut self) -> Result<()> {
-        let r = PgTransactionManager::rollback(self.conn()).await;
-        match r {
-            Ok(()) => {
-                self.open = false;
-                Ok(())
-            }
-            Err(e) => Err(self.fail("ROLLBACK", e)),
-        }
+        in_tx!(self, "ROLLBACK", |conn| PgTransactionManager::rollback(
+            conn
+        ))?;
+        self.open = false;
+        Ok(())
     }
 
     /// The bare sqlx connection, inside the transaction. SQL run on it is neither templated nor
@@ -275,7 +302,7 @@ impl Drop for Transaction<'_> {
         }
         match &mut self.conn {
             // The ROLLBACK TO SAVEPOINT is queued and goes out before the parent's next statement.
-            TxConn::Nested(c) => PgTransactionManager::start_rollback(c),
+            TxConn::Nested(c) => PgTransactionManager::start_rollback(&mut c.conn),
             TxConn::Owned(slot) => {
                 let Some(mut obj) = slot.take() else { return };
                 PgTransactionManager::start_rollback(&mut obj.conn);
@@ -283,9 +310,12 @@ impl Drop for Transaction<'_> {
                 // locks held while it sits idle in the pool: send it now.
                 match tokio::runtime::Handle::try_current() {
                     Ok(handle) => {
+                        let within = self.db.inner.pool.liveness().check_timeout;
                         handle.spawn(async move {
                             use sqlx::Connection;
-                            if obj.conn.ping().await.is_err() {
+                            let PooledConn { conn, watch, .. } = &mut *obj;
+                            let ping = watch.run(None, conn.ping());
+                            if !matches!(tokio::time::timeout(within, ping).await, Ok(Ok(()))) {
                                 obj.broken = true;
                             }
                         });

@@ -135,6 +135,14 @@ impl DatabaseConfig {
         Ok(all.swap_remove(0))
     }
 
+    /// The libpq parameters of the URL that sqlx does not know (none without a URL).
+    pub(crate) fn url_params(&self) -> Result<super::servers::UrlParams> {
+        match &self.url {
+            Some(raw) => Ok(super::split_hosts(raw)?.1),
+            None => Ok(Default::default()),
+        }
+    }
+
     /// The options for each host of the URL's host list, in order (one for a single host).
     pub(crate) fn connect_targets(&self) -> Result<Vec<PgConnectOptions>> {
         match &self.url {
@@ -155,7 +163,7 @@ impl DatabaseConfig {
         self.url
             .as_deref()
             .and_then(|u| super::split_hosts(u).ok())
-            .and_then(|(_, a)| a)
+            .and_then(|(_, p)| p.target_session_attrs)
             .unwrap_or_default()
     }
 

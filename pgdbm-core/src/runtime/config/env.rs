@@ -31,6 +31,12 @@ impl DatabaseConfig {
     /// | `DB_MAX_REPLICA_LAG_MS` | lag above which a replica is skipped (`0`: any lag) |
     /// | `DB_PGBOUNCER` | `session` or `transaction`: the URL leads to PgBouncer in that mode |
     /// | `DB_TARGET_SESSION_ATTRS` | `any` or `read-write`, for a host list |
+    /// | `DB_CONNECT_TIMEOUT_MS` | per-host connect deadline |
+    /// | `DB_KEEPALIVES` | `false` turns TCP keepalives off |
+    /// | `DB_KEEPALIVES_IDLE_MS`, `DB_KEEPALIVES_INTERVAL_MS`, `DB_KEEPALIVES_COUNT` | keepalive timing (whole seconds) |
+    /// | `DB_TCP_USER_TIMEOUT_MS` | `TCP_USER_TIMEOUT` (`0`: the system's) |
+    /// | `DB_LIVENESS_CHECK_AFTER_MS`, `DB_LIVENESS_TIMEOUT_MS` | the liveness check (`0` turns it off) |
+    /// | `DB_STATEMENT_DEADLINE_MS` | client-side deadline per call (`0`: none) |
     ///
     /// A malformed value is an error naming the variable.
     pub fn from_env() -> Result<Self> {
@@ -143,6 +149,37 @@ impl DatabaseConfig {
                 v.parse()
                     .map_err(|e| renamed(e, "DB_TARGET_SESSION_ATTRS"))?,
             );
+        }
+        if let Some(v) = get("DB_CONNECT_TIMEOUT_MS") {
+            let ms: u64 = parse_var("DB_CONNECT_TIMEOUT_MS", &v)?;
+            c = c.connect_timeout(Duration::from_millis(ms));
+        }
+        if let Some(v) = get("DB_KEEPALIVES") {
+            c = c.keepalives(parse_bool("DB_KEEPALIVES", &v)?);
+        }
+        if let Some(v) = get("DB_KEEPALIVES_IDLE_MS") {
+            let ms: u64 = parse_var("DB_KEEPALIVES_IDLE_MS", &v)?;
+            c = c.keepalives_idle(Duration::from_millis(ms));
+        }
+        if let Some(v) = get("DB_KEEPALIVES_INTERVAL_MS") {
+            let ms: u64 = parse_var("DB_KEEPALIVES_INTERVAL_MS", &v)?;
+            c = c.keepalives_interval(Duration::from_millis(ms));
+        }
+        if let Some(v) = get("DB_KEEPALIVES_COUNT") {
+            c = c.keepalives_count(parse_var("DB_KEEPALIVES_COUNT", &v)?);
+        }
+        if let Some(v) = get("DB_TCP_USER_TIMEOUT_MS") {
+            c = c.tcp_user_timeout(optional_ms("DB_TCP_USER_TIMEOUT_MS", v)?);
+        }
+        if let Some(v) = get("DB_LIVENESS_CHECK_AFTER_MS") {
+            c = c.liveness_check_after(optional_ms("DB_LIVENESS_CHECK_AFTER_MS", v)?);
+        }
+        if let Some(v) = get("DB_LIVENESS_TIMEOUT_MS") {
+            let ms: u64 = parse_var("DB_LIVENESS_TIMEOUT_MS", &v)?;
+            c = c.liveness_timeout(Duration::from_millis(ms));
+        }
+        if let Some(v) = get("DB_STATEMENT_DEADLINE_MS") {
+            c = c.statement_deadline(optional_ms("DB_STATEMENT_DEADLINE_MS", v)?);
         }
         if let Some(v) = get("DB_APPLICATION_NAME") {
             c.application_name = Some(v);

@@ -49,6 +49,14 @@ struct ConfigFile {
     replica_check_interval_ms: Option<u64>,
     pgbouncer: Option<String>,
     target_session_attrs: Option<String>,
+    keepalives: Option<bool>,
+    keepalives_idle_ms: Option<u64>,
+    keepalives_interval_ms: Option<u64>,
+    keepalives_count: Option<u32>,
+    tcp_user_timeout_ms: Option<u64>,
+    liveness_check_after_ms: Option<u64>,
+    liveness_timeout_ms: Option<u64>,
+    statement_deadline_ms: Option<u64>,
 }
 
 /// Reads a config from any serde format (TOML, JSON, YAML …). Keys are the setter names, with
@@ -102,7 +110,6 @@ impl<'de> serde::Deserialize<'de> for DatabaseConfig {
             min_connections <- f.min_connections,
             max_connections <- f.max_connections,
             acquire_timeout <- f.acquire_timeout_ms.map(ms),
-            connect_timeout <- f.connect_timeout_ms.map(ms),
             idle_timeout <- f.idle_timeout_ms.map(opt_ms),
             max_lifetime <- f.max_lifetime_ms.map(opt_ms),
             health_check_after <- f.health_check_after_ms.map(ms),
@@ -131,6 +138,33 @@ impl<'de> serde::Deserialize<'de> for DatabaseConfig {
         }
         if let Some(v) = f.replica_check_interval_ms {
             c.replicas.check_interval = ms(v);
+        }
+        if let Some(v) = f.connect_timeout_ms {
+            c = c.connect_timeout(ms(v));
+        }
+        if let Some(v) = f.keepalives {
+            c = c.keepalives(v);
+        }
+        if let Some(v) = f.keepalives_idle_ms {
+            c = c.keepalives_idle(ms(v));
+        }
+        if let Some(v) = f.keepalives_interval_ms {
+            c = c.keepalives_interval(ms(v));
+        }
+        if let Some(v) = f.keepalives_count {
+            c = c.keepalives_count(v);
+        }
+        if let Some(v) = f.tcp_user_timeout_ms {
+            c = c.tcp_user_timeout(opt_ms(v));
+        }
+        if let Some(v) = f.liveness_check_after_ms {
+            c = c.liveness_check_after(opt_ms(v));
+        }
+        if let Some(v) = f.liveness_timeout_ms {
+            c = c.liveness_timeout(ms(v));
+        }
+        if let Some(v) = f.statement_deadline_ms {
+            c = c.statement_deadline(opt_ms(v));
         }
         if let Some(m) = f.pgbouncer {
             c.pooler = Some(m.parse().map_err(serde::de::Error::custom)?);

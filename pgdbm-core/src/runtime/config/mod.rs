@@ -3,6 +3,7 @@
 mod connect;
 mod env;
 mod file;
+mod liveness;
 mod observe;
 mod servers;
 
@@ -16,6 +17,8 @@ use crate::ident::{IdentifierKind, validate_identifier};
 
 pub use connect::SslMode;
 use connect::masked_url;
+pub(crate) use liveness::Liveness;
+use liveness::LivenessConfig;
 pub(crate) use observe::ObserveConfig;
 use servers::ReplicaConfig;
 pub(crate) use servers::split_hosts;
@@ -61,7 +64,6 @@ pub struct DatabaseConfig {
     pub(crate) min_connections: usize,
     pub(crate) max_connections: usize,
     pub(crate) acquire_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) health_check_after: Duration,
@@ -87,6 +89,7 @@ pub struct DatabaseConfig {
     pub(crate) replicas: ReplicaConfig,
     pub(crate) pooler: Option<PoolerMode>,
     target_session_attrs: Option<TargetSessionAttrs>,
+    liveness: LivenessConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -102,7 +105,6 @@ impl Default for DatabaseConfig {
             min_connections: 5,
             max_connections: 20,
             acquire_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(300)),
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             health_check_after: Duration::from_secs(30),
@@ -128,6 +130,7 @@ impl Default for DatabaseConfig {
             replicas: ReplicaConfig::default(),
             pooler: None,
             target_session_attrs: None,
+            liveness: LivenessConfig::default(),
         }
     }
 }
@@ -204,10 +207,6 @@ impl DatabaseConfig {
         /// for a free one when all are in use, and for the server to come back when it cannot be
         /// reached (a restart, a failover), while one reconnect loop probes it.
         acquire_timeout: Duration
-    );
-    setter!(
-        /// How long opening one connection may take (default 10 s).
-        connect_timeout: Duration
     );
     setter!(
         /// Idle connections above `min_connections` are closed after this long (default 5 min).
@@ -394,6 +393,7 @@ impl DatabaseConfig {
         }
         self.connect_targets()?;
         self.validate_servers()?;
+        self.validate_liveness()?;
         Ok(())
     }
 }
@@ -418,6 +418,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_lifetime", &self.max_lifetime)
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("statement_deadline", &self.liveness.statement_deadline)
             .field("ssl_mode", &self.ssl_mode)
             .field("retry_attempts", &self.retry_attempts)
             .field("metrics", &self.observe.metrics)

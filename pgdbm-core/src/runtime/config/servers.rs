@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::DatabaseConfig;
+use super::liveness::UrlLiveness;
 use crate::runtime::error::{Error, Result};
 
 /// Which server of a host list a connection may use (libpq's `target_session_attrs`).
@@ -224,10 +225,18 @@ impl DatabaseConfig {
     }
 }
 
+/// The libpq parameters of a URL that sqlx does not know, taken out of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct UrlParams {
+    pub(crate) target_session_attrs: Option<TargetSessionAttrs>,
+    pub(crate) liveness: UrlLiveness,
+}
+
 /// A connection URL split into one URL per host of its host list
-/// (`postgresql://u@h1:5432,h2:5433/db?…`), and the `target_session_attrs` it asks for (taken
-/// out of the URLs, since sqlx does not know it).
-pub(crate) fn split_hosts(raw: &str) -> Result<(Vec<String>, Option<TargetSessionAttrs>)> {
+/// (`postgresql://u@h1:5432,h2:5433/db?…`), and the libpq parameters sqlx does not know
+/// (`target_session_attrs`, the keepalives, `tcp_user_timeout`, `connect_timeout`), taken out
+/// of the URLs.
+pub(crate) fn split_hosts(raw: &str) -> Result<(Vec<String>, UrlParams)> {
     let bad = |why: &str| {
         Error::config(
             "url",
@@ -235,7 +244,7 @@ pub(crate) fn split_hosts(raw: &str) -> Result<(Vec<String>, Option<TargetSessio
         )
     };
     let Some((scheme, rest)) = raw.split_once("://") else {
-        return Ok((vec![raw.to_string()], None));
+        return Ok((vec![raw.to_string()], UrlParams::default()));
     };
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
@@ -247,11 +256,12 @@ pub(crate) fn split_hosts(raw: &str) -> Result<(Vec<String>, Option<TargetSessio
         Some((p, q)) => (p, Some(q)),
         None => (tail, None),
     };
-    let mut attrs = None;
+    let mut params = UrlParams::default();
     let mut kept = Vec::new();
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
         match pair.split_once('=') {
-            Some(("target_session_attrs", v)) => attrs = Some(v.parse()?),
+            Some(("target_session_attrs", v)) => params.target_session_attrs = Some(v.parse()?),
+            Some((k, v)) if params.liveness.take(k, v)? => {}
             _ if pair.is_empty() => {}
             _ => kept.push(pair),
         }
@@ -269,7 +279,7 @@ pub(crate) fn split_hosts(raw: &str) -> Result<(Vec<String>, Option<TargetSessio
         .iter()
         .map(|h| format!("{scheme}://{userinfo}{}{path}{query}", h.trim()))
         .collect();
-    Ok((urls, attrs))
+    Ok((urls, params))
 }
 
 #[cfg(test)]
@@ -278,9 +288,9 @@ mod tests {
 
     #[test]
     fn one_host_is_left_as_it_is() {
-        let (urls, attrs) = split_hosts("postgresql://u:p@h:5432/db?sslmode=disable").unwrap();
+        let (urls, params) = split_hosts("postgresql://u:p@h:5432/db?sslmode=disable").unwrap();
         assert_eq!(urls, ["postgresql://u:p@h:5432/db?sslmode=disable"]);
-        assert_eq!(attrs, None);
+        assert_eq!(params, UrlParams::default());
     }
 
     #[test]
@@ -296,7 +306,10 @@ mod tests {
                 "postgresql://u:p@h2:5433/db?sslmode=disable"
             ]
         );
-        assert_eq!(attrs, Some(TargetSessionAttrs::ReadWrite));
+        assert_eq!(
+            attrs.target_session_attrs,
+            Some(TargetSessionAttrs::ReadWrite)
+        );
     }
 
     #[test]

@@ -3,11 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{from_secs, ms, ms_opt};
+use super::{from_secs, ms_opt};
 use crate::runtime::database::Database;
-#[cfg(doc)]
-use crate::runtime::error::Error;
-use crate::runtime::error::Result;
+use crate::runtime::error::{Error, Result};
 use crate::runtime::pool::PoolStats;
 
 /// Statements not idle for longer than this count as long-running in the report.
@@ -26,6 +24,12 @@ pub enum CheckStatus {
     Healthy,
     /// The server answers, but something needs attention: see [`HealthReport::warnings`].
     Degraded,
+    /// The pool lost the server and is reconnecting (the report's server fields are `None`);
+    /// checkouts wait meanwhile. A readiness probe should answer "not ready".
+    Reconnecting,
+    /// No answer within the check's deadline (the server fields are `None`); the liveness
+    /// check is looking at the server.
+    Unhealthy,
 }
 
 /// One standby streaming from this server (a row of `pg_stat_replication`). Without
@@ -52,19 +56,23 @@ pub struct ReplicaLag {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct HealthReport {
-    /// `Healthy` when there are no warnings, else `Degraded`.
+    /// `Healthy` when there are no warnings, else `Degraded`; `Reconnecting` or `Unhealthy`
+    /// when the server could not be asked.
     pub status: CheckStatus,
     /// What needs attention, one sentence each (e.g. `2 queries are blocked by locks`).
     pub warnings: Vec<String>,
     /// `version()`: `PostgreSQL 15.6 on x86_64-pc-linux-gnu, compiled by …`.
-    pub server_version: String,
+    pub server_version: Option<String>,
     /// `server_version_num`, e.g. `150006`.
-    pub server_version_num: i32,
+    pub server_version_num: Option<i32>,
     /// `pg_is_in_recovery()`: `true` on a standby.
-    pub in_recovery: bool,
+    pub in_recovery: Option<bool>,
     /// Round trip of the report's query, connection checkout included. JSON: `latency_ms`.
-    #[serde(rename = "latency_ms", serialize_with = "ms")]
-    pub latency: Duration,
+    #[serde(rename = "latency_ms", serialize_with = "ms_opt")]
+    pub latency: Option<Duration>,
+    /// While `Reconnecting`: how long the server has been unreachable. JSON: `outage_ms`.
+    #[serde(rename = "outage_ms", serialize_with = "ms_opt")]
+    pub outage: Option<Duration>,
     /// The pool just before the check.
     pub pool: PoolStats,
     /// `pool.in_use / pool.max_size`, from 0 to 1.
@@ -83,6 +91,30 @@ pub struct HealthReport {
 }
 
 impl HealthReport {
+    /// A report of a check that could not ask the server.
+    fn unanswered(
+        status: CheckStatus,
+        why: String,
+        pool: PoolStats,
+        outage: Option<Duration>,
+    ) -> HealthReport {
+        HealthReport {
+            status,
+            warnings: vec![why],
+            server_version: None,
+            server_version_num: None,
+            in_recovery: None,
+            latency: None,
+            outage,
+            pool_saturation: saturation(&pool),
+            pool,
+            blocked_queries: 0,
+            long_running_queries: 0,
+            replicas: Vec::new(),
+            replay_delay: None,
+        }
+    }
+
     /// `true` when the status is [`CheckStatus::Healthy`].
     pub fn is_healthy(&self) -> bool {
         self.status == CheckStatus::Healthy
@@ -161,10 +193,49 @@ impl Database {
     pub async fn health_check(&self) -> Result<HealthReport> {
         // Before this check takes a connection of its own.
         let pool = self.pool_stats();
+        let shared = &self.inner.pool;
+        if let Some(down) = shared.outage.down() {
+            return Ok(HealthReport::unanswered(
+                CheckStatus::Reconnecting,
+                format!(
+                    "the server has been unreachable for {:.1?} ({}); the pool is reconnecting",
+                    down.since, down.last_error
+                ),
+                pool,
+                Some(down.since),
+            ));
+        }
         let started = Instant::now();
-        let row: ReportRow = self
-            .fetch_one(REPORT, (LONG_RUNNING.as_secs_f64(),))
-            .await?;
+        let limit = self.health_deadline();
+        let bounded = self.with_deadline(Some(limit));
+        let check = bounded.fetch_one::<ReportRow, _>(REPORT, (LONG_RUNNING.as_secs_f64(),));
+        let row = tokio::select! {
+            r = check => match r {
+                Ok(row) => row,
+                Err(Error::Timeout(_)) => {
+                    shared.kick_liveness_check();
+                    return Ok(HealthReport::unanswered(
+                        CheckStatus::Unhealthy,
+                        format!("no answer within {limit:?}; checking whether the server can be reached"),
+                        pool,
+                        None,
+                    ));
+                }
+                Err(e) => return Err(e),
+            },
+            () = shared.outage.wait_down() => {
+                let down = shared.outage.down();
+                return Ok(HealthReport::unanswered(
+                    CheckStatus::Reconnecting,
+                    format!(
+                        "the server has become unreachable ({}); the pool is reconnecting",
+                        down.as_ref().map(|d| d.last_error.as_str()).unwrap_or("")
+                    ),
+                    pool,
+                    down.map(|d| d.since),
+                ));
+            }
+        };
         let latency = started.elapsed();
         let (server_version, server_version_num, in_recovery, blocked, long, replicas, delay) = row;
         let replicas: Vec<RawReplica> = serde_json::from_value(replicas).unwrap_or_default();
@@ -178,18 +249,15 @@ impl Database {
                 bytes_behind: r.bytes_behind,
             })
             .collect();
-        let pool_saturation = if pool.max_size == 0 {
-            0.0
-        } else {
-            pool.in_use as f64 / pool.max_size as f64
-        };
+        let pool_saturation = saturation(&pool);
         let mut report = HealthReport {
             status: CheckStatus::Healthy,
             warnings: Vec::new(),
-            server_version,
-            server_version_num,
-            in_recovery,
-            latency,
+            server_version: Some(server_version),
+            server_version_num: Some(server_version_num),
+            in_recovery: Some(in_recovery),
+            latency: Some(latency),
+            outage: None,
             pool,
             pool_saturation,
             blocked_queries: u64::try_from(blocked).unwrap_or(0),
@@ -202,6 +270,15 @@ impl Database {
             report.status = CheckStatus::Degraded;
         }
         Ok(report)
+    }
+}
+
+/// `in_use / max_size`, from 0 to 1.
+fn saturation(pool: &PoolStats) -> f64 {
+    if pool.max_size == 0 {
+        0.0
+    } else {
+        pool.in_use as f64 / pool.max_size as f64
     }
 }
 
@@ -272,10 +349,11 @@ mod tests {
         HealthReport {
             status: CheckStatus::Healthy,
             warnings: Vec::new(),
-            server_version: "PostgreSQL 15".into(),
-            server_version_num: 150000,
-            in_recovery: false,
-            latency: Duration::from_millis(2),
+            server_version: Some("PostgreSQL 15".into()),
+            server_version_num: Some(150000),
+            in_recovery: Some(false),
+            latency: Some(Duration::from_millis(2)),
+            outage: None,
             pool: PoolStats {
                 size: 2,
                 idle: 1,

@@ -100,6 +100,38 @@ impl Operation {
     }
 }
 
+/// Whether `sql` only reads: one statement that [`Operation::of`] calls a `SELECT`, with no
+/// word anywhere that writes (`INSERT`, `UPDATE`, `DELETE`, `MERGE` in a common table
+/// expression, `SELECT … INTO`, a sequence's `nextval`/`setval`). Such a statement may be run
+/// again when its connection died with it in flight: doing so twice changes nothing. The check
+/// is by words, so it errs on the side of "writes" (`FOR UPDATE` counts as one); a `SELECT` of a
+/// function that writes cannot be told apart, as the README says.
+pub(crate) fn reads_only(sql: &str) -> bool {
+    if Operation::of(sql) != Operation::Select {
+        return false;
+    }
+    let mut ended = false;
+    for t in tokens(sql) {
+        match t.kind {
+            TokenKind::Comment => {}
+            _ if ended => return false,
+            TokenKind::Punct(b';') => ended = true,
+            TokenKind::Word
+                if [
+                    "insert", "update", "delete", "merge", "into", "copy", "call", "nextval",
+                    "setval",
+                ]
+                .iter()
+                .any(|w| t.is_word(w)) =>
+            {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 fn keyword(word: &str) -> Option<Operation> {
     const TABLE: &[(&str, Operation)] = &[
         ("select", Operation::Select),
@@ -135,6 +167,33 @@ impl std::fmt::Display for Operation {
 #[cfg(test)]
 mod tests {
     use super::Operation::{self, *};
+    use super::reads_only;
+
+    #[test]
+    fn reads_only_is_one_select_that_writes_nothing() {
+        for sql in [
+            "SELECT id, email FROM \"myservice\".users WHERE id = $1",
+            "/* pgdbm: schema=myservice */ SELECT 1",
+            "WITH x AS (SELECT 1) SELECT * FROM x;",
+            "SELECT 'insert into t' AS text -- update",
+            "VALUES (1), (2)",
+            "SHOW search_path",
+        ] {
+            assert!(reads_only(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "SELECT * INTO copy_of_t FROM t",
+            "SELECT nextval('s')",
+            "SELECT * FROM t FOR UPDATE",
+            "SELECT 1; DELETE FROM t",
+            "UPDATE t SET a = 1",
+            "CALL p()",
+        ] {
+            assert!(!reads_only(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn first_keyword_decides() {

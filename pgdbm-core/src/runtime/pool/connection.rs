@@ -42,19 +42,3 @@ impl PoolConnection {
         drop(managed::Object::take(self.obj));
     }
 }
-
-/// Whether an error means the connection itself is gone.
-pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => session_terminated(db.code().as_deref()),
-        _ => false,
-    }
-}
-
-/// SQLSTATEs with which the server ends a session: admin_shutdown (`pg_terminate_backend`),
-/// crash_shutdown, cannot_connect_now. The server rolls back whatever the session had in flight,
-/// so a statement that failed this way did not take effect.
-pub(crate) fn session_terminated(code: Option<&str>) -> bool {
-    matches!(code, Some("57P01" | "57P02" | "57P03"))
-}

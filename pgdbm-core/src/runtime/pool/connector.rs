@@ -1,27 +1,59 @@
-//! Opening one connection: the host list in order, `target_session_attrs`, the settings a
-//! pooler refuses at startup, the init commands, and the retries of the first connection.
+//! Opening one connection: the host list (the host that last worked first), `target_session_attrs`,
+//! the settings a pooler refuses at startup, the init commands, the connection's identity and
+//! socket options, and the retries of the first connection. Also the short-lived connections of
+//! the liveness check and of statement cancellation.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Row};
 
-use crate::runtime::config::{DatabaseConfig, PoolerMode, TargetSessionAttrs};
+use super::socket::SocketHandle;
+use super::watch::ConnWatch;
+use crate::runtime::config::{DatabaseConfig, Liveness, PoolerMode, TargetSessionAttrs};
 use crate::runtime::error::{ConnectError, Error, Result, redact};
 use crate::runtime::outage::unreachable;
 
+/// A new connection and what pgdbm knows of it.
+pub(crate) struct Opened {
+    pub(crate) conn: PgConnection,
+    pub(crate) watch: Arc<ConnWatch>,
+}
+
+impl Opened {
+    /// The bare connection, for a use outside the pool (its socket is no longer pgdbm's to
+    /// shut down).
+    pub(crate) fn into_conn(self) -> PgConnection {
+        self.watch.forget_socket();
+        self.conn
+    }
+}
+
 /// Opens connections set up like the pool's (settings, init commands), bounded by
 /// `connect_timeout` per host (a timeout is reported as `sqlx::Error::PoolTimedOut`). With a host
-/// list it tries the hosts in order, as libpq does, and with `target_session_attrs=read-write`
-/// it takes only a server whose sessions can write.
+/// list it tries the host that last gave a usable connection first, then the others in order,
+/// and with `target_session_attrs=read-write` it takes only a server whose sessions can write.
+///
+/// Starting from the host that last worked (rather than always from the first, as libpq does)
+/// matters after a failover: the old primary, first in the list, may be silent, and every new
+/// connection would wait `connect_timeout` on it before reaching the new one.
 pub(crate) struct Connector {
     targets: Vec<PgConnectOptions>,
     attrs: TargetSessionAttrs,
     /// Run on each new connection: the session settings when a pooler refuses them in the
     /// startup packet, then the init commands.
     pub(super) setup: Vec<String>,
-    pub(super) connect_timeout: Duration,
+    pub(crate) liveness: Liveness,
+    /// Behind a pooler the server process changes from one transaction to the next: no pid,
+    /// no socket lookup by the server's view of the client port.
+    pooled: bool,
+    /// The host that last gave a usable connection (`usize::MAX`: none yet).
+    preferred: AtomicUsize,
 }
+
+const NO_HOST: usize = usize::MAX;
 
 impl Connector {
     pub(crate) fn new(config: &DatabaseConfig) -> Result<Connector> {
@@ -36,22 +68,66 @@ impl Connector {
             targets: config.connect_targets()?,
             attrs: config.session_attrs(),
             setup,
-            connect_timeout: config.connect_timeout,
+            liveness: config.liveness()?,
+            pooled: config.pooler.is_some(),
+            preferred: AtomicUsize::new(NO_HOST),
         })
     }
 
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.liveness.connect_timeout
+    }
+
+    /// How many hosts the list has.
+    pub(crate) fn hosts(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// `host:port` of host `target`, for messages.
+    pub(crate) fn host(&self, target: usize) -> String {
+        let o = &self.targets[target];
+        format!("{}:{}", o.get_host(), o.get_port())
+    }
+
+    /// The host the pool's connections go to now.
+    pub(crate) fn current(&self) -> usize {
+        match self.preferred.load(Ordering::Relaxed) {
+            NO_HOST => 0,
+            i => i,
+        }
+    }
+
+    /// Says that host `target` was found unreachable: new connections try the others first.
+    pub(crate) fn avoid(&self, target: usize) {
+        let _ =
+            self.preferred
+                .compare_exchange(target, NO_HOST, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     /// A connection with the settings and init commands applied.
-    pub(crate) async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
-        let mut conn = self.connect_bare().await?;
-        self.set_up(&mut conn).await?;
-        Ok(conn)
+    pub(crate) async fn connect(&self) -> Result<Opened, sqlx::Error> {
+        let mut opened = self.connect_bare().await?;
+        self.set_up(&mut opened.conn).await?;
+        Ok(opened)
+    }
+
+    /// A connection to host `target` only, set up like [`connect`](Self::connect); `None` when
+    /// that server is read-only and the pool wants a writable one.
+    pub(crate) async fn connect_to(&self, target: usize) -> Result<Option<Opened>, sqlx::Error> {
+        let open = tokio::time::timeout(self.connect_timeout(), self.open_one(target));
+        let Some(mut opened) = open.await.map_err(|_| sqlx::Error::PoolTimedOut)?? else {
+            return Ok(None);
+        };
+        self.set_up(&mut opened.conn).await?;
+        self.preferred.store(target, Ordering::Relaxed);
+        Ok(Some(opened))
     }
 
     /// Runs the settings and init commands on `conn`.
     pub(super) async fn set_up(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         for cmd in &self.setup {
             let run = sqlx::raw_sql(sqlx::AssertSqlSafe(cmd.as_str())).execute(&mut *conn);
-            match tokio::time::timeout(self.connect_timeout, run).await {
+            match tokio::time::timeout(self.connect_timeout(), run).await {
                 Ok(r) => r?,
                 Err(_) => return Err(sqlx::Error::PoolTimedOut),
             };
@@ -59,16 +135,28 @@ impl Connector {
         Ok(())
     }
 
-    /// A connection to the first host of the list that accepts it (and, for read-write, can
-    /// write), before the settings and init commands.
-    pub(super) async fn connect_bare(&self) -> Result<PgConnection, sqlx::Error> {
+    /// The hosts in the order to try them: the one that last worked, then the list's order.
+    fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let first = (first < self.targets.len()).then_some(first);
+        first
+            .into_iter()
+            .chain((0..self.targets.len()).filter(move |&i| Some(i) != first))
+    }
+
+    /// A connection to the first host that accepts it (and, for read-write, can write), before
+    /// the settings and init commands.
+    pub(super) async fn connect_bare(&self) -> Result<Opened, sqlx::Error> {
         let mut unreachable_err = None;
         let mut read_only = Vec::new();
-        for opts in &self.targets {
-            let open = tokio::time::timeout(self.connect_timeout, self.open_one(opts));
+        for i in self.order() {
+            let open = tokio::time::timeout(self.connect_timeout(), self.open_one(i));
             match open.await {
-                Ok(Ok(Some(conn))) => return Ok(conn),
-                Ok(Ok(None)) => read_only.push(format!("{}:{}", opts.get_host(), opts.get_port())),
+                Ok(Ok(Some(opened))) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(opened);
+                }
+                Ok(Ok(None)) => read_only.push(self.host(i)),
                 // Wrong password, unknown database: trying other hosts would hide it.
                 Ok(Err(e)) if !unreachable(&e) => return Err(e),
                 Ok(Err(e)) => unreachable_err = Some(e),
@@ -80,9 +168,13 @@ impl Connector {
         {
             return Err(e);
         }
-        // Reported as unreachable, so the pool waits for a primary (a failover in progress)
-        // within acquire_timeout instead of failing at once.
-        Err(sqlx::Error::Io(std::io::Error::new(
+        Err(self.no_writable_host(&read_only))
+    }
+
+    /// Reported as unreachable, so the pool waits for a primary (a failover in progress)
+    /// within acquire_timeout instead of failing at once.
+    pub(crate) fn no_writable_host(&self, read_only: &[String]) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             format!(
                 "no server of the host list accepts writes (target_session_attrs=read-write): {} read-only{}",
@@ -93,23 +185,121 @@ impl Connector {
                     ""
                 }
             ),
-        )))
+        ))
     }
 
-    /// `None` when the server is read-only and the pool wants a writable one.
-    async fn open_one(&self, opts: &PgConnectOptions) -> Result<Option<PgConnection>, sqlx::Error> {
+    /// Opens a connection to host `target` and learns who it is; `None` when the server is
+    /// read-only and the pool wants a writable one.
+    async fn open_one(&self, target: usize) -> Result<Option<Opened>, sqlx::Error> {
+        let opts = &self.targets[target];
         let mut conn = opts.connect().await?;
-        if self.attrs == TargetSessionAttrs::ReadWrite {
-            let row = sqlx::raw_sql("SHOW transaction_read_only")
-                .fetch_one(&mut conn)
-                .await?;
-            let read_only: String = sqlx::Row::try_get(&row, 0)?;
-            if read_only == "on" {
-                let _ = conn.close().await;
-                return Ok(None);
-            }
+        let (pid, socket, read_only) = if self.pooled {
+            let read_only = match self.attrs {
+                TargetSessionAttrs::ReadWrite => {
+                    let row = sqlx::raw_sql("SHOW transaction_read_only")
+                        .fetch_one(&mut conn)
+                        .await?;
+                    row.try_get::<String, _>(0)? == "on"
+                }
+                _ => false,
+            };
+            (0, SocketHandle::none(), read_only)
+        } else {
+            // One round trip for all three: the pid, for the liveness check and cancelling a
+            // statement; the client port, to find the socket; read-only-ness, for read-write.
+            let row = sqlx::raw_sql(
+                "SELECT pg_backend_pid()::text, coalesce(inet_client_port(), 0)::text, current_setting('transaction_read_only')",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            let number = |i: usize| -> Result<i64, sqlx::Error> {
+                let text: String = row.try_get(i)?;
+                text.parse()
+                    .map_err(|e| sqlx::Error::Protocol(format!("unexpected `{text}`: {e}")))
+            };
+            let (pid, client_port) = (number(0)? as i32, number(1)? as u16);
+            let read_only =
+                self.attrs == TargetSessionAttrs::ReadWrite && row.try_get::<String, _>(2)? == "on";
+            let socket = match client_port {
+                0 => SocketHandle::none(),
+                port => SocketHandle::find(port, opts.get_port(), &self.liveness),
+            };
+            (pid, socket, read_only)
+        };
+        if read_only {
+            socket.forget();
+            let _ = conn.close().await;
+            return Ok(None);
         }
-        Ok(Some(conn))
+        Ok(Some(Opened {
+            conn,
+            watch: Arc::new(ConnWatch::new(pid, target, socket)),
+        }))
+    }
+
+    /// Checks that host `target` answers within `within` on a connection of its own, and asks
+    /// it what the server processes `pids` are doing (their `pg_stat_activity.state`, absent
+    /// for a process that is gone). The error says why the server could not be reached.
+    pub(crate) async fn probe(
+        &self,
+        target: usize,
+        pids: &[i32],
+        within: Duration,
+    ) -> std::result::Result<Vec<(i32, String)>, String> {
+        let check = async {
+            let mut conn = self.targets[target]
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            let states = if pids.is_empty() || self.pooled {
+                sqlx::raw_sql("SELECT 1")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Vec::new()
+            } else {
+                sqlx::query_as::<_, (i32, Option<String>)>(
+                    "SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1)",
+                )
+                .bind(pids)
+                .persistent(false)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(pid, state)| (pid, state.unwrap_or_default()))
+                .collect()
+            };
+            let _ = conn.close().await;
+            Ok(states)
+        };
+        match tokio::time::timeout(within, check).await {
+            Ok(r) => r.map_err(|e: String| format!("{}: {e}", self.host(target))),
+            Err(_) => Err(format!(
+                "{} did not answer a new connection within {within:?}",
+                self.host(target)
+            )),
+        }
+    }
+
+    /// Asks host `target` to cancel what server process `pid` is running
+    /// (`pg_cancel_backend`), within `within`. Best effort: a server that cannot be reached
+    /// will not finish the statement's answer either.
+    pub(crate) async fn cancel(&self, target: usize, pid: i32, within: Duration) {
+        let cancel = async {
+            let mut conn = self.targets[target].connect().await?;
+            sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .persistent(false)
+                .execute(&mut conn)
+                .await?;
+            conn.close().await
+        };
+        match tokio::time::timeout(within, cancel).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(pid, error = %e, "pgdbm: could not cancel a statement"),
+            Err(_) => tracing::debug!(pid, "pgdbm: could not cancel a statement in time"),
+        }
     }
 }
 
@@ -123,7 +313,7 @@ pub(super) async fn connect_with_retry(
         attempt += 1;
         let started = Instant::now();
         let err = match connector.connect_bare().await {
-            Ok(conn) => return Ok(conn),
+            Ok(opened) => return Ok(opened.into_conn()),
             Err(e) => e,
         };
         // Authentication and missing-database errors will not fix themselves.
@@ -150,7 +340,10 @@ pub(super) async fn connect_with_retry(
 pub(crate) fn connect_error(config: &DatabaseConfig, attempts: u32, source: sqlx::Error) -> Error {
     let (host, port, database, user) = config.endpoint();
     let reason = match &source {
-        sqlx::Error::PoolTimedOut => format!("timed out after {:?}", config.connect_timeout),
+        sqlx::Error::PoolTimedOut => match config.liveness() {
+            Ok(l) => format!("timed out after {:?}", l.connect_timeout),
+            Err(_) => "timed out".to_string(),
+        },
         e => redact(&e.to_string(), config.secret().as_deref()),
     };
     Error::Connect(Box::new(ConnectError {

@@ -7,187 +7,37 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, PoolError, RecycleError, RecycleResult, Timeouts};
-use sqlx::postgres::{PgConnection, PgTransactionManager};
+use deadpool::managed::{self, Timeouts};
+use sqlx::postgres::PgConnection;
 use sqlx::{Connection, SqlSafeStr};
-use sqlx_core::transaction::TransactionManager;
 
-use super::config::DatabaseConfig;
-use super::error::{Error, Result, redact};
+use super::config::{DatabaseConfig, Liveness};
+use super::error::{Cut, CutReason, Error, Result};
 use super::observe::Observer;
-use super::observe::metrics::ConnMetrics;
-use super::outage::{Link, Outage, jittered, unreachable};
+use super::observe::operation::reads_only;
+use super::outage::{Link, Outage};
 
+mod checkout;
 mod connection;
 mod connector;
+mod liveness;
+mod manager;
 mod pooler;
+mod socket;
+mod watch;
 
+pub(crate) use super::error::{is_connection_lost, session_terminated};
 use super::replicas::ReplicaSet;
+pub(crate) use checkout::Prepare;
 pub use connection::PoolConnection;
-pub(crate) use connection::{is_connection_lost, session_terminated};
 use connector::connect_with_retry;
-pub(crate) use connector::{Connector, connect_error};
-
-/// A sqlx connection as the pool keeps it.
-pub(crate) struct PooledConn {
-    pub(crate) conn: PgConnection,
-    /// Set when an error showed the connection is unusable; the pool then drops it.
-    pub(crate) broken: bool,
-    metrics: Option<ConnMetrics>,
-}
-
-impl std::fmt::Debug for PooledConn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledConn")
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PooledConn {
-    fn new(conn: PgConnection, metrics: Option<ConnMetrics>) -> PooledConn {
-        if let Some(m) = &metrics {
-            m.opened.increment(1);
-        }
-        PooledConn {
-            conn,
-            broken: false,
-            metrics,
-        }
-    }
-}
-
-impl Drop for PooledConn {
-    fn drop(&mut self) {
-        if let Some(m) = &self.metrics {
-            m.closed.increment(1);
-            if self.broken {
-                m.broken.increment(1);
-            }
-        }
-    }
-}
-
-pub(crate) struct ConnManager {
-    connector: Arc<Connector>,
-    /// A replica's pool: an unreachable server is an error at once (the read goes to the
-    /// primary), not an outage to wait through.
-    fail_fast: bool,
-    outage: Arc<Outage>,
-    health_check_after: Duration,
-    max_lifetime: Option<Duration>,
-    secret: Option<String>,
-    metrics: Option<ConnMetrics>,
-}
-
-impl ConnManager {
-    async fn open(&self) -> Result<PooledConn, sqlx::Error> {
-        loop {
-            if self.outage.wait_usable().await.is_err() {
-                return Err(sqlx::Error::PoolClosed);
-            }
-            if let Some(conn) = self.outage.take_spare() {
-                return Ok(PooledConn::new(conn, self.metrics.clone()));
-            }
-            let attempted = Instant::now();
-            match self.connector.connect().await {
-                Ok(conn) => {
-                    self.outage.mark_up(None);
-                    return Ok(PooledConn::new(conn, self.metrics.clone()));
-                }
-                Err(e) if unreachable(&e) && !self.fail_fast => {
-                    let reason = redact(&describe(&e, &self.connector), self.secret.as_deref());
-                    if self.outage.mark_down(reason, attempted) {
-                        spawn_reconnect(
-                            self.connector.clone(),
-                            self.outage.clone(),
-                            self.secret.clone(),
-                        );
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-impl managed::Manager for ConnManager {
-    type Type = PooledConn;
-    type Error = sqlx::Error;
-
-    /// Opens a connection; while the server is unreachable, waits for the reconnect loop
-    /// instead of trying (the caller's `acquire_timeout` bounds the wait).
-    async fn create(&self) -> Result<PooledConn, sqlx::Error> {
-        // Boxed: deadpool embeds this future in every checkout's future, and with the outage
-        // handling inline it made every checkout carry it; opening connections is rare.
-        Box::pin(self.open()).await
-    }
-
-    async fn recycle(&self, obj: &mut PooledConn, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
-        if obj.broken {
-            return Err(RecycleError::message("connection marked broken"));
-        }
-        if let Some(max) = self.max_lifetime
-            && metrics.age() > max
-        {
-            return Err(RecycleError::message("connection exceeded max_lifetime"));
-        }
-        // A connection used recently is healthy with near certainty; only long-idle ones pay a
-        // round trip (firewalls and server restarts kill idle sockets), and so do all that sat
-        // idle while another connection was found dead: after a restart or a mass
-        // `pg_terminate_backend` they are dead too, and must not be handed to a statement.
-        let last_checkout = metrics.recycled.unwrap_or(metrics.created);
-        if (metrics.last_used() > self.health_check_after || self.outage.lost_since(last_checkout))
-            && let Err(e) = obj.conn.ping().await
-        {
-            obj.broken = true;
-            return Err(RecycleError::Backend(e));
-        }
-        Ok(())
-    }
-}
-
-/// Backoff of the reconnect loop: it starts small because most outages are restarts of a
-/// fraction of a second, and is capped well under a second so callers are served soon after the
-/// server is back.
-const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(20);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(400);
-
-/// The pool's one reconnect loop: probes the server until a connection opens, then ends the
-/// outage and hands that connection to the first waiter.
-fn spawn_reconnect(connector: Arc<Connector>, outage: Arc<Outage>, secret: Option<String>) {
-    tokio::spawn(async move {
-        let mut delay = RECONNECT_FIRST_DELAY;
-        loop {
-            tokio::time::sleep(jittered(delay)).await;
-            if outage.link() != Link::Down {
-                return;
-            }
-            match connector.connect().await {
-                Ok(conn) => return outage.mark_up(Some(conn)),
-                // The server answers, but with an error waiting will not fix (say, the database
-                // was dropped): end the outage so callers get that error now.
-                Err(e) if !unreachable(&e) => return outage.mark_up(None),
-                Err(e) => outage.still_down(redact(&describe(&e, &connector), secret.as_deref())),
-            }
-            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
-        }
-    });
-}
-
-fn describe(e: &sqlx::Error, connector: &Connector) -> String {
-    match e {
-        sqlx::Error::PoolTimedOut => {
-            format!(
-                "no connection within connect_timeout ({:?})",
-                connector.connect_timeout
-            )
-        }
-        e => e.to_string(),
-    }
-}
+pub(crate) use connector::{Connector, Opened, connect_error};
+use liveness::Watchdog;
+use manager::ConnManager;
+pub(crate) use manager::PooledConn;
+pub(crate) use watch::{ConnWatch, Deadline, watched_stream};
 
 pub(crate) type DeadPool = managed::Pool<ConnManager>;
 pub(crate) type PoolObject = managed::Object<ConnManager>;
@@ -204,8 +54,10 @@ pub(crate) struct PoolShared {
     pub(crate) pool: DeadPool,
     pub(crate) config: DatabaseConfig,
     pub(crate) counters: Counters,
-    pub(crate) outage: Arc<Outage>,
+    pub(crate) outage: Arc<Outage<Opened>>,
     pub(crate) observer: Observer,
+    /// The liveness check's view of the connections.
+    watchdog: Arc<Watchdog>,
     timeouts: Timeouts,
     /// Behind a transaction pooler: `BEGIN`, `DEALLOCATE ALL` and the settings as `SET LOCAL`.
     begin_sql: Option<sqlx::SqlStr>,
@@ -226,38 +78,6 @@ impl Drop for PoolShared {
     fn drop(&mut self) {
         // Stops the reconnect loop of a pool dropped without `close`.
         self.outage.close();
-    }
-}
-
-/// What a checkout runs on the connection before handing it out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Prepare {
-    Nothing,
-    /// A round trip, for connections handed to the caller (`acquire`), whose statements pgdbm
-    /// cannot run again.
-    Ping,
-    /// `BEGIN`, for a transaction.
-    Begin,
-}
-
-impl Prepare {
-    fn sql(self) -> &'static str {
-        match self {
-            Prepare::Nothing => "",
-            Prepare::Ping => "-- ping of a pooled connection",
-            Prepare::Begin => "BEGIN",
-        }
-    }
-}
-
-enum Checkout {
-    Pool(PoolError<sqlx::Error>),
-    Prepare(Prepare, sqlx::Error),
-}
-
-impl From<PoolError<sqlx::Error>> for Checkout {
-    fn from(e: PoolError<sqlx::Error>) -> Self {
-        Checkout::Pool(e)
     }
 }
 
@@ -313,6 +133,7 @@ impl PoolShared {
         shared.fill_to_min().await?;
         shared.spawn_reaper();
         shared.spawn_gauges();
+        shared.spawn_watchdog();
         Ok(shared)
     }
 
@@ -322,6 +143,7 @@ impl PoolShared {
         let shared = PoolShared::build(config, true)?;
         shared.spawn_reaper();
         shared.spawn_gauges();
+        shared.spawn_watchdog();
         Ok(shared)
     }
 
@@ -329,21 +151,27 @@ impl PoolShared {
         config.validate()?;
         let outage = Arc::new(Outage::new(config.target()));
         let observer = Observer::new(&config);
+        let connector = Arc::new(Connector::new(&config)?);
+        let liveness = connector.liveness;
+        let watchdog = Arc::new(Watchdog::new(connector.hosts(), &liveness));
         let manager = ConnManager {
-            connector: Arc::new(Connector::new(&config)?),
+            connector,
             fail_fast,
             outage: outage.clone(),
+            watchdog: watchdog.clone(),
             health_check_after: config.health_check_after,
             max_lifetime: config.max_lifetime,
             secret: config.secret(),
             metrics: observer.metrics.as_ref().map(|m| m.connections.clone()),
         };
         // `get` bounds the whole checkout by `acquire_timeout` itself: waiting for a free slot
-        // and, during an outage, waiting for the server. Connects are bounded by the connector.
+        // and, during an outage, waiting for the server. Connects are bounded by the connector,
+        // the ping of a recycled connection by the manager (`liveness_timeout`); this bound
+        // only backs that up.
         let timeouts = Timeouts {
             wait: None,
             create: None,
-            recycle: Some(config.connect_timeout),
+            recycle: Some(liveness.check_timeout * 2),
         };
         let pool = managed::Pool::builder(manager)
             .max_size(config.max_connections)
@@ -366,6 +194,7 @@ impl PoolShared {
             counters: Counters::default(),
             outage,
             observer,
+            watchdog,
             timeouts,
             begin_sql,
             replicas: std::sync::OnceLock::new(),
@@ -457,126 +286,99 @@ impl PoolShared {
         });
     }
 
-    /// Checks a connection out of the pool, waiting up to `acquire_timeout` for a free slot and,
-    /// while the server is unreachable, for it to come back.
-    pub(crate) async fn get(&self) -> Result<PoolObject> {
-        self.checkout(Prepare::Nothing).await
-    }
-
-    /// Checks a connection out and runs `prepare` on it (a ping, or `BEGIN`), taking another
-    /// connection while that finds the connection dead: both change nothing, so they are safe to
-    /// run again.
-    pub(crate) async fn get_prepared(&self, prepare: Prepare) -> Result<PoolObject> {
-        self.checkout(prepare).await
-    }
-
-    /// A checkout that takes its turn behind callers that waited through an outage; `prepare`
-    /// is part of the turn, so those callers get their connections in the order they came.
-    async fn checkout_in_turn(&self, prepare: Prepare) -> Result<PoolObject, Checkout> {
-        self.outage
-            .in_turn(|| async {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let mut obj = self.pool.timeout_get(&self.timeouts).await?;
-                    let r = match prepare {
-                        Prepare::Nothing => return Ok(obj),
-                        Prepare::Ping => obj.conn.ping().await,
-                        Prepare::Begin => {
-                            PgTransactionManager::begin(&mut obj.conn, self.begin_sql.clone()).await
-                        }
-                    };
-                    let Err(e) = r else { return Ok(obj) };
-                    let lost = is_connection_lost(&e);
-                    if lost {
-                        self.lost(&mut obj);
-                    }
-                    if !lost || tries > self.config.max_connections {
-                        return Err(Checkout::Prepare(prepare, e));
-                    }
-                }
-            })
-            .await
-    }
-
-    async fn checkout(&self, prepare: Prepare) -> Result<PoolObject> {
-        let wait = self.config.acquire_timeout;
-        let metrics = self.observer.metrics.as_ref();
-        let started = metrics.map(|_| Instant::now());
-        let r = if prepare == Prepare::Nothing && !self.outage.queueing() {
-            let get = self.pool.timeout_get(&self.timeouts);
-            tokio::time::timeout(wait, get)
-                .await
-                .map(|r| r.map_err(Checkout::Pool))
-        } else {
-            // Boxed: this path's future is large, and the hot path above should not carry it.
-            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(prepare))).await
-        };
-        match r {
-            Ok(Ok(obj)) => {
-                self.counters.acquired.fetch_add(1, Ordering::Relaxed);
-                if let (Some(m), Some(t)) = (metrics, started) {
-                    m.acquire_wait.record(t.elapsed().as_secs_f64());
-                }
-                Ok(obj)
-            }
-            Ok(Err(Checkout::Pool(PoolError::Closed)))
-            | Ok(Err(Checkout::Pool(PoolError::Backend(sqlx::Error::PoolClosed)))) => {
-                Err(Error::PoolClosed)
-            }
-            Ok(Err(Checkout::Pool(PoolError::Backend(e)))) => {
-                Err(connect_error(&self.config, 1, e))
-            }
-            Ok(Err(Checkout::Pool(e))) => Err(Error::config("pool", e.to_string())),
-            Ok(Err(Checkout::Prepare(p, e))) => Err(Error::query(p.sql(), e)),
-            Err(_) => {
-                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = metrics {
-                    m.acquire_timeouts.increment(1);
-                    m.set_pool(&self.stats());
-                }
-                Err(Error::PoolTimeout {
-                    waited: wait,
-                    max_size: self.config.max_connections,
-                    unreachable: self.outage.down().map(|d| d.last_error),
-                })
-            }
-        }
-    }
-
     /// A new connection set up like the pool's (settings, init commands) but not part of it.
     pub(crate) async fn dedicated_connection(&self) -> Result<PgConnection> {
         match self.pool.manager().connector.connect().await {
-            Ok(c) => Ok(c),
+            Ok(opened) => Ok(opened.into_conn()),
             Err(e) => Err(connect_error(&self.config, 1, e)),
         }
     }
 
-    /// The one retry rule, for a statement that failed outside a transaction on `obj`: whether
-    /// to run it again on another connection (the caller counts `tries`, 1 for the first run).
+    /// The one retry rule, for statement `sql` that failed with `e` outside a transaction on
+    /// `obj`: whether to run it again on another connection (the caller counts `tries`, 1 for
+    /// the first run; reruns are bounded by the pool size).
     ///
-    /// Only when the server says it ended the session (57P01/57P02/57P03): it then rolled back
-    /// whatever the session had in flight, so the statement did not take effect. Other idle
-    /// connections may have died the same way; they are pinged before they are handed out
-    /// again (see `recycle`), and the retries are bounded by the pool size. A connection found
-    /// dead before a statement is sent never reaches the statement (the ping drops it), so that
-    /// case needs no retry here. An I/O error in the middle of a statement is not retried: the
-    /// statement may have run, and it may be what broke the server.
-    pub(crate) fn retry_after(&self, obj: &mut PoolObject, e: &sqlx::Error, tries: usize) -> bool {
+    /// - The server said it ended the session (57P01/57P02/57P03): it rolled back whatever the
+    ///   session had in flight, so the statement did not take effect.
+    /// - pgdbm cut the connection before the statement was handed to it: nothing was sent.
+    /// - The server went silent with the statement in flight (the liveness check found it
+    ///   unreachable, or the kernel's keepalive / `TCP_USER_TIMEOUT` gave up on the socket), and
+    ///   the statement only reads ([`reads_only`]): running it twice changes nothing.
+    ///
+    /// Nothing else: a write whose connection broke in flight may have been applied (its error
+    /// says the outcome is unknown), a statement deadline that passed leaves no time, and an
+    /// I/O error from a server that crashed mid-statement may have been caused by the statement.
+    /// Idle connections may have died the same way; they are pinged before they are handed out
+    /// again (see the manager's `recycle`).
+    pub(crate) fn retry_after(
+        &self,
+        obj: &mut PoolObject,
+        e: &sqlx::Error,
+        tries: usize,
+        sql: &str,
+    ) -> bool {
         if !is_connection_lost(e) {
             return false;
         }
         self.lost(obj);
-        let ended =
-            matches!(e, sqlx::Error::Database(db) if session_terminated(db.code().as_deref()));
-        if ended && tries <= self.config.max_connections {
+        self.after_cut(&obj.watch, e);
+        if tries > self.config.max_connections {
+            return false;
+        }
+        let silent = || reads_only(sql).then_some("its server went silent and it only reads");
+        let why = match (e, Cut::of(e)) {
+            (_, Some(Cut { sent: false, .. })) => Some("it was not sent"),
+            (
+                _,
+                Some(Cut {
+                    why: CutReason::Unreachable(_),
+                    ..
+                }),
+            ) => silent(),
+            (_, Some(_)) => None,
+            (sqlx::Error::Database(db), None) if session_terminated(db.code().as_deref()) => {
+                Some("the server ended the session")
+            }
+            (sqlx::Error::Io(io), None) if io.kind() == std::io::ErrorKind::TimedOut => silent(),
+            _ => None,
+        };
+        if let Some(why) = why {
             tracing::debug!(
                 tries,
-                "pgdbm: the server ended a pooled connection's session; running the statement again on another connection"
+                "pgdbm: a pooled connection was lost; running the statement again on another connection ({why})"
             );
-            return true;
         }
-        false
+        why.is_some()
+    }
+
+    /// After a statement failed with `e` on `watch`'s connection: when its deadline cut it
+    /// short, asks the server to cancel it (from a connection of its own, in the background;
+    /// not behind a pooler, where the process is not the connection's).
+    pub(crate) fn after_cut(&self, watch: &Arc<ConnWatch>, e: &sqlx::Error) {
+        let deadline = matches!(
+            Cut::of(e),
+            Some(Cut {
+                why: CutReason::Deadline(_),
+                sent: true,
+                ..
+            })
+        );
+        if !deadline || watch.pid == 0 {
+            return;
+        }
+        let (connector, watch) = (self.connector(), watch.clone());
+        let within = self.liveness().check_timeout;
+        tokio::spawn(async move { connector.cancel(watch.target, watch.pid, within).await });
+    }
+
+    /// Has the liveness check look at the server now (something did not answer).
+    pub(crate) fn kick_liveness_check(&self) {
+        self.watchdog.kick();
+    }
+
+    /// The liveness settings in effect.
+    pub(crate) fn liveness(&self) -> Liveness {
+        self.pool.manager().connector.liveness
     }
 
     /// Drops `obj` when it is returned, and has the idle connections pinged before their next use.

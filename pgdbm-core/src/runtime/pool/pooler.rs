@@ -5,7 +5,7 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgTransactionManager};
 use sqlx_core::transaction::TransactionManager;
 
-use super::{PoolObject, PoolShared, Prepare, is_connection_lost};
+use super::{Deadline, PoolObject, PoolShared, Prepare, is_connection_lost};
 use crate::runtime::error::Result;
 
 impl PoolShared {
@@ -14,11 +14,22 @@ impl PoolShared {
     /// steps, each ending in `Sync` (Parse/Describe, then Bind/Execute), and between them the
     /// pooler may hand the next step to another server, which lacks the statement. Finish with
     /// [`end_statement`](Self::end_statement).
-    pub(crate) async fn get_for_statement(&self) -> Result<PoolObject> {
-        if self.begin_sql.is_some() {
-            self.checkout(Prepare::Begin).await
+    ///
+    /// Within the call's `deadline` if it has one (a deadline that passes first is a timeout of
+    /// `sql`, not sent).
+    pub(crate) async fn get_for_statement(
+        &self,
+        deadline: Option<&Deadline>,
+        sql: &str,
+    ) -> Result<PoolObject> {
+        let prepare = if self.begin_sql.is_some() {
+            Prepare::Begin
         } else {
-            self.get().await
+            Prepare::Nothing
+        };
+        match deadline {
+            None => self.checkout(prepare).await,
+            Some(_) => self.get_within(prepare, deadline, sql).await,
         }
     }
 
@@ -29,7 +40,11 @@ impl PoolShared {
         obj: &mut PoolObject,
         ok: bool,
     ) -> Result<(), sqlx::Error> {
-        let r = self.end_on(&mut obj.conn, ok).await;
+        if self.begin_sql.is_none() {
+            return Ok(());
+        }
+        let super::PooledConn { conn, watch, .. } = &mut **obj;
+        let r = watch.run(None, self.end_on(conn, ok)).await;
         if let Err(e) = &r
             && is_connection_lost(e)
         {
