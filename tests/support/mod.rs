@@ -5,6 +5,8 @@
 pub mod captured;
 pub mod http_load;
 pub mod myservice;
+pub mod packages;
+pub mod partition;
 pub mod pg_server;
 pub mod pgbouncer;
 pub mod service;

@@ -177,6 +177,17 @@ impl PgServer {
         }
     }
 
+    /// The postmaster's process id (from `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> i32 {
+        let pid_file = self.cluster.data().join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", pid_file.display()));
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{}: no pid in {text:?}", pid_file.display()))
+    }
+
     /// Terminates every client backend connected to `database` (except psql's own); returns how
     /// many were terminated.
     pub fn terminate_backends(&self, database: &str) -> usize {

@@ -57,6 +57,8 @@ pub fn free_port() -> u16 {
 pub struct Service {
     pub child: Child,
     pub base: String,
+    /// Where its log goes, for [`Service::start_logged`].
+    log: Option<PathBuf>,
 }
 
 impl Service {
@@ -69,18 +71,54 @@ impl Service {
     /// Starts example `name` (an HTTP service taking `DATABASE_URL` and `PORT`, answering
     /// `/ping`) and waits until it answers.
     pub async fn start_example(name: &str, database_url: &str, env: &[(&str, &str)]) -> Service {
+        Service::launch(name, database_url, env, None).await
+    }
+
+    /// As [`Service::start`], with the service's log (pgdbm's INFO and up, everything else's
+    /// WARN and up) kept for [`Service::log`].
+    pub async fn start_logged(database_url: &str, env: &[(&str, &str)]) -> Service {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log =
+            std::env::temp_dir().join(format!("pgdbm-service-{}-{n}.log", std::process::id()));
+        Service::launch("standalone_service", database_url, env, Some(log)).await
+    }
+
+    /// What the service logged so far (empty unless started with [`Service::start_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    async fn launch(
+        name: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+        log: Option<PathBuf>,
+    ) -> Service {
         let port = free_port();
         let mut cmd = Command::new(example(name));
+        let stdout = match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            // The service logs to stdout; `PGDBM_TEST_SERVICE_LOG=1` shows it.
+            None if std::env::var_os("PGDBM_TEST_SERVICE_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         cmd.env("DATABASE_URL", database_url)
             .env("PORT", port.to_string())
             .env("PGDBM_EXAMPLE_DEBUG_ROUTES", "1")
-            .env("RUST_LOG", "warn")
-            // The service logs to stdout; `PGDBM_TEST_SERVICE_LOG=1` shows it.
-            .stdout(if std::env::var_os("PGDBM_TEST_SERVICE_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .env(
+                "RUST_LOG",
+                if log.is_some() {
+                    "warn,pgdbm=info"
+                } else {
+                    "warn"
+                },
+            )
+            .env("NO_COLOR", "1")
+            .stdout(stdout)
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
@@ -99,7 +137,7 @@ impl Service {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Service { child, base }
+        Service { child, base, log }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -111,5 +149,8 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
     }
 }

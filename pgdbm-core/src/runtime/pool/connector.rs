@@ -51,6 +51,8 @@ pub(crate) struct Connector {
     pooled: bool,
     /// The host that last gave a usable connection (`usize::MAX`: none yet).
     preferred: AtomicUsize,
+    /// The host last found unreachable, tried last until it gives a connection again.
+    avoided: AtomicUsize,
 }
 
 const NO_HOST: usize = usize::MAX;
@@ -71,6 +73,7 @@ impl Connector {
             liveness: config.liveness()?,
             pooled: config.pooler.is_some(),
             preferred: AtomicUsize::new(NO_HOST),
+            avoided: AtomicUsize::new(NO_HOST),
         })
     }
 
@@ -97,10 +100,20 @@ impl Connector {
         }
     }
 
-    /// Says that host `target` was found unreachable: new connections try the others first.
+    /// Says that host `target` was found unreachable: new connections try the others first,
+    /// and it last, until it gives a connection again.
     pub(crate) fn avoid(&self, target: usize) {
+        self.avoided.store(target, Ordering::Relaxed);
         let _ =
             self.preferred
+                .compare_exchange(target, NO_HOST, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Host `target` gave a usable connection: the next connections start there.
+    fn worked(&self, target: usize) {
+        self.preferred.store(target, Ordering::Relaxed);
+        let _ =
+            self.avoided
                 .compare_exchange(target, NO_HOST, Ordering::Relaxed, Ordering::Relaxed);
     }
 
@@ -119,7 +132,7 @@ impl Connector {
             return Ok(None);
         };
         self.set_up(&mut opened.conn).await?;
-        self.preferred.store(target, Ordering::Relaxed);
+        self.worked(target);
         Ok(Some(opened))
     }
 
@@ -135,13 +148,14 @@ impl Connector {
         Ok(())
     }
 
-    /// The hosts in the order to try them: the one that last worked, then the list's order.
+    /// The hosts in the order to try them: the one that last worked, then the list's order,
+    /// the one last found unreachable at the end.
     fn order(&self) -> impl Iterator<Item = usize> + '_ {
-        let first = self.preferred.load(Ordering::Relaxed);
-        let first = (first < self.targets.len()).then_some(first);
-        first
-            .into_iter()
-            .chain((0..self.targets.len()).filter(move |&i| Some(i) != first))
+        let known = |i: usize| (i < self.targets.len()).then_some(i);
+        let first = known(self.preferred.load(Ordering::Relaxed));
+        let last = known(self.avoided.load(Ordering::Relaxed)).filter(|&l| Some(l) != first);
+        let between = (0..self.targets.len()).filter(move |&i| Some(i) != first && Some(i) != last);
+        first.into_iter().chain(between).chain(last)
     }
 
     /// A connection to the first host that accepts it (and, for read-write, can write), before
@@ -153,7 +167,7 @@ impl Connector {
             let open = tokio::time::timeout(self.connect_timeout(), self.open_one(i));
             match open.await {
                 Ok(Ok(Some(opened))) => {
-                    self.preferred.store(i, Ordering::Relaxed);
+                    self.worked(i);
                     return Ok(opened);
                 }
                 Ok(Ok(None)) => read_only.push(self.host(i)),

@@ -219,15 +219,17 @@ impl PoolShared {
     pub(super) fn host_unreachable(&self, target: usize, reason: &str, attempted: Instant) {
         let connector = self.connector();
         connector.avoid(target);
+        // The outage first: the statements the cut ends run again at once, and must wait for
+        // the reconnect loop rather than try the silent host themselves.
+        self.outage.note_lost();
+        self.pool
+            .manager()
+            .server_lost(reason.to_string(), attempted);
         let cut = self.watchdog.cut_host(target, reason);
         tracing::debug!(
             host = %connector.host(target),
             connections = cut,
             "pgdbm: liveness check found the server unreachable"
         );
-        self.outage.note_lost();
-        self.pool
-            .manager()
-            .server_lost(reason.to_string(), attempted);
     }
 }

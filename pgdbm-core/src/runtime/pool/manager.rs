@@ -92,7 +92,14 @@ impl ConnManager {
                 return Ok(self.pooled(opened));
             }
             let attempted = Instant::now();
-            match self.connector.connect().await {
+            // An attempt to a silent host waits `connect_timeout`; when the liveness check
+            // declares the outage meanwhile, the reconnect loop takes over (it may already be
+            // following the host list elsewhere).
+            let connected = tokio::select! {
+                r = self.connector.connect() => r,
+                () = self.outage.wait_down() => continue,
+            };
+            match connected {
                 Ok(opened) => {
                     self.outage.mark_up(None);
                     return Ok(self.pooled(opened));

@@ -170,6 +170,14 @@ impl ConnWatch {
         let mut sleep = pin!(sleep);
         let mut failed = Some(failed);
         std::future::poll_fn(|cx| {
+            // Read first: a cut also shuts the socket down, and the driver would report that as
+            // an end of file rather than as what it is.
+            if let Some(reason) = self.cut.get()
+                && let Some(f) = failed.take()
+            {
+                let why = CutReason::Unreachable(reason.clone());
+                return Poll::Ready(f(cut(why, began, true)));
+            }
             if let Poll::Ready(r) = statement.as_mut().poll(cx) {
                 flight.done = true;
                 return Poll::Ready(r);
@@ -239,6 +247,12 @@ pub(crate) fn watched_stream<'e, T: Send + 'e>(
             let this = &mut *self;
             if this.over {
                 return Poll::Ready(None);
+            }
+            // As in `run_with`: the cut before the driver's view of the shut-down socket.
+            if let Some(reason) = this.watch.cut.get() {
+                let why = CutReason::Unreachable(reason.clone());
+                this.end();
+                return Poll::Ready(Some(Err(cut(why, this.began, true))));
             }
             match this.rows.as_mut().poll_next(cx) {
                 Poll::Ready(None) => {
