@@ -7,6 +7,7 @@ pub mod http_load;
 pub mod myservice;
 pub mod packages;
 pub mod partition;
+pub mod patroni;
 pub mod pg_server;
 pub mod pgbouncer;
 pub mod service;

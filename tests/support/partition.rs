@@ -154,6 +154,7 @@ impl Drop for Frozen {
 fn signal(which: &str, pid: i32) {
     let _ = Command::new("kill")
         .args([which, &pid.to_string()])
+        .stderr(std::process::Stdio::null())
         .status();
 }
 
