@@ -14,8 +14,12 @@
 //! Then the cost of observability: `Database` with metrics and query statistics off
 //! (`metrics(false)`) against metrics on (recorded into metrics-exporter-prometheus's recorder,
 //! installed for the whole run) plus `query_stats(true)`, alternating off/on for
-//! `PGDBM_BENCH_OBS_ROUNDS` rounds (default 3) and comparing the medians. Bar: on / off >= 0.97.
+//! `PGDBM_BENCH_ROUNDS` rounds (default 3) and comparing the medians. Bar: on / off >= 0.97.
 //! Cells 1 and 5 above run with metrics on (the default) into that recorder.
+//!
+//! Then the cost of the silent-failure defaults (keepalives and `TCP_USER_TIMEOUT` on each
+//! socket, the liveness check) against a `Database` without them, alternating the same way.
+//! Bar: on / off >= 0.98.
 //!
 //! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
 //! Env: `PGDBM_BENCH_URL`, else `DATABASE_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`
@@ -275,28 +279,23 @@ struct Cell {
 }
 
 async fn bench_database(url: &str, tasks: usize, secs: f64) -> Cell {
-    bench_database_with(url, tasks, secs, true, false).await
+    bench_database_with(url, tasks, secs, |c| c).await
 }
 
-/// A `Database` cell with metrics and query statistics on or off.
+/// A `Database` cell with the config changed by `tweak`.
 async fn bench_database_with(
     url: &str,
     tasks: usize,
     secs: f64,
-    metrics: bool,
-    stats: bool,
+    tweak: fn(DatabaseConfig) -> DatabaseConfig,
 ) -> Cell {
-    let db = Database::connect(
-        DatabaseConfig::new(url)
-            .min_connections(tasks)
-            .max_connections(tasks)
-            .slow_query_threshold(None)
-            .metrics(metrics)
-            .query_stats(stats)
-            .pool_name(if metrics { "bench_on" } else { "bench_off" }),
-    )
-    .await
-    .expect("Database::connect");
+    let config = DatabaseConfig::new(url)
+        .min_connections(tasks)
+        .max_connections(tasks)
+        .slow_query_threshold(None);
+    let db = Database::connect(tweak(config))
+        .await
+        .expect("Database::connect");
     let (tls,): (bool,) = db.fetch_one(TLS_SQL, ()).await.expect("TLS probe");
     let m = measure(vec![db.clone(); tasks], secs, |i, db, run| async move {
         let mut rng = XorShift::for_task(i);
@@ -311,6 +310,96 @@ async fn bench_database_with(
     .await;
     db.close().await;
     Cell { m, tls }
+}
+
+/// Metrics and query statistics both off (and the `bench_off` pool label, which must then
+/// never reach the recorder).
+fn observability_off(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(false).query_stats(false).pool_name("bench_off")
+}
+
+/// Metrics into the recorder plus query statistics.
+fn observability_on(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(true).query_stats(true).pool_name("bench_on")
+}
+
+/// Without the silent-failure defaults: no keepalives, no `TCP_USER_TIMEOUT`, no liveness
+/// check (statements still run under the connection's watch, which is not optional).
+fn liveness_off(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(false)
+        .keepalives(false)
+        .tcp_user_timeout(None)
+        .liveness_check_after(None)
+}
+
+/// The defaults: keepalives, `TCP_USER_TIMEOUT`, the liveness check.
+fn liveness_on(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(false)
+}
+
+/// Runs `rounds` alternating rounds of `off` and `on` at each task count and prints the
+/// medians; returns on / off at 8 tasks.
+async fn alternate(
+    url: &str,
+    task_counts: &[usize],
+    secs: f64,
+    rounds: usize,
+    off: fn(DatabaseConfig) -> DatabaseConfig,
+    on: fn(DatabaseConfig) -> DatabaseConfig,
+) -> Option<f64> {
+    println!(
+        "{:<5}  {:>12}  {:>12}  {:>8}  {:>16}  {:>16}",
+        "tasks", "off q/s", "on q/s", "on/off", "off client us/q", "on client us/q"
+    );
+    let mut at_8 = None;
+    for &tasks in task_counts {
+        let (mut off_cells, mut on_cells) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            off_cells.push(bench_database_with(url, tasks, secs, off).await.m);
+            on_cells.push(bench_database_with(url, tasks, secs, on).await.m);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let qps = |cells: &[Measured]| cells.iter().map(|m| m.qps).collect::<Vec<_>>();
+        let cpu = |cells: &[Measured]| {
+            cells
+                .iter()
+                .filter_map(|m| m.client_us_per_query)
+                .collect::<Vec<_>>()
+        };
+        let (off_qps, on_qps) = (median(&mut qps(&off_cells)), median(&mut qps(&on_cells)));
+        let show = |v: &mut Vec<f64>| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(v))
+            }
+        };
+        let ratio = on_qps / off_qps;
+        println!(
+            "{tasks:<5}  {off_qps:>12.0}  {on_qps:>12.0}  {ratio:>8.3}  {:>16}  {:>16}",
+            show(&mut cpu(&off_cells)),
+            show(&mut cpu(&on_cells))
+        );
+        let each = |cells: &[Measured]| {
+            cells
+                .iter()
+                .map(|m| format!("{:.0}", m.qps))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "       rounds off: {}; on: {}",
+            each(&off_cells),
+            each(&on_cells)
+        );
+        if tasks == 8 {
+            at_8 = Some(ratio);
+        }
+    }
+    at_8
 }
 
 /// `&Database` as a sqlx executor: the path of `tsql!(…).fetch_one(&db)` and
@@ -417,7 +506,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let obs_rounds: usize = std::env::var("PGDBM_BENCH_OBS_ROUNDS")
+    let rounds: usize = std::env::var("PGDBM_BENCH_ROUNDS")
+        .or_else(|_| std::env::var("PGDBM_BENCH_OBS_ROUNDS"))
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .filter(|&n| n > 0)
@@ -488,57 +578,9 @@ fn main() {
             }
         }
         println!(
-            "observability: Database with metrics + query statistics on vs both off, {obs_rounds} alternating rounds of {secs} s"
+            "observability: Database with metrics + query statistics on vs both off, {rounds} alternating rounds of {secs} s"
         );
-        println!(
-            "{:<5}  {:>12}  {:>12}  {:>8}  {:>16}  {:>16}",
-            "tasks", "off q/s", "on q/s", "on/off", "off client us/q", "on client us/q"
-        );
-        let mut obs_bar = None;
-        for &tasks in &task_counts {
-            let (mut off, mut on) = (Vec::new(), Vec::new());
-            for _ in 0..obs_rounds {
-                off.push(bench_database_with(&url, tasks, secs, false, false).await.m);
-                on.push(bench_database_with(&url, tasks, secs, true, true).await.m);
-            }
-            let median = |v: &mut Vec<f64>| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
-            let qps = |cells: &[Measured]| cells.iter().map(|m| m.qps).collect::<Vec<_>>();
-            let cpu = |cells: &[Measured]| {
-                cells
-                    .iter()
-                    .filter_map(|m| m.client_us_per_query)
-                    .collect::<Vec<_>>()
-            };
-            let (off_qps, on_qps) = (median(&mut qps(&off)), median(&mut qps(&on)));
-            let (mut off_cpu, mut on_cpu) = (cpu(&off), cpu(&on));
-            let show = |v: &mut Vec<f64>| {
-                if v.is_empty() {
-                    "-".to_string()
-                } else {
-                    format!("{:.1}", median(v))
-                }
-            };
-            let ratio = on_qps / off_qps;
-            println!(
-                "{tasks:<5}  {off_qps:>12.0}  {on_qps:>12.0}  {ratio:>8.3}  {:>16}  {:>16}",
-                show(&mut off_cpu),
-                show(&mut on_cpu)
-            );
-            let rounds = |cells: &[Measured]| {
-                cells
-                    .iter()
-                    .map(|m| format!("{:.0}", m.qps))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            println!("       rounds off: {}; on: {}", rounds(&off), rounds(&on));
-            if tasks == 8 {
-                obs_bar = Some(ratio);
-            }
-        }
+        let obs_bar = alternate(&url, &task_counts, secs, rounds, observability_off, observability_on).await;
         let rendered = prometheus.render();
         let series = rendered
             .lines()
@@ -555,6 +597,18 @@ fn main() {
                 verdict(r >= 0.97)
             ),
             None => println!("Bar (observability): not evaluated: PGDBM_BENCH_TASKS does not include 8"),
+        }
+        println!();
+        println!(
+            "silent failures: Database with the defaults (keepalives, TCP_USER_TIMEOUT, liveness check) vs without, {rounds} alternating rounds of {secs} s"
+        );
+        let live_bar = alternate(&url, &task_counts, secs, rounds, liveness_off, liveness_on).await;
+        match live_bar {
+            Some(r) => println!(
+                "Bar: silent-failure defaults on / off at 8 tasks: {r:.3} (>= 0.98): {}",
+                verdict(r >= 0.98)
+            ),
+            None => println!("Bar (silent failures): not evaluated: PGDBM_BENCH_TASKS does not include 8"),
         }
         println!();
         if tls_differs {

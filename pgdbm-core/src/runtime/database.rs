@@ -12,6 +12,7 @@ use super::config::DatabaseConfig;
 use super::copy;
 use super::error::{Error, Result};
 use super::observe::stats::QueryStats;
+use super::observe::{SqlText, record_cut};
 use super::params::{CopyRow, Params};
 use super::pool::{
     Deadline, PoolConnection, PoolObject, PoolShared, PoolStats, PooledConn, Prepare,
@@ -219,8 +220,9 @@ impl SharedPool {
 /// Runs `$body` on a pooled connection under the pool's one retry rule
 /// ([`PoolShared::retry_after`]); behind a transaction pooler, in a transaction of its own.
 macro_rules! with_retry {
-    ($self:ident, $sql:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
+    ($self:ident, $sql:expr, $ctx:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
         let sql: &Arc<str> = $sql;
+        let ctx: &QueryCtx<'_> = $ctx;
         let args: PgArguments = $args;
         let deadline = Deadline::starting_now($self.deadline);
         let mut pool = &$self.inner.pool;
@@ -237,6 +239,9 @@ macro_rules! with_retry {
                 let $a = args.clone();
                 watch.run(deadline.as_ref(), $body).await
             };
+            if let Err(e) = &r {
+                record_cut(ctx, SqlText::Shared(sql), e);
+            }
             match r {
                 Ok(v) => match pool.end_statement(&mut obj, true).await {
                     Ok(()) => break Ok(v),
@@ -465,7 +470,7 @@ impl Database {
         let simple = params.is_empty();
         let mut ctx = self.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, args, |conn, a| query::execute(
+        with_retry!(self, &sql, &ctx, args, |conn, a| query::execute(
             conn,
             &ctx,
             &sql,
@@ -515,7 +520,7 @@ impl Database {
     {
         let mut ctx = self.ctx();
         let args = query::encode(sql, params, &mut ctx)?;
-        with_retry!(self, sql, args, |conn, a| query::fetch_optional::<T>(
+        with_retry!(self, sql, &ctx, args, |conn, a| query::fetch_optional::<T>(
             conn, &ctx, sql, a
         ))
     }
@@ -529,7 +534,7 @@ impl Database {
         let sql = self.render(sql)?;
         let mut ctx = self.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, args, |conn, a| query::fetch_all::<T>(
+        with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_all::<T>(
             conn, &ctx, &sql, a
         ))
     }
@@ -544,7 +549,7 @@ impl Database {
         let sql = self.render(sql)?;
         let mut ctx = self.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
+        with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_value::<T>(
             conn, &ctx, &sql, a
         ))
     }
@@ -560,7 +565,7 @@ impl Database {
         let sql: Arc<str> = with_id.into();
         let mut ctx = self.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        let v = with_retry!(self, &sql, args, |conn, a| query::fetch_value::<T>(
+        let v = with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_value::<T>(
             conn, &ctx, &sql, a
         ))?;
         v.ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))

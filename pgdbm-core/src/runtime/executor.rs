@@ -17,8 +17,8 @@ use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
 use super::error::{Cut, CutReason, Error};
-use super::observe::{Observation, QueryCtx, SqlText, observe};
-use super::pool::{Deadline, PooledConn, is_connection_lost, watched_stream};
+use super::observe::{Observation, QueryCtx, SqlText, observe, record_cut};
+use super::pool::{ConnWatch, Deadline, PooledConn, is_connection_lost, watched_stream};
 use sqlx::Arguments;
 use tracing::Instrument;
 
@@ -225,10 +225,13 @@ where
                 pool.end_statement(&mut obj, true).await.map_err(X::from)?;
                 return Ok(v);
             }
-            Attempt::Failed(x) => match db.rerun_on(pool, &mut obj, x.error(), tries, sql).await {
-                Some(next) => pool = next,
-                None => return Err(x),
-            },
+            Attempt::Failed(x) => {
+                record_cut(&ctx_of(db, 0), SqlText::Borrowed(sql), x.error());
+                match db.rerun_on(pool, &mut obj, x.error(), tries, sql).await {
+                    Some(next) => pool = next,
+                    None => return Err(x),
+                }
+            }
             Attempt::Partial(v, lost) => {
                 let _ = pool.end_statement(&mut obj, false).await;
                 if lost {
@@ -426,6 +429,22 @@ async fn end_own(
     }
 }
 
+/// Runs `statement` (of `sql`, on a held connection) under its connection's `watch`, and
+/// records it when the watch cuts it short.
+async fn watched<T>(
+    db: &Database,
+    watch: &ConnWatch,
+    deadline: Option<&Deadline>,
+    sql: &str,
+    statement: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    let r = watch.run(deadline, statement).await;
+    if let Err(e) = &r {
+        record_cut(&ctx_of(db, 0), SqlText::Borrowed(sql), e);
+    }
+    r
+}
+
 /// `&mut Transaction` and `&mut PoolConnection` as sqlx executors: the connection's own, after
 /// the schema check of [`Replay::take`], under the connection's watch with the handle's
 /// deadline. No retry: a transaction's statements must not be run again, and what runs on an
@@ -504,7 +523,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watch.run(deadline.as_ref(), run).await
+                    watched(&db, &watch, deadline.as_ref(), sql.as_str(), run).await
                 })
             }
 
@@ -523,6 +542,7 @@ macro_rules! checked_connection_executor {
                     Ok(sql) => sql,
                     Err(e) => return Box::pin(async { Err(e) }),
                 };
+                let label = sql.clone();
                 let deadline = Deadline::starting_now(db.deadline);
                 let pooled: &mut PooledConn = $pooled;
                 let watch = pooled.watch.clone();
@@ -537,7 +557,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watch.run(deadline.as_ref(), run).await
+                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run).await
                 })
             }
 
@@ -555,6 +575,7 @@ macro_rules! checked_connection_executor {
                     Ok(sql) => sql,
                     Err(e) => return Box::pin(async { Err(e) }),
                 };
+                let label = sql.clone();
                 let deadline = Deadline::starting_now(db.deadline);
                 let pooled: &mut PooledConn = $pooled;
                 let watch = pooled.watch.clone();
@@ -569,7 +590,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watch.run(deadline.as_ref(), run).await
+                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run).await
                 })
             }
         }

@@ -9,9 +9,10 @@ use sqlx_core::transaction::TransactionManager;
 use super::copy;
 use super::database::Database;
 use super::error::{Cut, Error, QueryError, Result, TransactionLost};
+use super::observe::{SqlText, record_cut};
 use super::params::{CopyRow, Params};
 use super::pool::{Deadline, PoolObject, PooledConn, is_connection_lost};
-use super::query;
+use super::query::{self, QueryCtx};
 
 enum TxConn<'a> {
     /// A top-level transaction owns its pooled connection.
@@ -23,12 +24,18 @@ enum TxConn<'a> {
 /// Runs `$body` (an expression of the bare connection `$conn`) as one statement of `$tx` under
 /// the connection's watch, with the handle's deadline; a failure goes through `fail`.
 macro_rules! in_tx {
-    ($tx:ident, $sql:expr, |$conn:ident| $body:expr) => {{
+    ($tx:ident, $sql:expr, $ctx:expr, |$conn:ident| $body:expr) => {{
         let deadline = Deadline::starting_now($tx.db.deadline);
         let pooled = $tx.pooled();
         let $conn = &mut pooled.conn;
         let r = pooled.watch.run(deadline.as_ref(), $body).await;
-        r.map_err(|e| $tx.fail($sql, e))
+        r.map_err(|e| {
+            let ctx: Option<&QueryCtx<'_>> = $ctx;
+            if let Some(ctx) = ctx {
+                record_cut(ctx, SqlText::Borrowed($sql), &e);
+            }
+            $tx.fail($sql, e)
+        })
     }};
 }
 
@@ -126,7 +133,7 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        in_tx!(self, &sql, |conn| query::execute(
+        in_tx!(self, &sql, Some(&ctx), |conn| query::execute(
             conn,
             &ctx,
             &sql,
@@ -146,7 +153,7 @@ impl<'a> Transaction<'a> {
         for p in params {
             let mut ctx = db.ctx();
             let args = query::encode(&sql, p, &mut ctx)?;
-            total += in_tx!(self, &sql, |conn| query::execute(
+            total += in_tx!(self, &sql, Some(&ctx), |conn| query::execute(
                 conn,
                 &ctx,
                 &sql,
@@ -164,7 +171,7 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(sql, params, &mut ctx)?;
-        in_tx!(self, sql, |conn| query::fetch_optional::<T>(
+        in_tx!(self, sql, Some(&ctx), |conn| query::fetch_optional::<T>(
             conn, &ctx, sql, args
         ))
     }
@@ -201,7 +208,7 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(&sql, params, &mut ctx)?;
-        in_tx!(self, &sql, |conn| query::fetch_all::<T>(
+        in_tx!(self, &sql, Some(&ctx), |conn| query::fetch_all::<T>(
             conn, &ctx, &sql, args
         ))
     }
@@ -224,7 +231,7 @@ impl<'a> Transaction<'a> {
         let db = self.db.clone();
         let mut ctx = db.ctx();
         let args = query::encode(sql, params, &mut ctx)?;
-        in_tx!(self, sql, |conn| query::fetch_value::<T>(
+        in_tx!(self, sql, Some(&ctx), |conn| query::fetch_value::<T>(
             conn, &ctx, sql, args
         ))
     }
@@ -261,7 +268,7 @@ impl<'a> Transaction<'a> {
     /// savepoint only; the outer transaction carries on.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let db = self.db.clone();
-        in_tx!(self, "SAVEPOINT", |conn| PgTransactionManager::begin(
+        in_tx!(self, "SAVEPOINT", None, |conn| PgTransactionManager::begin(
             conn, None
         ))?;
         Ok(Transaction {
@@ -273,16 +280,18 @@ impl<'a> Transaction<'a> {
 
     /// Commits (or, nested, releases the savepoint).
     pub async fn commit(mut self) -> Result<()> {
-        in_tx!(self, "COMMIT", |conn| PgTransactionManager::commit(conn))?;
+        in_tx!(self, "COMMIT", None, |conn| PgTransactionManager::commit(
+            conn
+        ))?;
         self.open = false;
         Ok(())
     }
 
     /// Rolls back (or, nested, rolls back to the savepoint).
     pub async fn rollback(mut self) -> Result<()> {
-        in_tx!(self, "ROLLBACK", |conn| PgTransactionManager::rollback(
-            conn
-        ))?;
+        in_tx!(self, "ROLLBACK", None, |conn| {
+            PgTransactionManager::rollback(conn)
+        })?;
         self.open = false;
         Ok(())
     }

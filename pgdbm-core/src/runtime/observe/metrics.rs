@@ -11,6 +11,7 @@ use std::sync::Once;
 use metrics::{Counter, Gauge, Histogram, SharedString, Unit};
 
 use super::operation::Operation;
+use crate::runtime::error::{Cut, is_connection_lost};
 use crate::runtime::pool::PoolStats;
 
 /// The names pgdbm records under, for dashboards and alerts. Every series has the label `pool`
@@ -61,24 +62,29 @@ use metric_names as n;
 pub(crate) enum ErrorKind {
     /// The server answered with an error (any SQLSTATE).
     Database,
-    /// The connection broke (I/O, TLS, protocol, session ended).
+    /// The connection broke (I/O, TLS, protocol, session ended, or the liveness check found
+    /// its server silent).
     Connection,
+    /// The statement deadline passed.
+    Timeout,
     /// A row or value did not decode into the Rust type.
     Decode,
     Other,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 4] = [
+    const ALL: [ErrorKind; 5] = [
         ErrorKind::Database,
         ErrorKind::Connection,
+        ErrorKind::Timeout,
         ErrorKind::Decode,
         ErrorKind::Other,
     ];
 
     pub(crate) fn of(e: &sqlx::Error) -> ErrorKind {
         match e {
-            _ if crate::runtime::pool::is_connection_lost(e) => ErrorKind::Connection,
+            _ if Cut::of(e).is_some_and(Cut::is_deadline) => ErrorKind::Timeout,
+            _ if is_connection_lost(e) => ErrorKind::Connection,
             sqlx::Error::Database(_) => ErrorKind::Database,
             sqlx::Error::Decode(_)
             | sqlx::Error::ColumnDecode { .. }
@@ -93,6 +99,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Database => "database",
             ErrorKind::Connection => "connection",
+            ErrorKind::Timeout => "timeout",
             ErrorKind::Decode => "decode",
             ErrorKind::Other => "other",
         }
@@ -112,7 +119,7 @@ pub(crate) struct PoolMetrics {
     /// `[operation][ok, error]`.
     durations: Vec<[Histogram; 2]>,
     /// `[operation][error kind]`.
-    errors: Vec<[Counter; 4]>,
+    errors: Vec<[Counter; 5]>,
 }
 
 /// What each connection records when it opens and closes.
@@ -238,4 +245,29 @@ fn describe_once() {
             "Duration of a migration run"
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::ErrorKind;
+    use crate::runtime::error::{Cut, CutReason};
+
+    #[test]
+    fn cuts_are_labelled_timeout_or_connection() {
+        let cut = |why| {
+            Cut {
+                why,
+                waited: Duration::from_secs(1),
+                sent: true,
+            }
+            .into_sqlx()
+        };
+        let deadline = cut(CutReason::Deadline(Duration::from_secs(1)));
+        assert_eq!(ErrorKind::of(&deadline).as_str(), "timeout");
+        let silent = cut(CutReason::Unreachable("silent".into()));
+        assert_eq!(ErrorKind::of(&silent).as_str(), "connection");
+        assert_eq!(ErrorKind::of(&sqlx::Error::RowNotFound).as_str(), "other");
+    }
 }

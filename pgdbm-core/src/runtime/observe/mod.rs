@@ -13,6 +13,7 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use super::config::DatabaseConfig;
+use super::error::Cut;
 use metrics::PoolMetrics;
 use operation::Operation;
 use stats::{QueryRecord, StatsStore};
@@ -188,6 +189,18 @@ impl SqlText<'_> {
             SqlText::Borrowed(s) => Arc::from(*s),
         }
     }
+}
+
+/// Records a statement that pgdbm cut short with `e` (the liveness check or its deadline): its
+/// future was dropped before the driver finished it, so [`observe`] never saw its end. A cut
+/// before anything was sent is no statement, and is not recorded.
+pub(crate) fn record_cut(ctx: &QueryCtx<'_>, sql: SqlText<'_>, e: &sqlx::Error) {
+    let Some(cut) = Cut::of(e).filter(|c| c.sent) else {
+        return;
+    };
+    let mut o = Observation::start(ctx, sql.text());
+    o.started = Instant::now().checked_sub(cut.waited).unwrap_or(o.started);
+    o.finish(ctx, sql, Err(e));
 }
 
 /// Runs `fut` (which yields the number of rows with its value) as one observed statement.
