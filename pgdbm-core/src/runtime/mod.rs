@@ -22,8 +22,8 @@ mod transaction;
 pub use config::{DatabaseConfig, PoolerMode, SslMode, TargetSessionAttrs};
 pub use database::{Database, SharedPool};
 pub use error::{
-    ConnectError, Error, MigrationError, QueryError, Result, TimeoutError, TransactionLost,
-    sqlstate,
+    ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind, TimeoutError,
+    TransactionLost, sqlstate,
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{
@@ -40,7 +40,7 @@ pub use observe::stats::{QueryRecord, QueryStats};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use replicas::ReplicaStatus;
-pub use tenants::{TenantErrorKind, TenantMigration, Tenants};
+pub use tenants::{TenantMigration, Tenants};
 pub use transaction::Transaction;
 
 /// The sqlx crate pgdbm is built on, for types such as `sqlx::FromRow` and `PgConnection`.

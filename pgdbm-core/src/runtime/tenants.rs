@@ -14,7 +14,7 @@ use std::sync::RwLock;
 use futures_util::StreamExt;
 
 use super::database::Database;
-use super::error::{Error, Result};
+use super::error::{Error, Result, TenantErrorKind};
 use super::migrator::{EmbeddedMigrations, MigrationReport, Migrator};
 use crate::ident::quote_identifier;
 
@@ -76,20 +76,6 @@ pub struct TenantMigration {
     pub tenant: String,
     /// The migrator's report, or why this tenant failed (the others went on).
     pub outcome: Result<MigrationReport>,
-}
-
-/// Why a tenant operation was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TenantErrorKind {
-    /// No tenant of that name is registered.
-    Unknown,
-    /// A tenant of that name exists already.
-    Exists,
-    /// The name is not a valid tenant name.
-    InvalidName,
-    /// `drop` was called without the tenant's name as confirmation.
-    NotConfirmed,
 }
 
 impl Tenants {

@@ -110,7 +110,7 @@ pub enum Error {
         /// The tenant name as given.
         tenant: String,
         /// What kind of refusal.
-        kind: crate::runtime::tenants::TenantErrorKind,
+        kind: TenantErrorKind,
         /// What was wrong and what to do.
         message: String,
     },
@@ -127,6 +127,21 @@ pub enum Error {
     /// [`Database::with_deadline`]: crate::Database::with_deadline
     #[error(transparent)]
     Timeout(Box<TimeoutError>),
+}
+
+/// Why a tenant operation was refused ([`Error::Tenant`]). Defined here, the ground floor,
+/// rather than beside `Tenants`, so that errors import nothing from above.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantErrorKind {
+    /// No tenant of that name is registered.
+    Unknown,
+    /// A tenant of that name exists already.
+    Exists,
+    /// The name is not a valid tenant name.
+    InvalidName,
+    /// `drop` was called without the tenant's name as confirmation.
+    NotConfirmed,
 }
 
 /// The server could not be reached, with where and how often it was tried.
