@@ -359,7 +359,7 @@ bootstrap:
     synchronous_mode: true
     postgresql:
       use_pg_rewind: false
-      parameters: {{fsync: 'off', max_connections: 100, wal_keep_size: 256MB, hot_standby_feedback: 'on'}}
+      parameters: {{fsync: 'off', max_connections: 100, wal_keep_size: 256MB, hot_standby_feedback: 'on', dynamic_shared_memory_type: mmap}}
   initdb: [{{encoding: UTF8}}, {{auth: trust}}]
   pg_hba:
     - host replication replicator 127.0.0.1/32 trust

@@ -260,10 +260,13 @@ impl LocalCluster {
             .args(["-w", "-t", "60"])
             .args(extra);
         if matches!(action, "start" | "restart") {
-            // Durability is worth nothing to a test server; speed is.
+            // Durability is worth nothing to a test server; speed is. Dynamic shared memory in
+            // the data directory: a server killed outright (tests do) leaves no segment behind
+            // in /dev/shm.
             let mut options = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+                 -c dynamic_shared_memory_type=mmap",
                 self.port
             );
             // Last, so they win; quoted because pg_ctl hands the options to /bin/sh.

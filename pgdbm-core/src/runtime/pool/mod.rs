@@ -4,6 +4,12 @@
 //! out by deadpool served 2.4x the point queries per second of `PgPool` at 8 tasks (see
 //! `benches/pool.rs`). deadpool is lazy, so `connect` opens `min_connections` itself, and a
 //! reaper task closes idle and old connections and tops the pool back up to the minimum.
+//!
+//! The parts: `connector` opens one connection (host list, identity, socket options via
+//! `socket`); `manager` is deadpool's manager (open through an outage, recycle, the reconnect
+//! loop); `checkout` hands connections out; `watch` follows each connection's statements and
+//! `liveness` asks the server about those that wait long; `pooler` wraps statements behind a
+//! transaction pooler; `connection` is the connection handed to callers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
