@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::packages;
 use super::partition::{Partition, children_of};
+use super::pg_server::psql_at;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 /// Patroni's leader key lives this long without renewal: the engine's own detection time.
@@ -223,35 +224,9 @@ impl PatroniCluster {
         )
     }
 
-    /// Runs `sql` with psql on node `i`; `Err` with psql's stderr.
+    /// Runs `sql` with psql on node `i` (connecting gives up after 2 s).
     pub fn psql(&self, i: usize, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new("psql")
-            .args([
-                "-X",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args([
-                "-p",
-                &self.nodes[i].pg_port.to_string(),
-                "-d",
-                database,
-                "-c",
-                sql,
-            ])
-            .env("PGCONNECT_TIMEOUT", "2")
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        psql_at(self.nodes[i].pg_port, database, sql, 2)
     }
 
     /// Whether node `i` accepts writes now (answers, and is not in recovery).

@@ -107,26 +107,7 @@ impl PgServer {
 
     /// As [`PgServer::psql`], but returns psql's stderr as the error instead of panicking.
     pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
-        let out = Command::new(PSQL)
-            .args([
-                "-X",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-            ])
-            .args(["-p", &self.port().to_string(), "-d", database, "-c", sql])
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {PSQL}: {e}"));
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(output_text(&out))
-        }
+        psql_at(self.port(), database, sql, 10)
     }
 
     /// `pg_ctl stop -m <mode> -w` (`smart`, `fast` or `immediate`); panics on failure.
@@ -224,6 +205,37 @@ fn fresh_dir() -> PathBuf {
     let dir = base.join(format!("pgdbm-faults-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Runs `sql` with psql as `postgres` on the server at 127.0.0.1:`port`, giving up connecting
+/// after `connect_timeout_secs`: the trimmed unaligned, tuples-only output, or psql's status and
+/// output as the error.
+pub fn psql_at(
+    port: u16,
+    database: &str,
+    sql: &str,
+    connect_timeout_secs: u32,
+) -> Result<String, String> {
+    let out = Command::new(PSQL)
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &port.to_string(), "-d", database, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", connect_timeout_secs.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {PSQL}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(output_text(&out))
+    }
 }
 
 fn output_text(out: &Output) -> String {

@@ -252,37 +252,45 @@ impl Connector {
     }
 
     /// Checks that host `target` answers within `within` on a connection of its own, and asks
-    /// it what the server processes `pids` are doing (their `pg_stat_activity.state`, absent
-    /// for a process that is gone). The error says why the server could not be reached.
+    /// it what the server processes `pids` are doing: their `pg_stat_activity.state`, absent for
+    /// a process that is gone; `None` when the server answered but that could not be asked. The
+    /// error says why the server could not be reached.
+    ///
+    /// Any answer of the server counts, an error too (too many connections, a changed
+    /// password): it is there. Behind a pooler only the pooler's own answer to the connection is
+    /// asked for, since a query would wait for a server connection in the pooler's queue, and a
+    /// busy pooler is not a silent one.
     pub(crate) async fn probe(
         &self,
         target: usize,
         pids: &[i32],
         within: Duration,
-    ) -> std::result::Result<Vec<(i32, String)>, String> {
+    ) -> std::result::Result<Option<Vec<(i32, String)>>, String> {
         let check = async {
-            let mut conn = self.targets[target]
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?;
-            let states = if pids.is_empty() || self.pooled {
-                sqlx::raw_sql("SELECT 1")
-                    .execute(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Vec::new()
+            let mut conn = match self.targets[target].connect().await {
+                Ok(conn) => conn,
+                Err(sqlx::Error::Database(_)) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            };
+            let states = if self.pooled {
+                None
             } else {
-                sqlx::query_as::<_, (i32, Option<String>)>(
+                let asked = sqlx::query_as::<_, (i32, Option<String>)>(
                     "SELECT pid, state FROM pg_stat_activity WHERE pid = ANY($1)",
                 )
                 .bind(pids)
                 .persistent(false)
                 .fetch_all(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|(pid, state)| (pid, state.unwrap_or_default()))
-                .collect()
+                .await;
+                match asked {
+                    Ok(rows) => Some(
+                        rows.into_iter()
+                            .map(|(pid, state)| (pid, state.unwrap_or_default()))
+                            .collect(),
+                    ),
+                    Err(sqlx::Error::Database(_)) => None,
+                    Err(e) => return Err(e.to_string()),
+                }
             };
             let _ = conn.close().await;
             Ok(states)

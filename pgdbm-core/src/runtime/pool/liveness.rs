@@ -171,7 +171,9 @@ impl PoolShared {
             .collect();
         let longest = waiting.iter().map(|(_, d)| *d).max();
         let states = match connector.probe(target, &pids, self.watchdog.timeout).await {
-            Ok(states) => states,
+            Ok(Some(states)) => states,
+            // It answers, and cannot say more.
+            Ok(None) => return,
             Err(reason) => {
                 let reason = match longest {
                     Some(d) => format!("{reason} (a statement had waited {d:.1?} for its answer)"),
