@@ -364,6 +364,59 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_and_serde_keys_set_them_too_and_win_over_the_url() {
+        let vars = [
+            (
+                "DATABASE_URL",
+                "postgresql://u@h/db?keepalives_idle=30&tcp_user_timeout=20000",
+            ),
+            ("DB_KEEPALIVES_IDLE_MS", "4000"),
+            ("DB_KEEPALIVES_COUNT", "5"),
+            ("DB_CONNECT_TIMEOUT_MS", "3000"),
+            ("DB_LIVENESS_CHECK_AFTER_MS", "0"),
+            ("DB_LIVENESS_TIMEOUT_MS", "1500"),
+            ("DB_STATEMENT_DEADLINE_MS", "2500"),
+        ];
+        let c = DatabaseConfig::from_lookup(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let l = c.liveness().unwrap();
+        let k = l.keepalive.unwrap();
+        assert_eq!((k.idle, k.count), (Duration::from_secs(4), 5));
+        assert_eq!(
+            l.tcp_user_timeout,
+            Some(Duration::from_secs(20)),
+            "from the URL"
+        );
+        assert_eq!(l.connect_timeout, Duration::from_secs(3));
+        assert_eq!(l.check_after, None, "0 turns the check off");
+        assert_eq!(l.check_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.get_statement_deadline(),
+            Some(Duration::from_millis(2500))
+        );
+        let e = DatabaseConfig::from_lookup(|k| {
+            (k == "DB_KEEPALIVES").then(|| "sometimes".to_string())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DB_KEEPALIVES"), "{e}");
+
+        let c: DatabaseConfig = serde_json::from_str(
+            r#"{"url": "postgresql://u@h/db", "keepalives": false, "tcp_user_timeout_ms": 0,
+                "liveness_check_after_ms": 5000, "statement_deadline_ms": 800}"#,
+        )
+        .unwrap();
+        let l = c.liveness().unwrap();
+        assert_eq!((l.keepalive, l.tcp_user_timeout), (None, None));
+        assert_eq!(l.check_after, Some(Duration::from_secs(5)));
+        assert_eq!(c.get_statement_deadline(), Some(Duration::from_millis(800)));
+    }
+
+    #[test]
     fn bad_values_name_the_parameter_and_what_to_give() {
         let e = resolved("postgresql://u@h/db?keepalives_idle=soon")
             .unwrap_err()
