@@ -69,59 +69,50 @@ fn detail(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "detail": msg.into() }))).into_response()
 }
 
-/// A query error as a response: 503 when no connection could be had within `acquire_timeout`
-/// (the pool waited through an outage that lasted longer), 500 otherwise.
-fn failed(route: &str, e: sqlx::Error) -> Response {
-    if matches!(e, sqlx::Error::PoolTimedOut) {
-        // The pool logs the outage once; one line per request would flood the log.
-        tracing::debug!(
-            route,
-            "database unavailable: no connection within acquire_timeout"
-        );
-        return detail(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable");
+/// Any failure as a response, through pgdbm's one error type (`tsql!` gives a `sqlx::Error`,
+/// which `pgdbm::Error::from` turns back into what pgdbm reported): 404 unknown tenant, 409 a
+/// tenant or user that exists already, 422 invalid name, 503 no connection within
+/// `acquire_timeout`, 500 otherwise.
+fn failed(route: &str, e: impl Into<pgdbm::Error>) -> Response {
+    let e = e.into();
+    match &e {
+        pgdbm::Error::Tenant { kind, .. } => match kind {
+            TenantErrorKind::Unknown => return detail(StatusCode::NOT_FOUND, "Tenant not found"),
+            TenantErrorKind::Exists => {
+                return detail(
+                    StatusCode::CONFLICT,
+                    "A tenant with this name already exists",
+                );
+            }
+            TenantErrorKind::InvalidName => {
+                return detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+            }
+            _ => {}
+        },
+        pgdbm::Error::PoolTimeout { .. } => {
+            // The pool logs the outage once; one line per request would flood the log.
+            tracing::debug!(
+                route,
+                "database unavailable: no connection within acquire_timeout"
+            );
+            return detail(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable");
+        }
+        _ if e.is_unique_violation() => {
+            return detail(
+                StatusCode::CONFLICT,
+                "A user with this email already exists",
+            );
+        }
+        _ => {}
     }
     tracing::error!(route, error = %e, "request failed");
     detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
 }
 
-/// A refused or failed tenant operation as a response: 404 unknown tenant, 409 exists already,
-/// 422 invalid name, 503 no connection within `acquire_timeout`, 500 otherwise.
-fn tenant_failed(route: &str, e: pgdbm::Error) -> Response {
-    match &e {
-        pgdbm::Error::Tenant { kind, .. } => match kind {
-            TenantErrorKind::Unknown => detail(StatusCode::NOT_FOUND, "Tenant not found"),
-            TenantErrorKind::Exists => detail(
-                StatusCode::CONFLICT,
-                "A tenant with this name already exists",
-            ),
-            TenantErrorKind::InvalidName => detail(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-            _ => {
-                tracing::error!(route, error = %e, "request failed");
-                detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-            }
-        },
-        pgdbm::Error::PoolTimeout { .. } => {
-            tracing::debug!(
-                route,
-                "database unavailable: no connection within acquire_timeout"
-            );
-            detail(StatusCode::SERVICE_UNAVAILABLE, "Database unavailable")
-        }
-        _ => {
-            tracing::error!(route, error = %e, "request failed");
-            detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
-        }
-    }
-}
-
 /// The handle of registered tenant `name`, or the response that refuses the request. An invalid
 /// name is refused without any SQL; an unknown one after one registry lookup.
 async fn tenant(state: &AppState, route: &str, name: &str) -> Result<Database, Response> {
-    state
-        .tenants
-        .get(name)
-        .await
-        .map_err(|e| tenant_failed(route, e))
+    state.tenants.get(name).await.map_err(|e| failed(route, e))
 }
 
 async fn create_tenant(
@@ -137,14 +128,14 @@ async fn create_tenant(
             tracing::info!(tenant = %new.name, "tenant created");
             (StatusCode::CREATED, Json(Tenant { name: new.name })).into_response()
         }
-        Err(e) => tenant_failed("create_tenant", e),
+        Err(e) => failed("create_tenant", e),
     }
 }
 
 async fn list_tenants(State(state): State<AppState>) -> Response {
     match state.tenants.list().await {
         Ok(names) => Json(names).into_response(),
-        Err(e) => tenant_failed("list_tenants", e),
+        Err(e) => failed("list_tenants", e),
     }
 }
 
@@ -183,15 +174,6 @@ async fn create_user(
             }),
         )
             .into_response(),
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation()) =>
-        {
-            detail(
-                StatusCode::CONFLICT,
-                "A user with this email already exists",
-            )
-        }
         Err(e) => failed("create_user", e),
     }
 }

@@ -52,10 +52,19 @@ fn detail(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "detail": msg.into() }))).into_response()
 }
 
-/// A query error as a response: 503 when no connection could be had within `acquire_timeout`
-/// (the pool waited through an outage that lasted longer), 500 otherwise.
-fn failed(route: &str, e: sqlx::Error) -> Response {
-    if matches!(e, sqlx::Error::PoolTimedOut) {
+/// A failure as a response, through pgdbm's one error type (`tsql!` gives a `sqlx::Error`,
+/// which `pgdbm::Error::from` turns back into what pgdbm reported): 409 for a duplicate email,
+/// 503 when no connection could be had within `acquire_timeout` (the pool waited through an
+/// outage that lasted longer), 500 otherwise.
+fn failed(route: &str, e: impl Into<pgdbm::Error>) -> Response {
+    let e = e.into();
+    if e.is_unique_violation() {
+        return detail(
+            StatusCode::CONFLICT,
+            "A user with this email already exists",
+        );
+    }
+    if matches!(e, pgdbm::Error::PoolTimeout { .. }) {
         // The pool logs the outage once; one line per request would flood the log.
         tracing::debug!(
             route,
@@ -97,15 +106,6 @@ async fn create_user(
             }),
         )
             .into_response(),
-        Err(e)
-            if e.as_database_error()
-                .is_some_and(|d| d.is_unique_violation()) =>
-        {
-            detail(
-                StatusCode::CONFLICT,
-                "A user with this email already exists",
-            )
-        }
         Err(e) => failed("create_user", e),
     }
 }

@@ -187,3 +187,122 @@ async fn errors_from_the_server_come_back_typed() {
     let db_err = err.as_database_error().expect("a database error");
     assert!(db_err.is_unique_violation());
 }
+
+/// `tsql!` hands back `sqlx::Error`; `pgdbm::Error::from` recovers what pgdbm reported, so a
+/// service maps errors once.
+#[tokio::test]
+async fn errors_on_the_tsql_path_come_back_as_pgdbm_errors() {
+    use std::time::Duration;
+
+    use pgdbm::Error;
+
+    let t = service_db().await;
+    let db: Database = t.database();
+
+    // A handle of another schema refuses the query, and says why.
+    let other = db.with_schema(Some("other")).unwrap();
+    let e = tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&other)
+        .await
+        .unwrap_err();
+    match Error::from(e) {
+        Error::SchemaMismatch {
+            compiled_for,
+            handle,
+        } => assert_eq!(
+            (compiled_for.as_str(), handle.as_deref()),
+            ("myservice", Some("other"))
+        ),
+        e => panic!("not a SchemaMismatch: {e:?}"),
+    }
+
+    // The pool's one connection held: a timeout that says the pool was full.
+    let small = Database::connect(
+        db.config()
+            .clone()
+            .min_connections(0)
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let held = small.acquire().await.unwrap();
+    let e = tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&small)
+        .await
+        .unwrap_err();
+    match Error::from(e) {
+        Error::PoolTimeout {
+            waited,
+            max_size,
+            unreachable,
+        } => {
+            assert_eq!((waited, max_size), (Duration::from_millis(200), 1));
+            assert_eq!(unreachable, None, "the server was there; the pool was full");
+        }
+        e => panic!("not a PoolTimeout: {e:?}"),
+    }
+    drop(held);
+    small.close().await;
+
+    // The session of a transaction ended by the server: the transaction was lost.
+    let mut tx = db.transaction().await.unwrap();
+    let pid: Option<i32> = tx.fetch_value("SELECT pg_backend_pid()", ()).await.unwrap();
+    db.execute("SELECT pg_terminate_backend($1)", (pid.unwrap(),))
+        .await
+        .unwrap();
+    let e = tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&mut tx)
+        .await
+        .unwrap_err();
+    match Error::from(e) {
+        Error::TransactionLost(lost) => {
+            assert!(!lost.during_commit());
+            assert!(lost.query().sql().contains("count(*)"), "{lost}");
+        }
+        e => panic!("not a TransactionLost: {e:?}"),
+    }
+    drop(tx);
+
+    // A statement deadline: a timeout naming the deadline, the statement sent.
+    let mut locker = db.transaction().await.unwrap();
+    locker
+        .execute("LOCK TABLE {{tables.users}} IN ACCESS EXCLUSIVE MODE", ())
+        .await
+        .unwrap();
+    let e = tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&db.with_deadline(Some(Duration::from_millis(300))))
+        .await
+        .unwrap_err();
+    match Error::from(e) {
+        Error::Timeout(t) => {
+            assert_eq!(t.deadline(), Duration::from_millis(300));
+            assert!(t.was_sent());
+        }
+        e => panic!("not a Timeout: {e:?}"),
+    }
+    locker.rollback().await.unwrap();
+
+    // A driver error stays a driver error to sqlx, and a query error to pgdbm.
+    let e = tsql!(
+        "INSERT INTO <<tables.users>> (email) VALUES ($1)",
+        "twice@example.com"
+    )
+    .execute(&db)
+    .await
+    .map(|_| ());
+    assert!(e.is_ok());
+    let e = tsql!(
+        "INSERT INTO <<tables.users>> (email) VALUES ($1)",
+        "twice@example.com"
+    )
+    .execute(&db)
+    .await
+    .unwrap_err();
+    assert!(
+        e.as_database_error()
+            .is_some_and(|d| d.is_unique_violation())
+    );
+    let e = Error::from(e);
+    assert!(e.is_unique_violation(), "{e:?}");
+}

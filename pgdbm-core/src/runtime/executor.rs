@@ -16,26 +16,11 @@ use sqlx::{AssertSqlSafe, Execute, Executor, SqlSafeStr, SqlStr};
 use sqlx_core::error::BoxDynError;
 
 use super::database::Database;
-use super::error::{Cut, CutReason, Error};
+use super::error::{Cut, Error, QueryError, TransactionLost};
 use super::observe::{Observation, QueryCtx, SqlText, observe, record_cut};
 use super::pool::{ConnWatch, Deadline, PooledConn, is_connection_lost, watched_stream};
 use sqlx::Arguments;
 use tracing::Instrument;
-
-fn to_sqlx(e: Error) -> sqlx::Error {
-    match e {
-        Error::PoolTimeout { .. } => sqlx::Error::PoolTimedOut,
-        Error::Timeout(t) => Cut {
-            why: CutReason::Deadline(t.deadline()),
-            waited: t.waited(),
-            sent: t.was_sent(),
-        }
-        .into_sqlx(),
-        Error::PoolClosed => sqlx::Error::PoolClosed,
-        Error::Connect(c) => c.source,
-        other => sqlx::Error::Configuration(Box::new(other)),
-    }
-}
 
 /// A query taken apart once so it can be run again.
 #[derive(Clone)]
@@ -68,10 +53,12 @@ impl Replay {
 }
 
 fn checked_sql(db: &Database, sql: SqlStr) -> Result<SqlStr, sqlx::Error> {
-    Ok(match db.check_compiled(sql.as_str()).map_err(to_sqlx)? {
-        Some(retargeted) => AssertSqlSafe(retargeted).into_sql_str(),
-        None => sql,
-    })
+    Ok(
+        match db.check_compiled(sql.as_str()).map_err(Error::into_sqlx)? {
+            Some(retargeted) => AssertSqlSafe(retargeted).into_sql_str(),
+            None => sql,
+        },
+    )
 }
 
 impl Replay {
@@ -214,7 +201,7 @@ where
         let mut obj = db
             .statement_checkout(&mut pool, deadline.as_ref(), sql)
             .await
-            .map_err(|e| X::from(to_sqlx(e)))?;
+            .map_err(|e| X::from(e.into_sqlx()))?;
         let PooledConn { conn, watch, .. } = &mut *obj;
         let attempt = watch.run_with(deadline.as_ref(), run(conn), |e| {
             Attempt::Failed(X::from(e))
@@ -437,12 +424,35 @@ async fn watched<T>(
     deadline: Option<&Deadline>,
     sql: &str,
     statement: impl Future<Output = Result<T, sqlx::Error>>,
+    map: ErrorMap,
 ) -> Result<T, sqlx::Error> {
     let r = watch.run(deadline, statement).await;
-    if let Err(e) = &r {
-        record_cut(&ctx_of(db, 0), SqlText::Borrowed(sql), e);
+    r.map_err(|e| {
+        record_cut(&ctx_of(db, 0), SqlText::Borrowed(sql), &e);
+        map(sql, e)
+    })
+}
+
+/// How a held connection's executor reports a statement's failure.
+type ErrorMap = fn(&str, sqlx::Error) -> sqlx::Error;
+
+/// On an acquired connection: as the driver reported it.
+fn as_reported(_: &str, e: sqlx::Error) -> sqlx::Error {
+    e
+}
+
+/// On `&mut Transaction`: what the transaction's own methods return, inside the sqlx error
+/// ([`Error::from`] recovers it): a lost connection is [`Error::TransactionLost`] (the server
+/// rolled the transaction back), a deadline [`Error::Timeout`].
+fn in_transaction(sql: &str, e: sqlx::Error) -> sqlx::Error {
+    if Cut::of(&e).is_some_and(Cut::is_deadline) {
+        return Error::statement(sql, e, true).into_sqlx();
     }
-    r
+    if !is_connection_lost(&e) {
+        return e;
+    }
+    let lost = TransactionLost::new(QueryError::new(sql, e), false);
+    Error::TransactionLost(Box::new(lost)).into_sqlx()
 }
 
 /// `&mut Transaction` and `&mut PoolConnection` as sqlx executors: the connection's own, after
@@ -451,7 +461,7 @@ async fn watched<T>(
 /// acquired connection is the caller's. `$wraps` says whether each statement needs a
 /// transaction of its own (an acquired connection behind a transaction pooler).
 macro_rules! checked_connection_executor {
-    ($ty:ty, |$this:ident| $db:expr, $pooled:expr, $wraps:expr) => {
+    ($ty:ty, |$this:ident| $db:expr, $pooled:expr, $wraps:expr, $map:expr) => {
         impl<'c> Executor<'c> for &'c mut $ty {
             type Database = Postgres;
 
@@ -475,10 +485,14 @@ macro_rules! checked_connection_executor {
                 let pooled: &mut PooledConn = $pooled;
                 let watch = pooled.watch.clone();
                 let conn = &mut pooled.conn;
+                let map: ErrorMap = $map;
                 if !wraps {
-                    let rows = watched_stream(watch, deadline, conn.fetch_many(q));
-                    return observed_stream(db, sql, args, rows);
+                    let label = sql.clone();
+                    let rows = watched_stream(watch, deadline, conn.fetch_many(q))
+                        .map(move |item| item.map_err(|e| map(label.as_str(), e)));
+                    return observed_stream(db, sql, args, rows.boxed());
                 }
+                let label = sql.clone();
                 let fut = async move {
                     db.inner.pool.begin_on(&mut *conn).await?;
                     let items: Vec<Item> =
@@ -488,7 +502,12 @@ macro_rules! checked_connection_executor {
                     end_own(&db, conn, items.iter().all(Result::is_ok)).await?;
                     Ok::<_, sqlx::Error>(futures_util::stream::iter(items))
                 };
-                let fut = async move { watch.run(deadline.as_ref(), fut).await };
+                let fut = async move {
+                    watch
+                        .run(deadline.as_ref(), fut)
+                        .await
+                        .map_err(|e| map(label.as_str(), e))
+                };
                 futures_util::stream::once(fut).try_flatten().boxed()
             }
 
@@ -523,7 +542,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watched(&db, &watch, deadline.as_ref(), sql.as_str(), run).await
+                    watched(&db, &watch, deadline.as_ref(), sql.as_str(), run, $map).await
                 })
             }
 
@@ -557,7 +576,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run).await
+                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run, $map).await
                 })
             }
 
@@ -590,7 +609,7 @@ macro_rules! checked_connection_executor {
                         end_own(&db, conn, r.is_ok()).await?;
                         r
                     };
-                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run).await
+                    watched(&db, &watch, deadline.as_ref(), label.as_str(), run, $map).await
                 })
             }
         }
@@ -601,11 +620,13 @@ checked_connection_executor!(
     super::transaction::Transaction<'_>,
     |tx| &tx.db,
     tx.pooled(),
-    false
+    false,
+    in_transaction
 );
 checked_connection_executor!(
     super::pool::PoolConnection,
     |c| &c.db,
     &mut c.obj,
-    c.db.inner.pool.wraps_statements()
+    c.db.inner.pool.wraps_statements(),
+    as_reported
 );

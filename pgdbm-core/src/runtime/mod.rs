@@ -22,8 +22,8 @@ mod transaction;
 pub use config::{DatabaseConfig, PoolerMode, SslMode, TargetSessionAttrs};
 pub use database::{Database, SharedPool};
 pub use error::{
-    ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind, TimeoutError,
-    TransactionLost, sqlstate,
+    Aftermath, ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind,
+    TimeoutError, TransactionLost, sqlstate,
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::truncate;
+use super::sql_line;
 
 /// A statement deadline passed before the statement's answer came.
 ///
@@ -85,7 +85,7 @@ impl fmt::Display for TimeoutError {
                 "no answer within the statement deadline ({deadline:?}, waited {waited:.1?}): the statement was cancelled on the server and its connection discarded, which rolls the transaction back; run the whole transaction again"
             )?;
         }
-        write!(f, "\n  SQL: {}", truncate(&self.sql, 1000))
+        sql_line(f, &self.sql)
     }
 }
 

@@ -225,7 +225,7 @@ impl fmt::Display for TransactionLost {
                 "the connection was lost inside a transaction ({cause}): the server rolled the transaction back and nothing of it was committed; run the whole transaction again"
             )?;
         }
-        write!(f, "\n  SQL: {}", truncate(&self.query.sql, 1000))
+        sql_line(f, &self.query.sql)
     }
 }
 
@@ -242,8 +242,10 @@ pub struct QueryError {
     source: sqlx::Error,
 }
 
-/// A failed migration: which file, which statement and where.
+/// A failed migration: which file, which statement and where, and what the failure left
+/// behind.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct MigrationError {
     /// The migration file (or `None` for errors about the set as a whole).
     pub file: Option<String>,
@@ -253,8 +255,48 @@ pub struct MigrationError {
     pub statement: Option<String>,
     /// What went wrong and what to do.
     pub message: String,
+    /// What the failure left in the database.
+    pub aftermath: Aftermath,
     /// The underlying error, if any.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What a failed migration left in the database ([`MigrationError::aftermath`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Aftermath {
+    /// Nothing of it ran (a problem found before running, or with the set as a whole).
+    Unchanged,
+    /// The file ran in a transaction, which was rolled back; no later file ran.
+    RolledBack,
+    /// A `-- pgdbm:no-transaction` file: the statements before the failing one stay applied
+    /// and no history row was written.
+    PartlyApplied,
+    /// A down file ran in a transaction, which was rolled back: its history row is kept and
+    /// no older file was reverted.
+    DownRolledBack,
+    /// A no-transaction down file: the statements before the failing one stay applied and its
+    /// history row is kept.
+    DownPartlyApplied,
+}
+
+impl Aftermath {
+    /// What to tell the reader, appended to the error's message.
+    fn says(self) -> &'static str {
+        match self {
+            Aftermath::Unchanged => "",
+            Aftermath::RolledBack => "; the file was rolled back and no later file was run",
+            Aftermath::PartlyApplied => {
+                "; this is a no-transaction file: the statements before this one stay applied and no history row was written, so make them idempotent (IF NOT EXISTS) and run again"
+            }
+            Aftermath::DownRolledBack => {
+                "; the down file was rolled back and its history row kept; no older file was reverted"
+            }
+            Aftermath::DownPartlyApplied => {
+                "; this is a no-transaction file: the statements before this one stay applied and the history row was kept, so make them idempotent (IF EXISTS) and run again"
+            }
+        }
+    }
 }
 
 impl fmt::Display for MigrationError {
@@ -266,7 +308,7 @@ impl fmt::Display for MigrationError {
                 write!(f, " at line {line}, column {col}")?;
             }
         }
-        write!(f, " failed: {}", self.message)?;
+        write!(f, " failed: {}{}", self.message, self.aftermath.says())?;
         if let Some(stmt) = &self.statement {
             write!(f, "\n  statement: {}", truncate(stmt, 500))?;
         }
@@ -294,7 +336,8 @@ impl QueryError {
         (self.sql, self.source)
     }
 
-    /// The SQL sent to the server, after templating.
+    /// The SQL sent to the server, after templating; empty when not known (an error recovered
+    /// with `Error::from` from a `sqlx::Error` that pgdbm did not make).
     pub fn sql(&self) -> &str {
         &self.sql
     }
@@ -370,7 +413,7 @@ impl fmt::Display for QueryError {
                 "\n  the connection broke while the statement was in flight: the outcome is unknown (a write may have been applied); it was not run again"
             )?;
         }
-        write!(f, "\n  SQL: {}", truncate(&self.sql, 1000))
+        sql_line(f, &self.sql)
     }
 }
 
@@ -378,6 +421,14 @@ impl std::error::Error for QueryError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
     }
+}
+
+/// `\n  SQL: …` for `sql`, or nothing when it is not known (an error recovered from sqlx).
+pub(super) fn sql_line(f: &mut fmt::Formatter<'_>, sql: &str) -> fmt::Result {
+    if sql.is_empty() {
+        return Ok(());
+    }
+    write!(f, "\n  SQL: {}", truncate(sql, 1000))
 }
 
 pub(super) fn truncate(s: &str, max: usize) -> String {
@@ -425,7 +476,6 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // used by the migration runner
     pub(crate) fn migration(
         file: Option<&str>,
         message: impl Into<String>,
@@ -436,6 +486,7 @@ impl Error {
             position: None,
             statement: None,
             message: message.into(),
+            aftermath: Aftermath::Unchanged,
             source,
         }))
     }
@@ -523,6 +574,59 @@ impl Error {
     pub fn is_row_not_found(&self) -> bool {
         self.as_query_error()
             .is_some_and(QueryError::is_row_not_found)
+    }
+}
+
+impl Error {
+    /// This error as a `sqlx::Error`, for the paths where pgdbm answers as a sqlx executor
+    /// (`tsql!` and `sqlx::query!` through `&Database`, `&mut Transaction`,
+    /// `&mut PoolConnection`); [`Error::from`] recovers it whole. A statement's own failure is
+    /// the driver's error, as sqlx would return it; pgdbm's own errors travel inside
+    /// `sqlx::Error::Io` (timeouts, a lost server or transaction: what sqlx users treat as
+    /// connection trouble) or `sqlx::Error::Configuration` (a misuse, such as a query run on a
+    /// handle of another schema).
+    pub(crate) fn into_sqlx(self) -> sqlx::Error {
+        use std::io::ErrorKind;
+        let io = |kind: ErrorKind, e: Error| sqlx::Error::Io(std::io::Error::new(kind, e));
+        match self {
+            Error::PoolClosed => sqlx::Error::PoolClosed,
+            Error::Query(q) => q.source,
+            e @ (Error::PoolTimeout { .. } | Error::Timeout(_)) => io(ErrorKind::TimedOut, e),
+            e @ Error::Connect(_) => io(ErrorKind::NotConnected, e),
+            e @ Error::TransactionLost(_) => io(ErrorKind::ConnectionAborted, e),
+            e => sqlx::Error::Configuration(Box::new(e)),
+        }
+    }
+}
+
+/// Recovers pgdbm's error from a `sqlx::Error`: the one pgdbm returned through sqlx (from
+/// `tsql!`, `sqlx::query!` on `&Database`, …) comes back as it was (`SchemaMismatch`,
+/// `PoolTimeout` with its cause, `TransactionLost`, `Timeout`, …); any other is
+/// [`Error::Query`] with the SQL unknown. So one error type serves a handler that uses both,
+/// and `?` works:
+///
+/// ```no_run
+/// # async fn demo(db: pgdbm_core::Database) -> pgdbm_core::Result<()> {
+/// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class").fetch_one(&db).await?;
+/// # Ok(()) }
+/// ```
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        match e {
+            sqlx::Error::Configuration(boxed) => match boxed.downcast::<Error>() {
+                Ok(ours) => *ours,
+                Err(other) => Error::query("", sqlx::Error::Configuration(other)),
+            },
+            sqlx::Error::Io(io) if io.get_ref().is_some_and(|inner| inner.is::<Error>()) => {
+                match io.into_inner().map(|inner| inner.downcast::<Error>()) {
+                    Some(Ok(ours)) => *ours,
+                    _ => unreachable!("checked to hold pgdbm's error"),
+                }
+            }
+            sqlx::Error::PoolClosed => Error::PoolClosed,
+            e if Cut::of(&e).is_some_and(Cut::is_deadline) => Error::statement("", e, false),
+            e => Error::query("", e),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
 use crate::migrations::{Migration, MigrationSet, line_col, split_statements};
-use crate::runtime::error::{Error, MigrationError, Result};
+use crate::runtime::error::{Aftermath, Error, MigrationError, Result};
 use crate::runtime::observe::metrics::migration_run;
 use crate::template;
 
@@ -172,7 +172,7 @@ impl Migrator {
                     .await
                 {
                     let _ = exec(conn, "ROLLBACK").await;
-                    return Err(self.file_error(conn, m, &sql, &map, e).await);
+                    return Err(self.file_error(conn, m, &sql, &map, e, false).await);
                 }
                 self.set_execution_time(conn, id, elapsed_ms(t)).await?;
                 Ok(Ok(AppliedFile {
@@ -248,6 +248,7 @@ impl Migrator {
                 position: Some(line_col(content, e.offset)),
                 statement: None,
                 message: format!("{e}; nothing was {done}"),
+                aftermath: Aftermath::Unchanged,
                 source: Some(Box::new(e)),
             }))
         })
@@ -268,7 +269,7 @@ impl Migrator {
                     .execute(&mut *conn)
                     .await
                 {
-                    return Err(self.statement_error(m, map, stmt.offset, stmt.text, e));
+                    return Err(self.statement_error(m, map, stmt.offset, stmt.text, e, false));
                 }
             }
             self.insert_history(conn, m, Some(elapsed_ms(started)))
@@ -281,7 +282,7 @@ impl Migrator {
             .await
         {
             let _ = exec(conn, "ROLLBACK").await;
-            return Err(self.file_error(conn, m, rendered, map, e).await);
+            return Err(self.file_error(conn, m, rendered, map, e, false).await);
         }
         if let Err(e) = self
             .insert_history(conn, m, Some(elapsed_ms(started)))

@@ -6,13 +6,14 @@ use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnection, PgDatabaseError};
 
 use crate::migrations::{Migration, char_position_to_byte_offset, line_col, split_statements};
-use crate::runtime::error::{Error, MigrationError, Result};
+use crate::runtime::error::{Aftermath, Error, MigrationError, Result};
 use crate::template;
 
 use super::*;
 
 impl Migrator {
-    /// Turns a failure of a whole file into an error naming the statement and its position.
+    /// Turns a failure of a whole file into an error naming the statement and its position;
+    /// `down` for a down file being reverted.
     pub(super) async fn file_error(
         &self,
         conn: &mut PgConnection,
@@ -20,7 +21,13 @@ impl Migrator {
         rendered: &str,
         map: &template::OffsetMap,
         e: sqlx::Error,
+        down: bool,
     ) -> Error {
+        let after = if down {
+            Aftermath::DownRolledBack
+        } else {
+            Aftermath::RolledBack
+        };
         if let Some(pos) = server_position(&e) {
             let offset = char_position_to_byte_offset(rendered, pos);
             let stmt = split_statements(rendered)
@@ -28,7 +35,7 @@ impl Migrator {
                 .rev()
                 .find(|s| s.offset <= offset);
             let text = stmt.map_or(rendered, |s| s.text);
-            return self.located(m, map, offset, Some(text.to_string()), e);
+            return self.located(m, map, offset, Some(text.to_string()), e, after);
         }
         // No position (a constraint violated at run time, say): find the statement by running
         // them one at a time in a transaction that is rolled back.
@@ -48,12 +55,13 @@ impl Migrator {
         match culprit {
             Some((offset, text, pos)) => {
                 let at = offset + pos.map_or(0, |p| char_position_to_byte_offset(&text, p));
-                self.located(m, map, at, Some(text), e)
+                self.located(m, map, at, Some(text), e, after)
             }
-            None => self.located_none(m, e),
+            None => self.located_none(m, e, after),
         }
     }
 
+    /// A statement of a no-transaction file failed (`down`: of a down file being reverted).
     pub(super) fn statement_error(
         &self,
         m: &Migration,
@@ -61,16 +69,16 @@ impl Migrator {
         stmt_offset: usize,
         stmt_text: &str,
         e: sqlx::Error,
+        down: bool,
     ) -> Error {
         let at = stmt_offset
             + server_position(&e).map_or(0, |p| char_position_to_byte_offset(stmt_text, p));
-        let mut err = self.located(m, map, at, Some(stmt_text.to_string()), e);
-        if let Error::Migration(me) = &mut err {
-            me.message.push_str(
-                "; this is a no-transaction file: the statements before this one stay applied and no history row was written, so make them idempotent (IF NOT EXISTS) and run again",
-            );
-        }
-        err
+        let after = if down {
+            Aftermath::DownPartlyApplied
+        } else {
+            Aftermath::PartlyApplied
+        };
+        self.located(m, map, at, Some(stmt_text.to_string()), e, after)
     }
 
     pub(super) fn located(
@@ -80,36 +88,39 @@ impl Migrator {
         rendered_offset: usize,
         statement: Option<String>,
         e: sqlx::Error,
+        aftermath: Aftermath,
     ) -> Error {
         let original = map.to_template(rendered_offset).min(m.content.len());
         let mut message = server_message(&e);
-        // (statement_error completes the message for no-transaction files.)
-        if !m.no_transaction {
-            message.push_str("; the file was rolled back and no later file was run");
-            if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25001")) {
-                message.push_str(
-                    ". Statements such as CREATE INDEX CONCURRENTLY cannot run in a transaction: put a line `-- pgdbm:no-transaction` in the file",
-                );
-            }
+        if !m.no_transaction
+            && matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("25001"))
+        {
+            message.push_str(
+                ". Statements such as CREATE INDEX CONCURRENTLY cannot run in a transaction: put a line `-- pgdbm:no-transaction` in the file",
+            );
         }
         Error::Migration(Box::new(MigrationError {
             file: Some(m.filename.clone()),
             position: Some(line_col(&m.content, original)),
             statement,
             message,
+            aftermath,
             source: Some(Box::new(e)),
         }))
     }
 
-    pub(super) fn located_none(&self, m: &Migration, e: sqlx::Error) -> Error {
+    pub(super) fn located_none(
+        &self,
+        m: &Migration,
+        e: sqlx::Error,
+        aftermath: Aftermath,
+    ) -> Error {
         Error::Migration(Box::new(MigrationError {
             file: Some(m.filename.clone()),
             position: None,
             statement: None,
-            message: format!(
-                "{}; the file was rolled back and no later file was run",
-                server_message(&e)
-            ),
+            message: server_message(&e),
+            aftermath,
             source: Some(Box::new(e)),
         }))
     }
@@ -163,6 +174,7 @@ pub(super) fn source_error(e: crate::migrations::SourceError) -> Error {
         position: None,
         statement: None,
         message: e.to_string(),
+        aftermath: Aftermath::Unchanged,
         source: Some(Box::new(e)),
     }))
 }

@@ -135,12 +135,8 @@ impl Migrator {
                             .await
                         {
                             let as_file = down_as_migration(m, down);
-                            let mut err =
-                                self.statement_error(&as_file, &map, stmt.offset, stmt.text, e);
-                            if let Error::Migration(me) = &mut err {
-                                me.message = me.message.replace("no history row was written", "the history row was kept");
-                            }
-                            return Err(err);
+                            let (offset, text) = (stmt.offset, stmt.text);
+                            return Err(self.statement_error(&as_file, &map, offset, text, e, true));
                         }
                     }
                     exec(&mut conn, "BEGIN").await?;
@@ -165,14 +161,9 @@ impl Migrator {
                         {
                             let _ = exec(&mut conn, "ROLLBACK").await;
                             let as_file = down_as_migration(m, down);
-                            let mut err = self.file_error(&mut conn, &as_file, &sql, &map, e).await;
-                            if let Error::Migration(me) = &mut err {
-                                me.message = me.message.replace(
-                                    "the file was rolled back and no later file was run",
-                                    "the down file was rolled back and its history row kept; no older file was reverted",
-                                );
-                            }
-                            return Err(err);
+                            return Err(self
+                                .file_error(&mut conn, &as_file, &sql, &map, e, true)
+                                .await);
                         }
                         self.delete_history(&mut conn, &m.filename).await?;
                         Ok(())
