@@ -461,21 +461,11 @@ impl Database {
         }
     }
 
-    /// Runs a statement and returns the number of rows it affected.
-    ///
-    /// With `()` as parameters the statement goes over the simple protocol, so a script of
-    /// several statements works (as in pgdbm).
-    pub async fn execute<P: Params>(&self, sql: &str, params: P) -> Result<u64> {
-        let sql = self.render(sql)?;
-        let simple = params.is_empty();
-        let mut ctx = self.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, &ctx, args, |conn, a| query::execute(
-            conn,
-            &ctx,
-            &sql,
-            (!simple).then_some(a)
-        ))
+    query_methods!(with_retry);
+
+    /// The handle whose schema renders the SQL (for the shared query methods).
+    fn schema_handle(&self) -> &Database {
+        self
     }
 
     /// Runs a statement once per parameter set, in one transaction; returns the total rows
@@ -489,86 +479,6 @@ impl Database {
         let n = tx.execute_many(sql, params).await?;
         tx.commit().await?;
         Ok(n)
-    }
-
-    /// Fetches exactly one row; no row is an error ([`Error::is_row_not_found`]).
-    pub async fn fetch_one<T, P>(&self, sql: &str, params: P) -> Result<T>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let rendered = self.render(sql)?;
-        self.fetch_optional_rendered(&rendered, params)
-            .await?
-            .ok_or_else(|| Error::query(rendered.to_string(), sqlx::Error::RowNotFound))
-    }
-
-    /// Fetches the first row, if any.
-    pub async fn fetch_optional<T, P>(&self, sql: &str, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let rendered = self.render(sql)?;
-        self.fetch_optional_rendered(&rendered, params).await
-    }
-
-    async fn fetch_optional_rendered<T, P>(&self, sql: &Arc<str>, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let mut ctx = self.ctx();
-        let args = query::encode(sql, params, &mut ctx)?;
-        with_retry!(self, sql, &ctx, args, |conn, a| query::fetch_optional::<T>(
-            conn, &ctx, sql, a
-        ))
-    }
-
-    /// Fetches every row.
-    pub async fn fetch_all<T, P>(&self, sql: &str, params: P) -> Result<Vec<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.render(sql)?;
-        let mut ctx = self.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_all::<T>(
-            conn, &ctx, &sql, a
-        ))
-    }
-
-    /// The first column of the first row; `None` when there is no row. Use `Option<T>` as `T`
-    /// when the value may be NULL.
-    pub async fn fetch_value<T, P>(&self, sql: &str, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.render(sql)?;
-        let mut ctx = self.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_value::<T>(
-            conn, &ctx, &sql, a
-        ))
-    }
-
-    /// Runs an `INSERT` and returns the new row's `id`, appending `RETURNING id` unless the
-    /// statement has a `RETURNING` clause of its own (then its first column is returned).
-    pub async fn execute_and_return_id<T, P>(&self, sql: &str, params: P) -> Result<T>
-    where
-        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
-        P: Params,
-    {
-        let with_id = query::with_returning_id(&self.render(sql)?);
-        let sql: Arc<str> = with_id.into();
-        let mut ctx = self.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        let v = with_retry!(self, &sql, &ctx, args, |conn, a| query::fetch_value::<T>(
-            conn, &ctx, &sql, a
-        ))?;
-        v.ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
     }
 
     /// Whether a table (or view) exists: `name` in this handle's schema (`public` without one),

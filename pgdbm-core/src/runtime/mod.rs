@@ -1,5 +1,8 @@
 //! Everything that talks to a database (the `runtime` feature).
 
+#[macro_use]
+mod query_api;
+
 mod config;
 mod copy;
 mod database;

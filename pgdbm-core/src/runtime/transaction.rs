@@ -21,10 +21,19 @@ enum TxConn<'a> {
     Nested(&'a mut PooledConn),
 }
 
-/// Runs `$body` (an expression of the bare connection `$conn`) as one statement of `$tx` under
-/// the connection's watch, with the handle's deadline; a failure goes through `fail`.
+/// Runs `$body` (an expression of the bare connection `$conn` and the arguments `$a`) as one
+/// statement of `$tx` under the connection's watch, with the handle's deadline; a failure goes
+/// through `fail` (and, when the watch cut it, into the statistics of `$ctx`). Without a
+/// context and arguments: a statement of the transaction itself (`SAVEPOINT`, `COMMIT`, …).
 macro_rules! in_tx {
-    ($tx:ident, $sql:expr, $ctx:expr, |$conn:ident| $body:expr) => {{
+    ($tx:ident, $sql:expr, $ctx:expr, $args:expr, |$conn:ident, $a:ident| $body:expr) => {{
+        let $a = $args;
+        in_tx!(@run $tx, $sql, Some($ctx), |$conn| $body)
+    }};
+    ($tx:ident, $sql:expr, |$conn:ident| $body:expr) => {
+        in_tx!(@run $tx, $sql, None, |$conn| $body)
+    };
+    (@run $tx:ident, $sql:expr, $ctx:expr, |$conn:ident| $body:expr) => {{
         let deadline = Deadline::starting_now($tx.db.deadline);
         let pooled = $tx.pooled();
         let $conn = &mut pooled.conn;
@@ -126,19 +135,12 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// Runs a statement; returns the rows affected. With `()` a multi-statement script works.
-    pub async fn execute<P: Params>(&mut self, sql: &str, params: P) -> Result<u64> {
-        let sql = self.db.render(sql)?;
-        let simple = params.is_empty();
-        let db = self.db.clone();
-        let mut ctx = db.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        in_tx!(self, &sql, Some(&ctx), |conn| query::execute(
-            conn,
-            &ctx,
-            &sql,
-            (!simple).then_some(args)
-        ))
+    query_methods!(in_tx, mut);
+
+    /// The handle whose schema renders the SQL (for the shared query methods); a clone, so a
+    /// statement can borrow the transaction's connection meanwhile.
+    fn schema_handle(&self) -> Database {
+        self.db.clone()
     }
 
     /// Runs a statement once per parameter set; returns the total rows affected.
@@ -153,99 +155,14 @@ impl<'a> Transaction<'a> {
         for p in params {
             let mut ctx = db.ctx();
             let args = query::encode(&sql, p, &mut ctx)?;
-            total += in_tx!(self, &sql, Some(&ctx), |conn| query::execute(
+            total += in_tx!(self, &sql, &ctx, args, |conn, a| query::execute(
                 conn,
                 &ctx,
                 &sql,
-                Some(args)
+                Some(a)
             ))?;
         }
         Ok(total)
-    }
-
-    async fn optional_rendered<T, P>(&mut self, sql: &Arc<str>, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let db = self.db.clone();
-        let mut ctx = db.ctx();
-        let args = query::encode(sql, params, &mut ctx)?;
-        in_tx!(self, sql, Some(&ctx), |conn| query::fetch_optional::<T>(
-            conn, &ctx, sql, args
-        ))
-    }
-
-    /// Fetches exactly one row; no row is an error.
-    pub async fn fetch_one<T, P>(&mut self, sql: &str, params: P) -> Result<T>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.db.render(sql)?;
-        self.optional_rendered(&sql, params)
-            .await?
-            .ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
-    }
-
-    /// Fetches the first row, if any.
-    pub async fn fetch_optional<T, P>(&mut self, sql: &str, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.db.render(sql)?;
-        self.optional_rendered(&sql, params).await
-    }
-
-    /// Fetches every row.
-    pub async fn fetch_all<T, P>(&mut self, sql: &str, params: P) -> Result<Vec<T>>
-    where
-        T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.db.render(sql)?;
-        let db = self.db.clone();
-        let mut ctx = db.ctx();
-        let args = query::encode(&sql, params, &mut ctx)?;
-        in_tx!(self, &sql, Some(&ctx), |conn| query::fetch_all::<T>(
-            conn, &ctx, &sql, args
-        ))
-    }
-
-    /// The first column of the first row; `None` when there is no row.
-    pub async fn fetch_value<T, P>(&mut self, sql: &str, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
-        P: Params,
-    {
-        let sql = self.db.render(sql)?;
-        self.value_rendered(&sql, params).await
-    }
-
-    async fn value_rendered<T, P>(&mut self, sql: &Arc<str>, params: P) -> Result<Option<T>>
-    where
-        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
-        P: Params,
-    {
-        let db = self.db.clone();
-        let mut ctx = db.ctx();
-        let args = query::encode(sql, params, &mut ctx)?;
-        in_tx!(self, sql, Some(&ctx), |conn| query::fetch_value::<T>(
-            conn, &ctx, sql, args
-        ))
-    }
-
-    /// Runs an `INSERT` and returns the new row's `id` (see [`Database::execute_and_return_id`]).
-    pub async fn execute_and_return_id<T, P>(&mut self, sql: &str, params: P) -> Result<T>
-    where
-        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
-        P: Params,
-    {
-        let sql: Arc<str> = query::with_returning_id(&self.db.render(sql)?).into();
-        self.value_rendered(&sql, params)
-            .await?
-            .ok_or_else(|| Error::query(sql.to_string(), sqlx::Error::RowNotFound))
     }
 
     /// Bulk-loads rows with COPY inside this transaction (see [`Database::copy_in`]).
@@ -268,7 +185,7 @@ impl<'a> Transaction<'a> {
     /// savepoint only; the outer transaction carries on.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let db = self.db.clone();
-        in_tx!(self, "SAVEPOINT", None, |conn| PgTransactionManager::begin(
+        in_tx!(self, "SAVEPOINT", |conn| PgTransactionManager::begin(
             conn, None
         ))?;
         Ok(Transaction {
@@ -280,16 +197,14 @@ impl<'a> Transaction<'a> {
 
     /// Commits (or, nested, releases the savepoint).
     pub async fn commit(mut self) -> Result<()> {
-        in_tx!(self, "COMMIT", None, |conn| PgTransactionManager::commit(
-            conn
-        ))?;
+        in_tx!(self, "COMMIT", |conn| PgTransactionManager::commit(conn))?;
         self.open = false;
         Ok(())
     }
 
     /// Rolls back (or, nested, rolls back to the savepoint).
     pub async fn rollback(mut self) -> Result<()> {
-        in_tx!(self, "ROLLBACK", None, |conn| {
+        in_tx!(self, "ROLLBACK", |conn| {
             PgTransactionManager::rollback(conn)
         })?;
         self.open = false;
