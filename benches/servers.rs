@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use pg_server::PgServer;
 use pgbouncer::PgBouncer;
-use pgdbm::{Database, DatabaseConfig, PoolerMode};
+use pgdbm::config::PoolerMode;
+use pgdbm::{Database, DatabaseConfig};
 use sqlx::postgres::PgPoolOptions;
 
 const SQL: &str = "SELECT v FROM points WHERE id = $1";

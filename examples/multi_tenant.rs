@@ -26,7 +26,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pgdbm::{Database, DatabaseConfig, SharedPool, TenantErrorKind, Tenants, tsql, tsql_as};
+use pgdbm::tenants::TenantErrorKind;
+use pgdbm::{Database, DatabaseConfig, SharedPool, Tenants, tsql, tsql_as};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]

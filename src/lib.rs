@@ -1,5 +1,111 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("lib.md")]
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(rust_2018_idioms, unreachable_pub)]
 
-pub use pgdbm_core::*;
+// The everyday names, at the root.
+/// The sqlx crate pgdbm is built on, for `sqlx::FromRow`, `sqlx::query!` and the types its
+/// values decode into (`sqlx::types::time::PrimitiveDateTime`, …).
+pub use pgdbm_core::sqlx;
+pub use pgdbm_core::{
+    CopyRow, Database, DatabaseConfig, Error, Migrator, Params, PoolConnection, Result, SharedPool,
+    Tenants, Transaction,
+};
+/// Compile-time checked queries and the test attribute; see the crate documentation.
 pub use pgdbm_macros::{embed_migrations, test, tsql, tsql_as, tsql_scalar, tsql_str};
+
+/// How to reach the server: the enums of [`DatabaseConfig`].
+pub mod config {
+    pub use pgdbm_core::{PoolerMode, SslMode, TargetSessionAttrs};
+}
+
+/// The parts of [`Error`]: each variant's details, and the SQLSTATE codes callers ask about.
+pub mod error {
+    pub use pgdbm_core::ident::InvalidIdentifier;
+    pub use pgdbm_core::template::{TemplateError, TemplateErrorKind};
+    pub use pgdbm_core::{
+        Aftermath, ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind,
+        TimeoutError, TransactionLost, sqlstate,
+    };
+}
+
+/// Migrations: the [`Migrator`] and its reports, embedded migration sets, and the files
+/// themselves (reading, ordering, splitting, creating).
+pub mod migrate {
+    pub use pgdbm_core::migrations::{
+        DownMigration, Migration, MigrationSet, MigrationVersion, SourceError, Statement, checksum,
+        create_migration_file, new_migration_filename, split_statements,
+    };
+    pub use pgdbm_core::{
+        AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
+        MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
+    };
+}
+
+/// Schema-per-tenant on one shared pool: [`Tenants`] and what its fleet operations report.
+pub mod tenants {
+    pub use pgdbm_core::{TenantErrorKind, TenantMigration, Tenants};
+}
+
+/// What the pool and the server say about themselves: health checks, statement plans, lock
+/// waits, long-running statements, table sizes, replicas.
+pub mod inspect {
+    pub use pgdbm_core::{
+        BlockingQuery, Explain, ExplainOptions, Health, HealthReport, HealthStatus,
+        LongRunningQuery, PoolStats, ReplicaLag, ReplicaStatus, TableSize,
+    };
+}
+
+/// What pgdbm records for an operator: the metric names, the operation label, and the
+/// in-process query statistics.
+pub mod observe {
+    pub use pgdbm_core::{Operation, QueryRecord, QueryStats, metric_names};
+}
+
+/// Test support: a fresh migrated database per test (`#[pgdbm::test]`,
+/// [`TestDatabase`](testing::TestDatabase)), the server it runs on, and PostgreSQL clusters of
+/// your own.
+pub mod testing {
+    pub use pgdbm_core::local_server::{
+        IDLE_ENV, LocalCluster, THROWAWAY_DIR_ENV, ThrowawayServer, find_binaries,
+        postgres_bin_dirs,
+    };
+    pub use pgdbm_core::testing::{
+        ServerDiscovery, ServerSource, TEST_DATABASE_PREFIX, TableSnapshot, TestDatabase,
+        TestDatabaseBuilder, TestDatabaseFactory, TestOutcome, TestServer, database_url_or_local,
+        drop_stale_test_databases, stop_throwaway, test_server,
+    };
+}
+
+/// `{{tables.users}}` / `<<tables.users>>` templating, as [`Database::render`] applies it.
+pub mod template {
+    pub use pgdbm_core::template::{Placeholder, Target, placeholders, render};
+}
+
+/// Identifiers: validation and quoting of schema, table and other names.
+pub mod ident {
+    pub use pgdbm_core::ident::{
+        IdentifierKind, MAX_IDENTIFIER_LEN, is_valid_identifier, quote_identifier,
+        validate_identifier,
+    };
+}
+
+/// `pgdbm.toml`: the project file the macros, the CLI and pgdbm (Python) share.
+pub mod project {
+    pub use pgdbm_core::project::{
+        Environment, FILE_NAME, Location, MigrationsDir, ModuleConfig, ModuleMode, Project,
+        ProjectError, ProjectInfo, SharedPoolConfig,
+    };
+}
+
+/// What the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use pgdbm_core::EmbeddedMigrations;
+    pub use pgdbm_core::testing::{run, run_in_transaction};
+}
+
+/// The README's Rust snippets, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

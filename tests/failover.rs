@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pgdbm::{Database, DatabaseConfig, TargetSessionAttrs};
+use pgdbm::config::TargetSessionAttrs;
+use pgdbm::{Database, DatabaseConfig};
 use support::pg_server::PgServer;
 
 const CLIENTS: usize = 16;

@@ -9,7 +9,8 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgdbm::{Database, DatabaseConfig, Error, HealthStatus, tsql_as};
+use pgdbm::inspect::HealthStatus;
+use pgdbm::{Database, DatabaseConfig, Error, tsql_as};
 use serde_json::json;
 use support::captured::Captured;
 use support::http_load::{Load, Sample, failures, longest};

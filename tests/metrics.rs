@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use pgdbm::{Database, Migrator, metric_names as names};
+use pgdbm::observe::metric_names as names;
+use pgdbm::{Database, Migrator};
 
 #[path = "integration/common.rs"]
 #[allow(dead_code)] // shared with the main integration suite

@@ -10,7 +10,8 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgdbm::{Database, DatabaseConfig, Error, HealthStatus};
+use pgdbm::inspect::HealthStatus;
+use pgdbm::{Database, DatabaseConfig, Error};
 use serde_json::json;
 use support::captured::Captured;
 use support::http_load::{Load, failures, longest};
@@ -311,7 +312,7 @@ async fn a_partition_of_the_only_server_ends_statements_in_seconds_and_recovers_
     );
     assert_eq!(
         report_during.status,
-        pgdbm::CheckStatus::Reconnecting,
+        pgdbm::inspect::HealthStatus::Reconnecting,
         "{report_during:?}"
     );
     // Everything waiting for the server was served soon after it came back.

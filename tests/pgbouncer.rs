@@ -6,7 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use pgdbm::{Database, DatabaseConfig, Error, Migrator, PoolerMode, SharedPool, tsql_as};
+use pgdbm::config::PoolerMode;
+use pgdbm::{Database, DatabaseConfig, Error, Migrator, SharedPool, tsql_as};
 use sqlx::{Connection, Row};
 use support::myservice::User;
 use support::pg_server::PgServer;

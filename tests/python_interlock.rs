@@ -5,8 +5,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use pgdbm::migrate::RevertTarget;
 use pgdbm::testing::TestDatabase;
-use pgdbm::{Database, DatabaseConfig, Migrator, RevertTarget};
+use pgdbm::{Database, DatabaseConfig, Migrator};
 
 const PYTHON_RUNNER: &str = r#"
 import asyncio, sys

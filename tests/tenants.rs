@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use pgdbm::tenants::TenantErrorKind;
 use pgdbm::testing::TestDatabase;
 use pgdbm::{
-    Database, DatabaseConfig, Error, SharedPool, TenantErrorKind, Tenants, tsql, tsql_as,
-    tsql_scalar, tsql_str,
+    Database, DatabaseConfig, Error, SharedPool, Tenants, tsql, tsql_as, tsql_scalar, tsql_str,
 };
 
 const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");

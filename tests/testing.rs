@@ -111,7 +111,7 @@ async fn transaction_variant_sees_its_own_writes(
 fn transaction_variant_rolls_back() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen2 = seen.clone();
-    pgdbm::testing::run_in_transaction(
+    pgdbm::__private::run_in_transaction(
         TestDatabase::builder()
             .migrations(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
             .module("myservice"),
@@ -158,7 +158,7 @@ fn a_panicking_test_still_drops_its_database() {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let seen2 = seen.clone();
     let result = std::panic::catch_unwind(move || {
-        pgdbm::testing::run(TestDatabase::builder(), |db: Database| async move {
+        pgdbm::__private::run(TestDatabase::builder(), |db: Database| async move {
             let name: Option<String> = db
                 .fetch_value("SELECT current_database()::text", ())
                 .await
@@ -182,7 +182,7 @@ fn a_panicking_test_still_drops_its_database() {
 #[test]
 fn a_test_returning_an_error_fails() {
     let r = std::panic::catch_unwind(|| {
-        pgdbm::testing::run(TestDatabase::builder(), |db: Database| async move {
+        pgdbm::__private::run(TestDatabase::builder(), |db: Database| async move {
             db.execute("SELECT * FROM no_such_table", ())
                 .await
                 .map(|_| ())

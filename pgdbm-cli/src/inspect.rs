@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pgdbm_core::sqlx::Arguments;
 use pgdbm_core::sqlx::postgres::PgArguments;
-use pgdbm_core::{CheckStatus, Database, ExplainOptions, HealthReport};
+use pgdbm_core::{Database, ExplainOptions, HealthReport, HealthStatus};
 
 use crate::cli::{InspectCommand, InspectTarget, ModuleArgs};
 use crate::context::{Context, Failure, Result, Target, fail};
@@ -260,16 +260,16 @@ async fn health(ctx: &Context, db: &Database) -> Result<Code> {
         print_health(&r);
     }
     Ok(match r.status {
-        CheckStatus::Healthy => Code::Ok,
+        HealthStatus::Healthy => Code::Ok,
         _ => Code::Pending,
     })
 }
 
 fn print_health(r: &HealthReport) {
     let status = match r.status {
-        CheckStatus::Healthy => styled(GOOD, "healthy"),
-        CheckStatus::Degraded => styled(BAD, "degraded"),
-        CheckStatus::Reconnecting => styled(BAD, "reconnecting"),
+        HealthStatus::Healthy => styled(GOOD, "healthy"),
+        HealthStatus::Degraded => styled(BAD, "degraded"),
+        HealthStatus::Reconnecting => styled(BAD, "reconnecting"),
         _ => styled(BAD, "unhealthy"),
     };
     let (Some(version), Some(version_num), Some(in_recovery), Some(latency)) = (

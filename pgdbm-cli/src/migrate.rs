@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::cli::{MigrateAction, MigrateCommand};
 use crate::context::{Context, Result, Target, fail};
 use crate::exit::Code;
-use crate::output::{self, BAD, GOOD, PENDING, styled};
+use crate::output::{self, BAD, GOOD, PENDING, styled, timestamp};
 
 pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
     if let MigrateAction::Create { name } = &cmd.action {
@@ -162,8 +162,8 @@ async fn one(
                 let (state, text, extra) = match &s.state {
                     FileState::Applied { applied_at } => (
                         "applied",
-                        styled(GOOD, format!("applied {applied_at}")),
-                        json!({"applied_at": applied_at}),
+                        styled(GOOD, format!("applied {}", timestamp(applied_at))),
+                        json!({"applied_at": timestamp(applied_at)}),
                     ),
                     FileState::Pending => ("pending", styled(PENDING, "pending"), json!({})),
                     FileState::Modified { recorded, current } => (
@@ -176,8 +176,8 @@ async fn one(
                     ),
                     FileState::Missing { applied_at } => (
                         "missing",
-                        styled(BAD, format!("MISSING (applied {applied_at})")),
-                        json!({"applied_at": applied_at}),
+                        styled(BAD, format!("MISSING (applied {})", timestamp(applied_at))),
+                        json!({"applied_at": timestamp(applied_at)}),
                     ),
                     other => ("unknown", format!("{other:?}"), json!({})),
                 };
@@ -204,7 +204,7 @@ async fn one(
                 for h in &history {
                     println!(
                         "{}  {:<40} {:>6} ms  by {}",
-                        h.applied_at,
+                        timestamp(&h.applied_at),
                         h.filename,
                         h.execution_time_ms.unwrap_or(0),
                         h.applied_by.as_deref().unwrap_or_default()
@@ -216,7 +216,7 @@ async fn one(
                 .map(|h| {
                     json!({
                         "file": h.filename, "checksum": h.checksum, "module": h.module_name,
-                        "applied_at": h.applied_at, "applied_by": h.applied_by,
+                        "applied_at": timestamp(&h.applied_at), "applied_by": h.applied_by,
                         "execution_time_ms": h.execution_time_ms,
                     })
                 })

@@ -28,6 +28,20 @@ pub const BAD: Style = AnsiColor::Red.on_default().bold();
 pub const HEADING: Style = Style::new().bold();
 
 /// `text` in `style` (the style's codes are stripped when colour is off).
+/// A history timestamp as the CLI has always printed it: `2026-11-25T20:02:29.568671`.
+pub fn timestamp(t: &pgdbm_core::sqlx::types::time::PrimitiveDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
 pub fn styled(style: Style, text: impl std::fmt::Display) -> String {
     format!("{style}{text}{style:#}")
 }

@@ -37,6 +37,6 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         quote! { (#name, ::core::include_str!(#path)) }
     });
     Ok(quote! {
-        ::pgdbm::EmbeddedMigrations::new(&[ #(#entries),* ])
+        ::pgdbm::__private::EmbeddedMigrations::new(&[ #(#entries),* ])
     })
 }

@@ -121,13 +121,13 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     }
     let body = if args.transaction {
         quote! {
-            ::pgdbm::testing::run_in_transaction(#builder, |mut __pgdbm_tx| async move {
+            ::pgdbm::__private::run_in_transaction(#builder, |mut __pgdbm_tx| async move {
                 let __pgdbm_result = __pgdbm_test(&mut __pgdbm_tx).await;
                 (__pgdbm_result, __pgdbm_tx)
             })
         }
     } else {
-        quote! { ::pgdbm::testing::run(#builder, __pgdbm_test) }
+        quote! { ::pgdbm::__private::run(#builder, __pgdbm_test) }
     };
     Ok(quote_spanned! {func.sig.span()=>
         #[::core::prelude::v1::test]

@@ -1,7 +1,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use pgdbm::{Database, DatabaseConfig, Error, SslMode};
+use pgdbm::config::SslMode;
+use pgdbm::{Database, DatabaseConfig, Error};
 
 use crate::common::TestDb;
 

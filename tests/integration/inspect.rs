@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use pgdbm::{CheckStatus, Database, Error, ExplainOptions};
+use pgdbm::inspect::{ExplainOptions, HealthStatus};
+use pgdbm::{Database, Error};
 use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 
@@ -435,7 +436,7 @@ async fn health_check_reports_the_server_and_degrades_on_a_lock_wait() {
         .unwrap();
 
     let r = db.health_check().await.unwrap();
-    assert_eq!(r.status, CheckStatus::Healthy, "{r:#?}");
+    assert_eq!(r.status, HealthStatus::Healthy, "{r:#?}");
     assert!(r.is_healthy());
     assert!(r.warnings.is_empty(), "{r:#?}");
     let version = r.server_version.as_deref().unwrap_or_default();
@@ -469,14 +470,14 @@ async fn health_check_reports_the_server_and_degrades_on_a_lock_wait() {
         (r.blocked_queries >= 1).then_some(r)
     })
     .await;
-    assert_eq!(r.status, CheckStatus::Degraded, "{r:#?}");
+    assert_eq!(r.status, HealthStatus::Degraded, "{r:#?}");
     assert_eq!(
         r.warnings,
         ["1 query is blocked by locks (see blocking_queries)"]
     );
     lock.release().await;
     let r = db.health_check().await.unwrap();
-    assert_eq!((r.status, r.blocked_queries), (CheckStatus::Healthy, 0));
+    assert_eq!((r.status, r.blocked_queries), (HealthStatus::Healthy, 0));
 
     db.close().await;
 }
@@ -492,7 +493,7 @@ async fn health_check_warns_of_a_saturated_pool_and_fails_without_a_server() {
         held.push(db.acquire().await.unwrap());
     }
     let r = db.health_check().await.unwrap();
-    assert_eq!(r.status, CheckStatus::Degraded, "{r:#?}");
+    assert_eq!(r.status, HealthStatus::Degraded, "{r:#?}");
     assert_eq!((r.pool.in_use, r.pool.max_size), (9, 10));
     assert_eq!(r.pool_saturation, 0.9);
     assert_eq!(

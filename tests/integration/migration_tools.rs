@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use pgdbm::{Database, Error, Migrator, ReportStatus, RevertTarget};
+use pgdbm::migrate::{ReportStatus, RevertTarget};
+use pgdbm::{Database, Error, Migrator};
 use sqlx::PgConnection;
 
 use crate::common::{TestDb, count};
@@ -67,7 +68,7 @@ async fn repair_accepts_a_changed_checksum_on_purpose_and_only_then() {
         "-- the users' table\nCREATE TABLE {{tables.a}} (id int);",
     );
     let new_checksum =
-        pgdbm::migrations::checksum("-- the users' table\nCREATE TABLE {{tables.a}} (id int);");
+        pgdbm::migrate::checksum("-- the users' table\nCREATE TABLE {{tables.a}} (id int);");
     assert!(m.apply_pending().await.is_err());
 
     // A dry run reports and changes nothing.
@@ -275,7 +276,7 @@ async fn revert_runs_down_files_newest_first_and_stops_before_a_missing_one() {
     assert_eq!(me.position, Some((2, 1)));
     assert_eq!(me.statement.as_deref(), Some("DROP TABLE \"rev\".no_such;"));
     assert!(me.message.contains("does not exist"), "{e}");
-    assert_eq!(me.aftermath, pgdbm::Aftermath::DownRolledBack);
+    assert_eq!(me.aftermath, pgdbm::error::Aftermath::DownRolledBack);
     assert!(
         e.to_string()
             .contains("rolled back and its history row kept"),

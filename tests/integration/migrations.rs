@@ -1,7 +1,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgdbm::{Database, Error, FileState, Migrator, ReportStatus};
+use pgdbm::migrate::{FileState, ReportStatus};
+use pgdbm::{Database, Error, Migrator};
 use sqlx::PgConnection;
 
 use crate::common::{TestDb, count};
@@ -261,8 +262,8 @@ async fn modified_and_missing_files_are_refused_and_nothing_is_applied() {
     );
     let Error::Migration(me) = &err else { panic!() };
     assert_eq!(me.file.as_deref(), Some("001_a.sql"));
-    let recorded = pgdbm::migrations::checksum("CREATE TABLE {{tables.a}} (id int);");
-    let current = pgdbm::migrations::checksum("CREATE TABLE {{tables.a}} (id bigint);");
+    let recorded = pgdbm::migrate::checksum("CREATE TABLE {{tables.a}} (id int);");
+    let current = pgdbm::migrate::checksum("CREATE TABLE {{tables.a}} (id bigint);");
     assert!(
         text.contains(&recorded) && text.contains(&current),
         "{text}"
@@ -425,7 +426,7 @@ async fn history_written_by_pgdbm_python_is_up_to_date_and_vice_versa() {
     // hashlib.sha256(content.replace("\r\n", "\n").strip().encode()).hexdigest()
     // (computed with Python for this exact content)
     let checksum = "7c1bb0eef737009f5bf43b11f6cc003f67c1916d39f1a03c43d023a503241caf";
-    assert_eq!(pgdbm::migrations::checksum(content), checksum);
+    assert_eq!(pgdbm::migrate::checksum(content), checksum);
     sqlx::query("INSERT INTO py.schema_migrations (filename, checksum, module_name, execution_time_ms) VALUES ($1, $2, $3, $4)")
         .bind("001_users.sql")
         .bind(checksum)
@@ -462,7 +463,7 @@ async fn history_written_by_pgdbm_python_is_up_to_date_and_vice_versa() {
     assert_eq!(rows[1].0, "002_posts.sql");
     assert_eq!(
         rows[1].1,
-        pgdbm::migrations::checksum("CREATE TABLE {{tables.posts}} (id int);")
+        pgdbm::migrate::checksum("CREATE TABLE {{tables.posts}} (id int);")
     );
 }
 

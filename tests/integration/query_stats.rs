@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use pgdbm::{Database, Operation};
+use pgdbm::Database;
+use pgdbm::observe::Operation;
 
 use crate::common::TestDb;
 

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pgdbm::local_server::LocalCluster;
+use pgdbm::testing::LocalCluster;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 const PSQL: &str = "/usr/bin/psql";

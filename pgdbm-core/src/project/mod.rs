@@ -64,7 +64,7 @@ pub struct Project {
     /// `[modules.NAME]`, in file order. [`module_order`](Self::module_order) sorts them.
     pub modules: Vec<ModuleConfig>,
     /// `[shared_pool]`, if present.
-    pub shared_pool: Option<SharedPool>,
+    pub shared_pool: Option<SharedPoolConfig>,
 }
 
 /// `[project]`.
@@ -181,7 +181,7 @@ pub struct Environment {
 /// `[shared_pool]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SharedPool {
+pub struct SharedPoolConfig {
     /// `min_connections` (default 10).
     pub min_connections: u32,
     /// `max_connections` (default 100), at least `min_connections`.

@@ -8,7 +8,7 @@ use toml::de::DeTable;
 
 use super::fields::{Cx, Field, fields};
 use super::{
-    Environment, ModuleConfig, ModuleMode, Project, ProjectError, ProjectInfo, SharedPool,
+    Environment, ModuleConfig, ModuleMode, Project, ProjectError, ProjectInfo, SharedPoolConfig,
 };
 use crate::ident::{IdentifierKind, validate_identifier};
 
@@ -315,8 +315,8 @@ impl Cx<'_> {
         &self,
         f: &Field<'_, '_>,
         refs: &mut Vec<ModuleRef>,
-    ) -> Result<SharedPool, ProjectError> {
-        let mut pool = SharedPool {
+    ) -> Result<SharedPoolConfig, ProjectError> {
+        let mut pool = SharedPoolConfig {
             min_connections: 10,
             max_connections: 100,
             modules: Vec::new(),

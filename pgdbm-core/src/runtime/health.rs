@@ -11,12 +11,16 @@ use super::pool::PoolStats;
 /// the server went silent. Also capped by `acquire_timeout` and `liveness_timeout`.
 pub(crate) const HEALTH_DEADLINE: Duration = Duration::from_millis(1500);
 
-/// What [`Database::health`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Database::health`] and [`Database::health_check`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum HealthStatus {
-    /// `SELECT 1` answered.
+    /// The server answered.
     Healthy,
+    /// The server answers, but something needs attention (only from
+    /// [`health_check`](Database::health_check), with its warnings).
+    Degraded,
     /// The pool lost the server and is reconnecting; checkouts wait (up to `acquire_timeout`)
     /// meanwhile. A readiness probe should answer "not ready".
     Reconnecting,

@@ -30,8 +30,7 @@ pub use error::{
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{
-    BlockingQuery, CheckStatus, Explain, ExplainOptions, HealthReport, LongRunningQuery,
-    ReplicaLag, TableSize,
+    BlockingQuery, Explain, ExplainOptions, HealthReport, LongRunningQuery, ReplicaLag, TableSize,
 };
 pub use migrator::{
     AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,

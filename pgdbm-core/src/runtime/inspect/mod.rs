@@ -20,7 +20,7 @@ use std::time::Duration;
 pub use activity::{BlockingQuery, LongRunningQuery};
 pub use explain::ExplainOptions;
 pub use plan::Explain;
-pub use report::{CheckStatus, HealthReport, ReplicaLag};
+pub use report::{HealthReport, ReplicaLag};
 pub use sizes::TableSize;
 
 /// A duration from seconds as PostgreSQL computed them: negative (clock skew between two

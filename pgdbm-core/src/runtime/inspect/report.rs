@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{from_secs, ms_opt};
 use crate::runtime::database::Database;
 use crate::runtime::error::{Error, Result};
+use crate::runtime::health::HealthStatus;
 use crate::runtime::pool::PoolStats;
 
 /// Statements not idle for longer than this count as long-running in the report.
@@ -14,23 +15,6 @@ pub(crate) const LONG_RUNNING: Duration = Duration::from_secs(60);
 pub(crate) const LAG_WARNING: Duration = Duration::from_secs(10);
 /// Pool use (in use / max size) at or above this is a warning.
 pub(crate) const POOL_WARNING: f64 = 0.9;
-
-/// The verdict of [`Database::health_check`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum CheckStatus {
-    /// Nothing to report.
-    Healthy,
-    /// The server answers, but something needs attention: see [`HealthReport::warnings`].
-    Degraded,
-    /// The pool lost the server and is reconnecting (the report's server fields are `None`);
-    /// checkouts wait meanwhile. A readiness probe should answer "not ready".
-    Reconnecting,
-    /// No answer within the check's deadline (the server fields are `None`); the liveness
-    /// check is looking at the server.
-    Unhealthy,
-}
 
 /// One standby streaming from this server (a row of `pg_stat_replication`). Without
 /// superuser or `pg_read_all_stats`, PostgreSQL hides all but the name.
@@ -58,7 +42,7 @@ pub struct ReplicaLag {
 pub struct HealthReport {
     /// `Healthy` when there are no warnings, else `Degraded`; `Reconnecting` or `Unhealthy`
     /// when the server could not be asked.
-    pub status: CheckStatus,
+    pub status: HealthStatus,
     /// What needs attention, one sentence each (e.g. `2 queries are blocked by locks`).
     pub warnings: Vec<String>,
     /// `version()`: `PostgreSQL 15.6 on x86_64-pc-linux-gnu, compiled by …`.
@@ -93,7 +77,7 @@ pub struct HealthReport {
 impl HealthReport {
     /// A report of a check that could not ask the server.
     fn unanswered(
-        status: CheckStatus,
+        status: HealthStatus,
         why: String,
         pool: PoolStats,
         outage: Option<Duration>,
@@ -115,9 +99,9 @@ impl HealthReport {
         }
     }
 
-    /// `true` when the status is [`CheckStatus::Healthy`].
+    /// `true` when the status is [`HealthStatus::Healthy`].
     pub fn is_healthy(&self) -> bool {
-        self.status == CheckStatus::Healthy
+        self.status == HealthStatus::Healthy
     }
 }
 
@@ -173,7 +157,7 @@ impl Database {
     /// 60 s, the standbys streaming from it with their lag (on a standby: its own replay delay),
     /// plus the round trip of that query and the pool's numbers.
     ///
-    /// The status is [`CheckStatus::Degraded`] with one warning per finding: blocked queries,
+    /// The status is [`HealthStatus::Degraded`] with one warning per finding: blocked queries,
     /// long-running queries, callers waiting for a pool connection or the pool at 90 % or more
     /// of its maximum, a standby lagging more than 10 s. A server the pool cannot reach is an
     /// `Err`: the pool's own error (a refused connection at once; [`Error::PoolTimeout`] after
@@ -196,7 +180,7 @@ impl Database {
         let shared = &self.inner.pool;
         if let Some(down) = shared.outage.down() {
             return Ok(HealthReport::unanswered(
-                CheckStatus::Reconnecting,
+                HealthStatus::Reconnecting,
                 format!(
                     "the server has been unreachable for {:.1?} ({}); the pool is reconnecting",
                     down.since, down.last_error
@@ -215,7 +199,7 @@ impl Database {
                 Err(Error::Timeout(_)) => {
                     shared.kick_liveness_check();
                     return Ok(HealthReport::unanswered(
-                        CheckStatus::Unhealthy,
+                        HealthStatus::Unhealthy,
                         format!("no answer within {limit:?}; checking whether the server can be reached"),
                         pool,
                         None,
@@ -226,7 +210,7 @@ impl Database {
             () = shared.outage.wait_down() => {
                 let down = shared.outage.down();
                 return Ok(HealthReport::unanswered(
-                    CheckStatus::Reconnecting,
+                    HealthStatus::Reconnecting,
                     format!(
                         "the server has become unreachable ({}); the pool is reconnecting",
                         down.as_ref().map(|d| d.last_error.as_str()).unwrap_or("")
@@ -251,7 +235,7 @@ impl Database {
             .collect();
         let pool_saturation = saturation(&pool);
         let mut report = HealthReport {
-            status: CheckStatus::Healthy,
+            status: HealthStatus::Healthy,
             warnings: Vec::new(),
             server_version: Some(server_version),
             server_version_num: Some(server_version_num),
@@ -267,7 +251,7 @@ impl Database {
         };
         report.warnings = warnings(&report);
         if !report.warnings.is_empty() {
-            report.status = CheckStatus::Degraded;
+            report.status = HealthStatus::Degraded;
         }
         Ok(report)
     }
@@ -347,7 +331,7 @@ mod tests {
 
     fn report() -> HealthReport {
         HealthReport {
-            status: CheckStatus::Healthy,
+            status: HealthStatus::Healthy,
             warnings: Vec::new(),
             server_version: Some("PostgreSQL 15".into()),
             server_version_num: Some(150000),

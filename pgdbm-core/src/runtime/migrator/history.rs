@@ -86,7 +86,7 @@ impl Migrator {
     pub(super) async fn read_applied(
         &self,
         conn: &mut PgConnection,
-    ) -> Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<(String, String, PrimitiveDateTime)>> {
         exec(conn, "BEGIN").await?;
         let r = self.applied(conn).await;
         let _ = exec(conn, "COMMIT").await;
@@ -160,13 +160,13 @@ impl Migrator {
     pub(super) async fn applied(
         &self,
         conn: &mut PgConnection,
-    ) -> Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<(String, String, PrimitiveDateTime)>> {
         if !self.table_exists(conn).await? {
             return Ok(Vec::new());
         }
         // pgdbm counts rows without a module as belonging to every module.
         let sql = format!(
-            "SELECT filename::text, checksum::text, to_char(applied_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') \
+            "SELECT filename::text, checksum::text, applied_at \
              FROM {} WHERE module_name = $1 OR module_name IS NULL ORDER BY id",
             self.qualified_table()
         );
@@ -181,7 +181,7 @@ impl Migrator {
     pub(super) fn check_drift(
         &self,
         set: &MigrationSet,
-        applied: &[(String, String, String)],
+        applied: &[(String, String, PrimitiveDateTime)],
     ) -> Result<()> {
         for (filename, recorded, _) in applied {
             match set.get(filename) {

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
+use sqlx::types::time::PrimitiveDateTime;
 
 use crate::ident::{IdentifierKind, quote_identifier, validate_identifier};
 use crate::migrations::MigrationSet;
@@ -112,8 +113,8 @@ pub struct MigrationReport {
 pub enum FileState {
     /// Applied, and the file is unchanged.
     Applied {
-        /// When, as the server's `applied_at` text.
-        applied_at: String,
+        /// When (the history's `applied_at`, server time without a time zone).
+        applied_at: PrimitiveDateTime,
     },
     /// Not applied yet.
     Pending,
@@ -127,7 +128,7 @@ pub enum FileState {
     /// Recorded as applied, but no such file exists any more.
     Missing {
         /// When it was applied.
-        applied_at: String,
+        applied_at: PrimitiveDateTime,
     },
 }
 
@@ -149,8 +150,8 @@ pub struct HistoryEntry {
     pub checksum: String,
     /// The module (NULL in very old pgdbm rows).
     pub module_name: Option<String>,
-    /// When (server time, ISO 8601).
-    pub applied_at: String,
+    /// When (server time, without a time zone, as the history table keeps it).
+    pub applied_at: PrimitiveDateTime,
     /// Which database role applied it.
     pub applied_by: Option<String>,
     /// How long it took.

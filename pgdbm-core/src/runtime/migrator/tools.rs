@@ -27,7 +27,7 @@ impl Migrator {
             let state = match applied.iter().find(|a| a.0 == m.filename) {
                 None => FileState::Pending,
                 Some((_, checksum, at)) if *checksum == m.checksum => FileState::Applied {
-                    applied_at: at.clone(),
+                    applied_at: *at,
                 },
                 Some((_, checksum, _)) => FileState::Modified {
                     recorded: checksum.clone(),
@@ -44,7 +44,7 @@ impl Migrator {
                 out.push(FileStatus {
                     filename: filename.clone(),
                     state: FileState::Missing {
-                        applied_at: at.clone(),
+                        applied_at: *at,
                     },
                 });
             }
@@ -74,12 +74,19 @@ impl Migrator {
             }
             let sql = format!(
                 "SELECT filename::text, checksum::text, module_name::text, \
-                 to_char(applied_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') AS applied_at, applied_by::text, execution_time_ms \
+                 applied_at, applied_by::text, execution_time_ms \
                  FROM {} WHERE module_name = $1 OR module_name IS NULL \
                  ORDER BY applied_at DESC, id DESC LIMIT $2",
                 self.qualified_table()
             );
-            type Row = (String, String, Option<String>, String, Option<String>, Option<i32>);
+            type Row = (
+                String,
+                String,
+                Option<String>,
+                PrimitiveDateTime,
+                Option<String>,
+                Option<i32>,
+            );
             let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(&self.module)
                 .bind(limit)
@@ -234,7 +241,7 @@ impl Migrator {
                 None,
             ));
         }
-        let plan = |applied: &[(String, String, String)]| {
+        let plan = |applied: &[(String, String, PrimitiveDateTime)]| {
             let mut report = BaselineReport {
                 recorded: Vec::new(),
                 already_applied: Vec::new(),
@@ -314,7 +321,7 @@ pub(super) async fn finish<T>(conn: &mut PgConnection, r: Result<T>) -> Result<T
 
 fn repair_plan(
     m: &Migration,
-    applied: &[(String, String, String)],
+    applied: &[(String, String, PrimitiveDateTime)],
     module: &str,
 ) -> Result<Repair> {
     let Some((_, recorded, _)) = applied.iter().find(|a| a.0 == m.filename) else {

@@ -29,7 +29,7 @@ use std::sync::OnceLock;
 
 use futures_util::FutureExt;
 
-pub use server::{ServerDiscovery, ServerSource, TestServer, find_binaries, stop_throwaway};
+pub use server::{ServerDiscovery, ServerSource, TestServer, stop_throwaway};
 
 use crate::ident::{IdentifierKind, validate_identifier};
 use crate::migrations::MigrationSet;

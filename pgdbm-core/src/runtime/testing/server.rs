@@ -210,9 +210,3 @@ pub(crate) fn admin_url_of(url: &str) -> String {
 pub fn stop_throwaway(bin_dir: &Path, root: &Path) -> Result<()> {
     ThrowawayServer::new(root).stop(bin_dir).map(|_| ())
 }
-
-/// The first directory with `initdb` and `pg_ctl` in [`ServerDiscovery::from_env`]'s search (see
-/// [`local_server::find_binaries`]).
-pub fn find_binaries() -> Option<PathBuf> {
-    local_server::find_binaries()
-}
