@@ -400,3 +400,39 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub check: bool,
 }
+
+impl Command {
+    /// What the command does to the database it connects to; `None` when it connects to none
+    /// of the user's (it writes a file, manages the throwaway server, or makes a scratch
+    /// database of its own).
+    pub fn access(&self) -> Option<crate::context::Access> {
+        use crate::context::Access::{Read, Write};
+        Some(match self {
+            Command::Migrate(m) => match &m.action {
+                MigrateAction::Create { .. } => return None,
+                MigrateAction::Apply { dry_run: false } => Write("migrate apply"),
+                MigrateAction::MarkUnapplied { .. } => Write("migrate mark-unapplied"),
+                MigrateAction::Repair { dry_run: false, .. } => Write("migrate repair"),
+                MigrateAction::Baseline { dry_run: false, .. } => Write("migrate baseline"),
+                MigrateAction::Revert { dry_run: false, .. } => Write("migrate revert"),
+                _ => Read,
+            },
+            Command::Db { command } => Write(match command {
+                DbCommand::Create => "db create",
+                DbCommand::Drop { .. } => "db drop",
+                DbCommand::Reset { .. } => "db reset",
+            }),
+            Command::Tenants { command } => match command {
+                TenantsCommand::List(_) => Read,
+                TenantsCommand::Create { .. } => Write("tenants create"),
+                TenantsCommand::Migrate { .. } => Write("tenants migrate"),
+                TenantsCommand::Drop { .. } => Write("tenants drop"),
+            },
+            Command::Inspect { .. } => Read,
+            Command::TestServer { .. }
+            | Command::Test { .. }
+            | Command::Prepare(_)
+            | Command::Completions { .. } => return None,
+        })
+    }
+}

@@ -60,6 +60,69 @@ pub struct Context {
     pub env: Option<String>,
     /// `--json`.
     pub json: bool,
+    /// Where the command acts, once [`locate`](Self::locate) found it.
+    location: Option<Location>,
+}
+
+/// How the database a command acts on was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `--env NAME`: an `[environments.NAME]` of pgdbm.toml.
+    Environment(String),
+    /// `DATABASE_URL`.
+    DatabaseUrl,
+    /// pgdbm.toml's default environment (`[project] default_env`, else `dev`), with no
+    /// `DATABASE_URL`.
+    DefaultEnvironment(String),
+    /// `DB_HOST`, `DB_PORT`, `DB_NAME` or `DB_USER`.
+    Variables,
+    /// Nothing set: the database the examples use, on the local server.
+    LocalDefault,
+}
+
+impl Source {
+    /// Whether the user named the database (a command that writes needs that).
+    pub fn is_explicit(&self) -> bool {
+        *self != Source::LocalDefault
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Environment(name) => write!(f, "--env {name}"),
+            Source::DatabaseUrl => f.write_str("DATABASE_URL"),
+            Source::DefaultEnvironment(name) => {
+                write!(f, "pgdbm.toml's default environment `{name}`")
+            }
+            Source::Variables => f.write_str("DB_HOST/DB_PORT/DB_NAME/DB_USER"),
+            Source::LocalDefault => f.write_str(
+                "nothing set: the local default, as the examples use; set DATABASE_URL or --env to choose",
+            ),
+        }
+    }
+}
+
+/// Where a command acts: the URL (password masked), its database, and how it was chosen.
+#[derive(Clone, Debug)]
+pub struct Location {
+    /// For [`Source::LocalDefault`], the local server's URL of the default database.
+    local_url: Option<String>,
+    /// The URL as shown, password masked.
+    pub shown: String,
+    /// The database name.
+    pub database: String,
+    /// How it was chosen.
+    pub source: Source,
+}
+
+/// What a command does to the database, for [`Context::locate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: may act on the local default, saying so.
+    Read,
+    /// Writes: refuses unless the database was named. The words name the command.
+    Write(&'static str),
 }
 
 /// One module a command acts on.
@@ -96,7 +159,103 @@ impl Context {
             project,
             env: global.env.clone(),
             json: global.json,
+            location: None,
         })
+    }
+
+    /// How the database is chosen: `--env`, else `DATABASE_URL`, else pgdbm.toml's default
+    /// environment, else the `DB_*` variables, else nothing (the local default).
+    fn source(&self) -> Source {
+        let set = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+        if let Some(name) = &self.env {
+            return Source::Environment(name.clone());
+        }
+        if set("DATABASE_URL") {
+            return Source::DatabaseUrl;
+        }
+        if let Some(p) = &self.project
+            && p.environment(p.default_env()).is_ok()
+        {
+            return Source::DefaultEnvironment(p.default_env().to_string());
+        }
+        if ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER"]
+            .iter()
+            .any(|k| set(k))
+        {
+            return Source::Variables;
+        }
+        Source::LocalDefault
+    }
+
+    /// Finds where the command acts, refuses a command that writes when the database was not
+    /// named (as sqlx-cli does), and says where on stderr (in `--json` the documents carry it).
+    ///
+    /// The local default is the database the examples use: the project's name (pgdbm.toml's
+    /// `[project] name`, else `postgres`) on the server on localhost:5432, or else on the
+    /// throwaway server the tests start.
+    pub async fn locate(&mut self, access: Access) -> Result<()> {
+        let source = self.source();
+        if let (Access::Write(what), false) = (access, source.is_explicit()) {
+            return fail(format!(
+                "`pgdbm {what}` changes a database, and none was named: set DATABASE_URL (e.g. postgresql://user@host:5432/mydb), pass --env NAME (an [environments.NAME] of pgdbm.toml), or declare one in pgdbm.toml as [project] default_env. Read-only commands (migrate status, inspect …) use the local default and say so"
+            ));
+        }
+        let local_url = if source.is_explicit() {
+            None
+        } else {
+            let name = self
+                .project
+                .as_ref()
+                .and_then(|p| p.project.as_ref())
+                .map_or("postgres", |p| p.name.as_str());
+            Some(pgdbm_core::testing::local_database_url(name).await?)
+        };
+        self.location = Some(Location {
+            local_url,
+            shown: String::new(),
+            database: String::new(),
+            source,
+        });
+        let config = self.database_config()?;
+        let location = self.location.as_mut().expect("set above");
+        location.shown = config.to_string();
+        location.database = config.get_database().to_string();
+        if !self.json {
+            anstream::eprintln!(
+                "{} {} ({})",
+                crate::output::styled(crate::output::HEADING, "database:"),
+                location.shown,
+                location.source
+            );
+        }
+        Ok(())
+    }
+
+    /// Where the command acts, as the `target` of its `--json` documents.
+    pub fn target_json(&self, schema: Option<&str>) -> serde_json::Value {
+        match &self.location {
+            Some(l) => serde_json::json!({
+                "url": l.shown,
+                "database": l.database,
+                "schema": schema,
+                "source": l.source.to_string(),
+            }),
+            None => serde_json::Value::Null,
+        }
+    }
+
+    /// Prints `--json` output, with where it acted: an object gets a `target` key, a list
+    /// becomes `{"target": …, "rows": [...]}`.
+    pub fn print_json(&self, value: serde_json::Value, schema: Option<&str>) {
+        let target = self.target_json(schema);
+        let value = match value {
+            serde_json::Value::Object(mut o) => {
+                o.insert("target".into(), target);
+                serde_json::Value::Object(o)
+            }
+            other => serde_json::json!({"target": target, "rows": other}),
+        };
+        crate::output::json(&value);
     }
 
     /// The connection settings: DATABASE_URL (and the other DB_* variables), else the project
@@ -113,6 +272,11 @@ impl Context {
         &self,
         map: impl Fn(&str, Option<String>) -> Option<String>,
     ) -> Result<DatabaseConfig> {
+        if let Some(url) = self.location.as_ref().and_then(|l| l.local_url.clone()) {
+            return Ok(DatabaseConfig::from_lookup(|k| {
+                map(k, (k == "DATABASE_URL").then(|| url.clone()))
+            })?);
+        }
         let url_set = std::env::var("DATABASE_URL").is_ok_and(|v| !v.trim().is_empty());
         let env = match (&self.project, &self.env) {
             (Some(p), Some(name)) => Some(p.environment(name)?),
@@ -255,7 +419,22 @@ impl Context {
         if let Some(s) = &target.schema {
             config = config.schema(s);
         }
-        Ok(Database::connect(config).await?)
+        match Database::connect(config).await {
+            Ok(db) => Ok(db),
+            Err(pgdbm_core::Error::Connect(e))
+                if self
+                    .location
+                    .as_ref()
+                    .is_some_and(|l| !l.source.is_explicit())
+                    && matches!(&e.source, pgdbm_core::sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000")) =>
+            {
+                fail(format!(
+                    "the local default database `{}` does not exist yet (`cargo run --example standalone_service` creates and migrates it); or name another with DATABASE_URL or --env",
+                    e.database
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The migrator for `target` on `db`, with the options of `args`.

@@ -10,7 +10,7 @@ use pgdbm_core::{Database, ExplainOptions, HealthReport, HealthStatus};
 use crate::cli::{InspectCommand, InspectTarget, ModuleArgs};
 use crate::context::{Context, Failure, Result, Target, fail};
 use crate::exit::Code;
-use crate::output::{self, BAD, GOOD, HEADING, PENDING, styled};
+use crate::output::{BAD, GOOD, HEADING, PENDING, styled};
 
 mod format;
 
@@ -82,8 +82,8 @@ fn database_wide() -> Target {
 }
 
 /// Prints what `serde_json::to_value` made of a result.
-fn print_json(value: serde_json::Result<serde_json::Value>) {
-    output::json(&value.expect("the results serialise"));
+fn print_json(ctx: &Context, db: &Database, value: serde_json::Result<serde_json::Value>) {
+    ctx.print_json(value.expect("the results serialise"), db.schema());
 }
 
 async fn explain(
@@ -105,7 +105,7 @@ async fn explain(
         .verbose(verbose);
     let plan = db.explain(sql, args, options).await?;
     if ctx.json {
-        print_json(serde_json::to_value(&plan));
+        print_json(ctx, db, serde_json::to_value(&plan));
     } else {
         println!("{plan}");
         if plan.analyzed {
@@ -124,7 +124,7 @@ async fn explain(
 async fn blocking(ctx: &Context, db: &Database) -> Result<Code> {
     let rows = db.blocking_queries().await?;
     if ctx.json {
-        print_json(serde_json::to_value(&rows));
+        print_json(ctx, db, serde_json::to_value(&rows));
     } else if rows.is_empty() {
         anstream::println!("{}", styled(GOOD, "no query is waiting for a lock"));
     } else {
@@ -159,7 +159,7 @@ async fn blocking(ctx: &Context, db: &Database) -> Result<Code> {
 async fn long_running(ctx: &Context, db: &Database, threshold: Duration) -> Result<Code> {
     let rows = db.long_running_queries(threshold).await?;
     if ctx.json {
-        print_json(serde_json::to_value(&rows));
+        print_json(ctx, db, serde_json::to_value(&rows));
     } else if rows.is_empty() {
         anstream::println!(
             "{}",
@@ -204,7 +204,7 @@ async fn table_sizes(ctx: &Context, db: &Database, schemas: &[Option<String>]) -
         rows.extend(handle.table_sizes().await?);
     }
     if ctx.json {
-        print_json(serde_json::to_value(&rows));
+        print_json(ctx, db, serde_json::to_value(&rows));
         return Ok(Code::Ok);
     }
     if rows.is_empty() {
@@ -255,7 +255,7 @@ async fn table_sizes(ctx: &Context, db: &Database, schemas: &[Option<String>]) -
 async fn health(ctx: &Context, db: &Database) -> Result<Code> {
     let r = db.health_check().await?;
     if ctx.json {
-        print_json(serde_json::to_value(&r));
+        print_json(ctx, db, serde_json::to_value(&r));
     } else {
         print_health(&r);
     }

@@ -30,7 +30,10 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = rt.block_on(async {
-        let ctx = Context::new(&cli.global)?;
+        let mut ctx = Context::new(&cli.global)?;
+        if let Some(access) = cli.command.access() {
+            ctx.locate(access).await?;
+        }
         match cli.command {
             Command::Migrate(cmd) => migrate::run(&ctx, cmd).await,
             Command::Db { command } => db::run(&ctx, command).await,

@@ -58,6 +58,7 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
         if let Some(mut doc) = doc {
             doc["module"] = json!(m.module());
             doc["schema"] = json!(t.schema);
+            doc["target"] = ctx.target_json(t.schema.as_deref());
             documents.push(doc);
         }
     }

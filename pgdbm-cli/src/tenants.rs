@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::cli::{ModuleArgs, TenantArgs, TenantsCommand};
 use crate::context::{Context, Failure, Result, Target, fail};
 use crate::exit::Code;
-use crate::output::{self, BAD, GOOD, styled};
+use crate::output::{BAD, GOOD, styled};
 
 pub async fn run(ctx: &Context, cmd: TenantsCommand) -> Result<Code> {
     // Refused before anything else: no connection, nothing read.
@@ -99,11 +99,14 @@ async fn one(
                 })
                 .collect();
             if ctx.json {
-                output::json(&json!(
-                    rows.iter()
-                        .map(|(name, schema)| json!({"name": name, "schema": schema}))
-                        .collect::<Vec<_>>()
-                ));
+                ctx.print_json(
+                    json!(
+                        rows.iter()
+                            .map(|(name, schema)| json!({"name": name, "schema": schema}))
+                            .collect::<Vec<_>>()
+                    ),
+                    None,
+                );
             } else if rows.is_empty() {
                 println!("no tenants (module {})", target.module);
             } else {

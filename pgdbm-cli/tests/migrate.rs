@@ -509,7 +509,13 @@ async fn status_check_json_and_colour() {
     let r = run(&mut cmd(), &with(&["migrate", "status"]));
     assert_eq!(r.code, Some(0));
     let r = run(&mut cmd(), &with(&["--json", "migrate", "pending"]));
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // Each document names where it acted: the URL (password masked), database, schema, source.
+    let target = v[0].as_object_mut().unwrap().remove("target").unwrap();
+    assert_eq!(target["source"], "DATABASE_URL", "{target}");
+    assert_eq!(target["schema"], "js");
+    assert_eq!(target["url"].as_str().unwrap(), t.masked_url(), "{target}");
+    assert_eq!(target["database"].as_str().unwrap(), t.name, "{target}");
     assert_eq!(
         v,
         serde_json::json!([{"module": "js", "schema": "js", "pending": ["001_a.sql", "002_b.sql"]}])
@@ -652,5 +658,97 @@ async fn bad_input_is_one_short_message_and_changes_nothing() {
         )
         .await,
         0
+    );
+}
+
+/// Every command that connects names where it acts on stderr; commands that write refuse to
+/// guess when nothing names the database; read-only ones use the local default and say so.
+#[tokio::test]
+async fn the_cli_says_where_it_acts_and_writes_only_where_told() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "migrations/001_a.sql",
+        "CREATE TABLE {{tables.a}} (id int);",
+    );
+    let project = format!("pgdbm_cli_nowhere_{}", std::process::id());
+    write(
+        dir.path(),
+        "pgdbm.toml",
+        &format!(
+            "[project]\nname = \"{project}\"\n\n[modules.app]\nmigrations_path = \"migrations\"\nschema = \"app\"\n"
+        ),
+    );
+
+    // Named by DATABASE_URL: said on stderr, password masked.
+    let r = run(
+        pgdbm(dir.path()).env("DATABASE_URL", t.url()),
+        &["migrate", "status"],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.target,
+        format!("{} (DATABASE_URL)", t.masked_url()),
+        "{r:?}"
+    );
+
+    // Nothing named: every command that writes refuses, and nothing is written anywhere.
+    for args in [
+        &["migrate", "apply"][..],
+        &["migrate", "revert"],
+        &["migrate", "baseline"],
+        &["migrate", "repair", "001_a.sql"],
+        &["migrate", "mark-unapplied", "001_a.sql"],
+        &["db", "drop", "--yes"],
+        &["db", "reset", "--yes"],
+        &["tenants", "create", "acme"],
+        &["tenants", "drop", "acme"],
+    ] {
+        let r = run(&mut pgdbm(dir.path()), args);
+        assert_eq!(r.code, Some(1), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("changes a database, and none was named")
+                && r.stderr.contains("DATABASE_URL")
+                && r.stderr.contains("--env"),
+            "{args:?}: {r:?}"
+        );
+        assert_eq!(r.target, "", "refused before connecting: {r:?}");
+    }
+
+    // A read-only command uses the local default (the project's name, as the examples do)
+    // and says so; this one does not exist, and the error says how to make it.
+    let r = run(&mut pgdbm(dir.path()), &["migrate", "status"]);
+    assert!(
+        r.target
+            .contains(&format!("/{project} (nothing set: the local default")),
+        "{r:?}"
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "the local default database `{project}` does not exist yet"
+        )),
+        "{r:?}"
+    );
+
+    // --env names an environment of pgdbm.toml; its name is the source.
+    write(
+        dir.path(),
+        "pgdbm.toml",
+        &format!(
+            "[project]\nname = \"{project}\"\n\n[environments.staging]\nurl = \"{}\"\n\n[modules.app]\nmigrations_path = \"migrations\"\nschema = \"app\"\n",
+            t.url()
+        ),
+    );
+    let r = run(
+        &mut pgdbm(dir.path()),
+        &["--env", "staging", "migrate", "apply"],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.target,
+        format!("{} (--env staging)", t.masked_url()),
+        "{r:?}"
     );
 }

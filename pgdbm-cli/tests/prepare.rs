@@ -99,6 +99,8 @@ fn pgdbm(cwd: &Path, args: &[&str], env: &[(&str, OsString)]) -> (Run, u32) {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        // prepare makes a scratch database of its own: it names no target.
+        target: String::new(),
     };
     (run, pid)
 }

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use sqlx::PgConnection;
-use support::{TestDb, count, pgdbm, run, write};
+use support::{Run, TestDb, count, pgdbm, run, write};
 
 /// A project whose top-level module `app` (schema `app`) the tenants get.
 const APP_TOML: &str = r#"schema = "app"
@@ -89,10 +89,7 @@ async fn create_list_migrate_and_drop() {
     assert_eq!(r.stdout, "no tenants (module app)\n");
     let r = run(&mut cmd(&t, dir.path()), &["--json", "tenants", "list"]);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap(),
-        serde_json::json!([])
-    );
+    assert_eq!(rows(&r), serde_json::json!([]));
     assert_eq!(
         count(
             &mut raw,
@@ -138,7 +135,7 @@ async fn create_list_migrate_and_drop() {
     assert_eq!(r.stdout, "acme    tenant_acme\nbeta_2  tenant_beta_2\n");
     let r = run(&mut cmd(&t, dir.path()), &["--json", "tenants", "list"]);
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap(),
+        rows(&r),
         serde_json::json!([
             {"name": "acme", "schema": "tenant_acme"},
             {"name": "beta_2", "schema": "tenant_beta_2"}
@@ -440,4 +437,22 @@ async fn drop_without_yes_needs_no_server_and_an_unreachable_one_shows_no_passwo
         r.stderr
     );
     assert!(!r.stderr.contains("s3cret_pw"), "{}", r.stderr);
+}
+
+/// The rows of a `--json` list, which names where it acted (the test's DATABASE_URL).
+fn rows(r: &Run) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["target"]["source"], "DATABASE_URL", "{r:?}");
+    assert_eq!(
+        v["target"]["database"],
+        v["target"]["url"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap(),
+        "{r:?}"
+    );
+    v["rows"].clone()
 }

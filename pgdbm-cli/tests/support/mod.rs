@@ -28,6 +28,11 @@ impl TestDb {
         self.inner.url()
     }
 
+    /// The URL as the CLI shows it (any password masked).
+    pub fn masked_url(&self) -> String {
+        pgdbm_core::DatabaseConfig::new(self.url()).to_string()
+    }
+
     /// A direct connection, to check what is really in the database.
     pub async fn raw(&self) -> PgConnection {
         PgConnection::connect(&self.url())
@@ -56,7 +61,10 @@ pub fn write(dir: &Path, name: &str, content: &str) {
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,
+    /// Standard error without the `database: …` line that names where the command acted.
     pub stderr: String,
+    /// That line, after `database: ` (empty when the command named none).
+    pub target: String,
 }
 
 /// The built `pgdbm` in `cwd`, with no database settings from the outside world (tests set
@@ -83,9 +91,18 @@ pub fn pgdbm(cwd: &Path) -> assert_cmd::Command {
 /// Runs `cmd` with `args`.
 pub fn run(cmd: &mut assert_cmd::Command, args: &[&str]) -> Run {
     let out = cmd.args(args).output().expect("run pgdbm");
+    let all = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (target, stderr) = match all.strip_prefix("database: ") {
+        Some(rest) => match rest.split_once('\n') {
+            Some((line, others)) => (line.to_string(), others.to_string()),
+            None => (rest.to_string(), String::new()),
+        },
+        None => (String::new(), all),
+    };
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
+        target,
     }
 }

@@ -92,6 +92,11 @@ impl DatabaseConfig {
         })
     }
 
+    /// The name of the database connections use (of the first host of a host list).
+    pub fn get_database(&self) -> String {
+        self.endpoint().2
+    }
+
     /// Host, port and database as `host:port/database`, for messages.
     pub fn target(&self) -> String {
         match self.connect_targets() {

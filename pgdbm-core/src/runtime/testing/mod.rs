@@ -582,6 +582,31 @@ pub async fn drop_stale_test_databases(admin_url: &str) -> Result<Vec<String>> {
     template_db::drop_stale(admin_url).await
 }
 
+/// The server a local default database lives on: the one on localhost:5432, else the
+/// throwaway server (started if needed).
+async fn local_server(name: &str) -> Result<TestServer> {
+    validate_identifier(name, IdentifierKind::Database)?;
+    let mut discovery = ServerDiscovery::from_env();
+    discovery.test_url = None;
+    discovery.database_url = None;
+    // A developer's data belongs on the local server, not in memory that an idle stop loses.
+    discovery.prefer_throwaway = false;
+    discovery.find().await
+}
+
+/// The URL of database `name` on the local server (the one on localhost:5432, else the
+/// throwaway server the tests use), without creating it: where the CLI acts when nothing names
+/// a database, the same database [`database_url_or_local`] gives the examples.
+///
+/// # Errors
+///
+/// [`Error::Identifier`] for an invalid name; a connection error when no local server is found
+/// and none can be started.
+pub async fn local_database_url(name: &str) -> Result<String> {
+    let server = local_server(name).await?;
+    Ok(template_db::url_for(&server.admin_url, name))
+}
+
 /// For examples and local development: `DATABASE_URL` when it is set; otherwise the database
 /// `name` on a local server — the one on localhost:5432, or else the throwaway server the tests
 /// use (in `/dev/shm` where there is one, so its data lasts until that server stops when idle;
@@ -595,13 +620,7 @@ pub async fn database_url_or_local(name: &str) -> Result<String> {
     {
         return Ok(url);
     }
-    validate_identifier(name, IdentifierKind::Database)?;
-    let mut discovery = ServerDiscovery::from_env();
-    discovery.test_url = None;
-    discovery.database_url = None;
-    // A developer's data belongs on the local server, not in memory that an idle stop loses.
-    discovery.prefer_throwaway = false;
-    let server = discovery.find().await?;
+    let server = local_server(name).await?;
     let mut conn = template_db::admin(&server.admin_url).await?;
     let sql = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)";
     let exists: bool = sqlx::query_scalar(sql)
