@@ -2,14 +2,16 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::AssertSqlSafe;
-use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use sqlx::types::time::PrimitiveDateTime;
+use sqlx::{AssertSqlSafe, Connection};
 
 use super::apply::pooler_refuses;
 use super::tools::finish;
 use super::{Migrator, exec};
-use crate::migrations::{DownMigration, Migration, split_statements};
+use crate::migrations::{DownMigration, Migration, MigrationSet, split_statements};
 use crate::runtime::error::{Error, Result};
+use crate::template;
 
 /// How far [`Migrator::revert`] goes back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,34 +88,8 @@ impl Migrator {
                 self.applied(&mut conn).await?
             };
             self.check_drift(&set, &applied)?;
-            let mut plan: Vec<&Migration> = set
-                .iter()
-                .filter(|m| applied.iter().any(|a| a.0 == m.filename))
-                .collect();
-            plan.reverse();
-            match target {
-                RevertTarget::Steps(n) => plan.truncate(n),
-                RevertTarget::To(v) => plan.retain(|m| m.version.number > v),
-            }
-            let mut rendered = Vec::with_capacity(plan.len());
-            for m in &plan {
-                let Some(down) = &m.down else {
-                    return Err(Error::migration(
-                        Some(&m.filename),
-                        format!(
-                            "cannot revert it: there is no down file `down/{}.down.sql`; nothing was reverted. Write the down file, or revert fewer files (stop above version {})",
-                            m.filename.trim_end_matches(".sql"),
-                            m.version.text
-                        ),
-                        None,
-                    ));
-                };
-                if pooler && down.no_transaction {
-                    return Err(pooler_refuses(&down.filename));
-                }
-                let (sql, map) = self.render_file(&down.filename, &down.content, "reverted")?;
-                rendered.push((sql, map));
-            }
+            let plan = revert_plan(&set, &applied, target);
+            let rendered = self.render_down_files(&plan, pooler)?;
             if dry_run {
                 return Ok(RevertReport {
                     reverted: Vec::new(),
@@ -123,68 +99,7 @@ impl Migrator {
             }
             let mut done = Vec::new();
             for (m, (sql, map)) in plan.into_iter().zip(rendered) {
-                let down = m.down.as_ref().expect("checked above");
-                let t = Instant::now();
-                if down.no_transaction {
-                    // Direct connection only (refused above behind a pooler); the session lock
-                    // is held.
-                    tracing::warn!(file = %down.filename, "pgdbm: running a no-transaction down migration statement by statement; a failure leaves earlier statements applied");
-                    for stmt in split_statements(&sql) {
-                        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
-                            .execute(&mut conn)
-                            .await
-                        {
-                            let as_file = down_as_migration(m, down);
-                            let (offset, text) = (stmt.offset, stmt.text);
-                            return Err(self.statement_error(&as_file, &map, offset, text, e, true));
-                        }
-                    }
-                    exec(&mut conn, "BEGIN").await?;
-                    let r = self.delete_history(&mut conn, &m.filename).await;
-                    finish(&mut conn, r).await?;
-                } else {
-                    self.begin_step(&mut conn, false).await?;
-                    let r = async {
-                        if pooler {
-                            let now = self.applied(&mut conn).await?;
-                            if !now.iter().any(|a| a.0 == m.filename) {
-                                return Err(Error::migration(
-                                    Some(&m.filename),
-                                    "another runner changed the history while this revert ran (the file is no longer applied); the files before it were reverted, this one and later were not. Check `status` and run again",
-                                    None,
-                                ));
-                            }
-                        }
-                        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                            .execute(&mut conn)
-                            .await
-                        {
-                            let _ = exec(&mut conn, "ROLLBACK").await;
-                            let as_file = down_as_migration(m, down);
-                            return Err(self
-                                .file_error(&mut conn, &as_file, &sql, &map, e, true)
-                                .await);
-                        }
-                        self.delete_history(&mut conn, &m.filename).await?;
-                        Ok(())
-                    }
-                    .await;
-                    finish(&mut conn, r).await?;
-                }
-                let execution_time = t.elapsed();
-                tracing::info!(
-                    file = %m.filename,
-                    down_file = %down.filename,
-                    module = %self.module,
-                    schema = self.db.schema().unwrap_or(""),
-                    elapsed_ms = execution_time.as_millis() as u64,
-                    "pgdbm: reverted migration"
-                );
-                done.push(RevertedFile {
-                    filename: m.filename.clone(),
-                    down_file: down.filename.clone(),
-                    execution_time,
-                });
+                done.push(self.revert_one(&mut conn, m, &sql, &map, pooler).await?);
             }
             Ok(RevertReport {
                 reverted: done,
@@ -196,6 +111,136 @@ impl Migrator {
         let _ = conn.close().await;
         r
     }
+
+    /// Each planned file's down file, rendered; refused (before anything runs) when one is
+    /// missing, or cannot run behind a transaction pooler.
+    fn render_down_files(
+        &self,
+        plan: &[&Migration],
+        pooler: bool,
+    ) -> Result<Vec<(String, template::OffsetMap)>> {
+        let mut rendered = Vec::with_capacity(plan.len());
+        for m in plan {
+            let Some(down) = &m.down else {
+                return Err(Error::migration(
+                    Some(&m.filename),
+                    format!(
+                        "cannot revert it: there is no down file `down/{}.down.sql`; nothing was reverted. Write the down file, or revert fewer files (stop above version {})",
+                        m.filename.trim_end_matches(".sql"),
+                        m.version.text
+                    ),
+                    None,
+                ));
+            };
+            if pooler && down.no_transaction {
+                return Err(pooler_refuses(&down.filename));
+            }
+            rendered.push(self.render_file(&down.filename, &down.content, "reverted")?);
+        }
+        Ok(rendered)
+    }
+
+    /// Reverts file `m` with its rendered down file `sql` and removes its history row: in one
+    /// transaction, or statement by statement for a no-transaction down file.
+    async fn revert_one(
+        &self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        sql: &str,
+        map: &template::OffsetMap,
+        pooler: bool,
+    ) -> Result<RevertedFile> {
+        let down = m.down.as_ref().expect("render_down_files checked it");
+        let t = Instant::now();
+        if down.no_transaction {
+            // Direct connection only (refused behind a pooler); the session lock is held.
+            tracing::warn!(file = %down.filename, "pgdbm: running a no-transaction down migration statement by statement; a failure leaves earlier statements applied");
+            for stmt in split_statements(sql) {
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    let as_file = down_as_migration(m, down);
+                    let (offset, text) = (stmt.offset, stmt.text);
+                    return Err(self.statement_error(&as_file, map, offset, text, e, true));
+                }
+            }
+            exec(conn, "BEGIN").await?;
+            let r = self.delete_history(conn, &m.filename).await;
+            finish(conn, r).await?;
+        } else {
+            self.begin_step(conn, false).await?;
+            let r = self
+                .revert_in_transaction(conn, m, down, sql, map, pooler)
+                .await;
+            finish(conn, r).await?;
+        }
+        let execution_time = t.elapsed();
+        tracing::info!(
+            file = %m.filename,
+            down_file = %down.filename,
+            module = %self.module,
+            schema = self.db.schema().unwrap_or(""),
+            elapsed_ms = execution_time.as_millis() as u64,
+            "pgdbm: reverted migration"
+        );
+        Ok(RevertedFile {
+            filename: m.filename.clone(),
+            down_file: down.filename.clone(),
+            execution_time,
+        })
+    }
+
+    /// The statements of one transactional revert step, inside its transaction; behind a
+    /// pooler, after checking again that the file is still applied.
+    async fn revert_in_transaction(
+        &self,
+        conn: &mut PgConnection,
+        m: &Migration,
+        down: &DownMigration,
+        sql: &str,
+        map: &template::OffsetMap,
+        pooler: bool,
+    ) -> Result<()> {
+        if pooler {
+            let now = self.applied(conn).await?;
+            if !now.iter().any(|a| a.0 == m.filename) {
+                return Err(Error::migration(
+                    Some(&m.filename),
+                    "another runner changed the history while this revert ran (the file is no longer applied); the files before it were reverted, this one and later were not. Check `status` and run again",
+                    None,
+                ));
+            }
+        }
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.to_string()))
+            .execute(&mut *conn)
+            .await
+        {
+            let _ = exec(conn, "ROLLBACK").await;
+            let as_file = down_as_migration(m, down);
+            return Err(self.file_error(conn, &as_file, sql, map, e, true).await);
+        }
+        self.delete_history(conn, &m.filename).await?;
+        Ok(())
+    }
+}
+
+/// The applied files to revert, newest first, as `target` says.
+fn revert_plan<'s>(
+    set: &'s MigrationSet,
+    applied: &[(String, String, PrimitiveDateTime)],
+    target: RevertTarget,
+) -> Vec<&'s Migration> {
+    let mut plan: Vec<&Migration> = set
+        .iter()
+        .filter(|m| applied.iter().any(|a| a.0 == m.filename))
+        .collect();
+    plan.reverse();
+    match target {
+        RevertTarget::Steps(n) => plan.truncate(n),
+        RevertTarget::To(v) => plan.retain(|m| m.version.number > v),
+    }
+    plan
 }
 
 /// The down file in the shape the error helpers take, so its errors name the down file, its
