@@ -25,6 +25,8 @@
 //!
 //! The figures and ratios are printed, never asserted.
 
+#[path = "../tests/support/packages.rs"]
+mod packages;
 #[path = "../tests/support/pg_server.rs"]
 #[allow(dead_code)]
 mod pg_server;

@@ -1,7 +1,9 @@
 //! One `pgdbm.toml` for pgdbm (Python) and pgdbm (Rust): pgdbm 0.5.0's own `load_config` reads
 //! our files, we read the file its CLI writes, and both see the same modules, in the same order,
-//! and the same connection URLs. No database. Needs `python3` with `pgdbm==0.5.0` (CI installs it
-//! before the tests); without it these tests fail, they do not skip.
+//! and the same connection URLs. No database. Needs pgdbm (Python) 0.5.0, which the test support
+//! installs under `target/test-tools/` when the machine has none (`support/tools.rs`).
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,7 +39,7 @@ const DATABASE_URL: &str = "postgresql://deploy@db.internal:5432/prod";
 fn python(args: &[&str], dir: &Path) -> String {
     const NEEDS: &str =
         "this test needs python3 with pgdbm (Python) 0.5.0: pip install pgdbm==0.5.0";
-    let out = Command::new("python3")
+    let out = Command::new(support::tools::pgdbm_python())
         .args(args)
         .current_dir(dir)
         .env("DATABASE_URL", DATABASE_URL)

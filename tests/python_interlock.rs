@@ -1,6 +1,8 @@
 //! pgdbm (Python) 0.5.0 and our migrator on one module at once: they exclude each other, so
-//! both succeed and every file is applied once. Needs `python3` with `pgdbm==0.5.0` (CI installs
-//! it before the tests); without it this test fails, it does not skip.
+//! both succeed and every file is applied once. Needs pgdbm (Python) 0.5.0, which the test
+//! support installs under `target/test-tools/` when the machine has none (`support/tools.rs`).
+
+mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -75,7 +77,7 @@ async fn race(pooler: bool) {
             .unwrap();
         // The new version: 6 more files, applied by both runners at once.
         write_files(dir.path(), round, 3..=8);
-        let python = tokio::process::Command::new("python3")
+        let python = tokio::process::Command::new(support::tools::pgdbm_python())
             .arg("-c")
             .arg(PYTHON_RUNNER)
             .args([
@@ -148,7 +150,7 @@ asyncio.run(main())
 "#;
 
 async fn python_pending(url: &str, schema: &str, dir: &std::path::Path) -> String {
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(support::tools::pgdbm_python())
         .arg("-c")
         .arg(PYTHON_PENDING)
         .args([url, schema, &dir.display().to_string(), "rev"])

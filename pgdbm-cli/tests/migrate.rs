@@ -2,6 +2,8 @@
 //! checked afterwards.
 
 mod support;
+#[path = "../../tests/support/tools.rs"]
+mod tools;
 
 use support::{TestDb, count, pgdbm, run, write};
 
@@ -204,7 +206,7 @@ async fn the_command_line_runs_every_module_of_pgdbm_toml_in_depends_on_order() 
         )
     };
     // pgdbm (Python) reads the same file and orders the modules the same way.
-    let py = std::process::Command::new("python3")
+    let py = std::process::Command::new(tools::pgdbm_python())
         .arg("-c")
         .arg(
             "import sys; from pathlib import Path; from pgdbm.cli.config import load_config, resolve_module_order; \

@@ -6,6 +6,8 @@
 //! so two checks at once would mix their files.
 
 mod support;
+#[path = "../../tests/support/tools.rs"]
+mod tools;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -85,6 +87,9 @@ fn pgdbm(cwd: &Path, args: &[&str], env: &[(&str, OsString)]) -> (Run, u32) {
     ] {
         c.env_remove(var);
     }
+    // sqlx-cli 0.9.0 on PATH, installed under target/ when the machine has none; a test that
+    // hides it passes PATH itself.
+    c.env("PATH", tools::path_with_sqlx_cli());
     for (k, v) in env {
         c.env(k, v);
     }

@@ -11,3 +11,4 @@ pub mod patroni;
 pub mod pg_server;
 pub mod pgbouncer;
 pub mod service;
+pub mod tools;

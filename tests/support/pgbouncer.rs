@@ -34,6 +34,7 @@ impl PgBouncer {
         default_pool_size: u32,
         extra_ini_lines: &[&str],
     ) -> PgBouncer {
+        super::packages::ensure("pgbouncer", "pgbouncer");
         let dir = fresh_dir();
         let mut last = String::new();
         // A spare port may be taken between choosing and binding it: retry with another.
@@ -207,8 +208,11 @@ fn spawn(dir: &Path) -> Child {
         chown_r(dir, uid, gid);
         cmd.uid(uid).gid(gid);
     }
-    cmd.spawn()
-        .unwrap_or_else(|e| panic!("cannot run {PGBOUNCER}: {e}"))
+    cmd.spawn().unwrap_or_else(|e| {
+        // Nothing runs in `dir` yet: take it along rather than leave it behind.
+        let _ = std::fs::remove_dir_all(dir);
+        panic!("cannot run {PGBOUNCER}: {e}")
+    })
 }
 
 /// `postgres`'s uid and gid when we are root; `None` otherwise.
