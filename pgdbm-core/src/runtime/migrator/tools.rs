@@ -26,9 +26,9 @@ impl Migrator {
         for m in set.iter() {
             let state = match applied.iter().find(|a| a.0 == m.filename) {
                 None => FileState::Pending,
-                Some((_, checksum, at)) if *checksum == m.checksum => FileState::Applied {
-                    applied_at: *at,
-                },
+                Some((_, checksum, at)) if *checksum == m.checksum => {
+                    FileState::Applied { applied_at: *at }
+                }
                 Some((_, checksum, _)) => FileState::Modified {
                     recorded: checksum.clone(),
                     current: m.checksum.clone(),
@@ -43,9 +43,7 @@ impl Migrator {
             if set.get(filename).is_none() {
                 out.push(FileStatus {
                     filename: filename.clone(),
-                    state: FileState::Missing {
-                        applied_at: *at,
-                    },
+                    state: FileState::Missing { applied_at: *at },
                 });
             }
         }
