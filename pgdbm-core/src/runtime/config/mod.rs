@@ -310,6 +310,13 @@ impl DatabaseConfig {
     }
 
     /// Checks every value and reports the first problem with the setting's name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] when the schema is not a valid identifier, and [`Error::Config`]
+    /// naming the setting for any other invalid value: pool sizes, zero timeouts, retry settings, a
+    /// missing TLS file, a refused server setting, an unparsable URL or host list, replica and
+    /// liveness settings. Nothing is sent to the server.
     pub fn validate(&self) -> Result<()> {
         if let Some(s) = &self.schema {
             validate_identifier(s, IdentifierKind::Schema)?;

@@ -176,6 +176,13 @@ impl Database {
     /// println!("{:?} {:?}", plan.node_type(), plan.execution_time());
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] or [`Error::InvalidInput`] for a statement refused as above (nothing is
+    /// sent); otherwise the errors of [`fetch_value`](Self::fetch_value) (with `analyze`, of
+    /// [`transaction`](Self::transaction) too), [`Error::Query`] when the server rejects the
+    /// statement or its parameters.
     pub async fn explain<P: Params>(
         &self,
         sql: &str,
