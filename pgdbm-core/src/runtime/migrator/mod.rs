@@ -63,6 +63,12 @@ impl EmbeddedMigrations {
     }
 
     /// The embedded files as a validated, ordered set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] (with no file of its own) carrying the
+    /// [`SourceError`](crate::migrations::SourceError) that names the invalid, empty or duplicated
+    /// file.
     pub fn to_set(&self) -> Result<MigrationSet> {
         MigrationSet::from_embedded(self.files).map_err(source_error)
     }
@@ -281,6 +287,12 @@ impl Migrator {
     }
 
     /// The migration files, validated and ordered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] (with no file of its own) carrying the
+    /// [`SourceError`](crate::migrations::SourceError) that names the directory or file that cannot
+    /// be read or is invalid.
     pub fn files(&self) -> Result<MigrationSet> {
         match &self.source {
             Source::Dir(dir) => MigrationSet::from_dir(dir).map_err(source_error),
