@@ -120,24 +120,28 @@ impl Tenants {
 
     /// The schema the module's `tsql!` queries were checked for (its `schema` in `pgdbm.toml`;
     /// default: the module name). Tenant handles re-target those queries to their own schema.
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn compiled_schema(mut self, schema: &str) -> Self {
         self.compiled_schema = schema.to_string();
         self
     }
 
     /// The prefix of tenant schemas (default `tenant_`: tenant `acme` lives in `tenant_acme`).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn schema_prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_string();
         self
     }
 
     /// The schema of the registry table `tenants` (default `pgdbm`).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn registry_schema(mut self, schema: &str) -> Self {
         self.registry = schema.to_string();
         self
     }
 
     /// How many tenants [`migrate_all`](Self::migrate_all) migrates at once (default 4).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self

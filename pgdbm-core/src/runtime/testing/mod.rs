@@ -70,30 +70,35 @@ pub struct TestDatabaseBuilder {
 impl TestDatabaseBuilder {
     /// Apply the `*.sql` files of this directory (made absolute against the current directory,
     /// which `cargo test` sets to the crate's root).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
         self.migrations = Some(dir.into());
         self
     }
 
     /// The module the migrations are recorded under (default: the schema, else `default`).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn module(mut self, module: &str) -> Self {
         self.module = Some(module.to_string());
         self
     }
 
     /// Render `{{tables.x}}` into this schema (created by the migrations run).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn schema(mut self, schema: &str) -> Self {
         self.schema = Some(schema.to_string());
         self
     }
 
     /// A SQL file run after the migrations (templated, several statements allowed).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn fixture(mut self, path: impl Into<PathBuf>) -> Self {
         self.fixtures.push(path.into());
         self
     }
 
     /// Pool size of the test's `Database` (default 1 to 5).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn pool_size(mut self, min: usize, max: usize) -> Self {
         self.min_connections = Some(min);
         self.max_connections = Some(max);
@@ -101,6 +106,7 @@ impl TestDatabaseBuilder {
     }
 
     /// Use this server (its maintenance-database URL) instead of discovering one.
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn server(mut self, admin_url: impl Into<String>) -> Self {
         self.server = Some(admin_url.into());
         self
