@@ -1,5 +1,6 @@
 #![doc = include_str!("lib.md")]
 #![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::return_self_not_must_use)]
 #![forbid(unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 

@@ -26,6 +26,11 @@ const CLOSE: &str = " */ ";
 /// let sql = pgdbm_core::compiled::render_marked("SELECT * FROM {{tables.users}}", "app").unwrap();
 /// assert_eq!(sql, r#"/* pgdbm: schema=app at=14 */ SELECT * FROM "app".users"#);
 /// ```
+///
+/// # Errors
+///
+/// [`TemplateError`] when `schema` is not a valid identifier or a placeholder in `template` is
+/// malformed, as [`render_with_schema_slots`] reports it.
 pub fn render_marked(template: &str, schema: &str) -> Result<String, TemplateError> {
     let (body, slots) = render_with_schema_slots(template, schema)?;
     let at: Vec<String> = slots.iter().map(usize::to_string).collect();

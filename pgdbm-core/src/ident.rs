@@ -58,6 +58,12 @@ pub struct InvalidIdentifier {
 /// let err = validate_identifier("9users", IdentifierKind::Table).unwrap_err();
 /// assert!(err.to_string().contains("invalid table name `9users`"));
 /// ```
+///
+/// # Errors
+///
+/// [`InvalidIdentifier`] (naming `kind` and `name`) when `name` is empty, longer than
+/// [`MAX_IDENTIFIER_LEN`] bytes, does not start with an ASCII letter or underscore, or holds
+/// anything but ASCII letters, digits and underscores.
 pub fn validate_identifier(name: &str, kind: IdentifierKind) -> Result<(), InvalidIdentifier> {
     let reason = identifier_problem(name);
     match reason {

@@ -7,6 +7,7 @@
 //! built; that is what `pgdbm-macros` uses at compile time without building a database driver
 //! for the host.
 #![deny(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::return_self_not_must_use)]
 
 pub mod compiled;
 pub mod ident;

@@ -107,6 +107,12 @@ impl fmt::Display for TemplateError {
 /// assert_eq!(found[0].target, Target::Table { schema: None, name: "users" });
 /// assert_eq!(found[1].target, Target::Table { schema: Some("billing"), name: "plans" });
 /// ```
+///
+/// # Errors
+///
+/// [`TemplateError`] for the first text that starts like a placeholder but is not well formed (kind
+/// [`Malformed`](TemplateErrorKind::Malformed)), or whose schema or table name is not a valid
+/// identifier (kind [`InvalidIdentifier`](TemplateErrorKind::InvalidIdentifier)).
 pub fn placeholders(sql: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
     let mut found = Vec::new();
     let mut scanner = Scanner { sql, pos: 0 };
@@ -119,6 +125,12 @@ pub fn placeholders(sql: &str) -> Result<Vec<Placeholder<'_>>, TemplateError> {
 /// Renders every placeholder in `sql` for `schema` (`None`: unqualified names).
 ///
 /// Returns the input unchanged (borrowed) when it holds no placeholder.
+///
+/// # Errors
+///
+/// [`TemplateError`] when `schema` is not a valid identifier (kind
+/// [`InvalidIdentifier`](TemplateErrorKind::InvalidIdentifier), offset 0), or for the first bad
+/// placeholder, as [`placeholders`] reports it.
 pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, TemplateError> {
     validate_schema(schema)?;
     if !might_contain_placeholder(sql) {
@@ -134,6 +146,10 @@ pub fn render<'a>(sql: &'a str, schema: Option<&str>) -> Result<Cow<'a, str>, Te
 /// Renders like [`render`] and also returns an [`OffsetMap`] that turns byte offsets in the
 /// rendered text back into offsets in `sql` (to report a server error position as a line and
 /// column of the file the user wrote).
+///
+/// # Errors
+///
+/// As [`render`]: [`TemplateError`] for an invalid `schema` or the first bad placeholder.
 pub fn render_with_map(
     sql: &str,
     schema: Option<&str>,
@@ -148,6 +164,10 @@ pub fn render_with_map(
 /// Renders for `schema` like [`render`], and also returns the byte offsets in the output where
 /// the quoted `schema` was written for a placeholder that names no schema of its own
 /// (`{{tables.x}}`, `{{schema}}`): the places another schema would go (see [`crate::compiled`]).
+///
+/// # Errors
+///
+/// As [`render`]: [`TemplateError`] for an invalid `schema` or the first bad placeholder.
 pub fn render_with_schema_slots(
     sql: &str,
     schema: &str,

@@ -15,6 +15,12 @@ use super::{MAX_FILENAME_LEN, MigrationSet, SourceError};
 /// let set = MigrationSet::from_embedded(&[("003_users.sql", "SELECT 1;")]).unwrap();
 /// assert_eq!(new_migration_filename(&set, "Add posts").unwrap(), "004_add_posts.sql");
 /// ```
+///
+/// # Errors
+///
+/// [`SourceError::InvalidName`] when `name` is empty or holds other characters than ASCII letters,
+/// digits, spaces, `-` and `_`, when the resulting file name would exceed 255 characters, or when
+/// the highest existing version cannot be incremented.
 pub fn new_migration_filename(existing: &MigrationSet, name: &str) -> Result<String, SourceError> {
     let slug = slug(name)?;
     let last = existing.iter().map(|m| m.version.number).max().unwrap_or(0);
@@ -67,6 +73,12 @@ fn slug(name: &str) -> Result<String, SourceError> {
 /// No `BEGIN`/`COMMIT` is written: the runner applies each file and records it in one
 /// transaction itself. Creates `dir` if needed, reads the files already there (so an invalid one
 /// is reported now rather than at migration time) and never overwrites a file.
+///
+/// # Errors
+///
+/// [`SourceError::Directory`] when `dir` cannot be created or listed, any error of
+/// [`MigrationSet::from_dir`] for the files already there, those of [`new_migration_filename`] for
+/// `name`, and [`SourceError::Create`] when the file exists already or cannot be written.
 pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBuf, SourceError> {
     let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|source| SourceError::Directory {

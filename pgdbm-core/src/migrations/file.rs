@@ -167,6 +167,13 @@ impl Migration {
     /// let m = Migration::new("V2__add_posts.sql", "CREATE TABLE {{tables.posts}} (id int);").unwrap();
     /// assert_eq!((m.version.number, m.name.as_str(), m.no_transaction), (2, "add_posts", false));
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::NoVersion`] when `filename` carries no version,
+    /// [`SourceError::VersionTooLarge`] when the version does not fit in 128 bits,
+    /// [`SourceError::FilenameTooLong`] beyond 255 characters, and [`SourceError::Empty`] when
+    /// `content` is only white space.
     pub fn new(filename: &str, content: &str) -> Result<Migration, SourceError> {
         let (version, name) = split_version(filename).map_err(|problem| match problem {
             VersionProblem::Missing => SourceError::NoVersion {

@@ -25,6 +25,13 @@ impl MigrationSet {
     /// directory is an error (not an empty set), so a wrong path cannot pass for "nothing to do".
     /// A symlink that leads outside `dir`, a file that is not UTF-8 and an empty file are errors
     /// naming the file.
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::Directory`] when `dir` (or `dir/down/`) is missing or cannot be listed,
+    /// [`SourceError::Unreadable`] / [`SourceError::OutsideDirectory`] for a file that cannot be
+    /// read or links outside `dir`, and the validation errors of
+    /// [`from_embedded`](Self::from_embedded).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<MigrationSet, SourceError> {
         let dir = dir.as_ref();
         let dir_err = |source| SourceError::Directory {
@@ -44,6 +51,14 @@ impl MigrationSet {
     /// A set from `(filename, content)` pairs, e.g. files embedded at compile time; validated and
     /// ordered like [`MigrationSet::from_dir`], whatever order the pairs come in. Down files are
     /// named `down/NNN_name.down.sql`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] naming the file: an invalid or empty file (see [`Migration::new`]), a name
+    /// or version given twice ([`DuplicateFile`](SourceError::DuplicateFile),
+    /// [`DuplicateVersion`](SourceError::DuplicateVersion)), a `.down.sql` file outside `down/`
+    /// ([`DownAmongUpFiles`](SourceError::DownAmongUpFiles)), or a down file with no up file of its
+    /// name ([`DownWithoutUp`](SourceError::DownWithoutUp)).
     pub fn from_embedded(files: &[(&str, &str)]) -> Result<MigrationSet, SourceError> {
         Self::build(
             files
@@ -146,6 +161,10 @@ impl MigrationSet {
     }
 
     /// The file name the next migration called `name` gets; see [`new_migration_filename`].
+    ///
+    /// # Errors
+    ///
+    /// [`SourceError::InvalidName`], as [`new_migration_filename`] returns it.
     pub fn next_filename(&self, name: &str) -> Result<String, SourceError> {
         new_migration_filename(self, name)
     }

@@ -15,12 +15,22 @@ impl Environment {
     /// would silently fall through to the next source when `VAR` is unset or empty, this is
     /// [`ProjectError::UnsetVariable`], since a deployment that forgot `DATABASE_URL` should not
     /// connect somewhere else.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::UnsetVariable`] when `url` or `connection_string` is `"${VAR}"` and `VAR` is
+    /// unset or empty, and [`ProjectError::NoConnection`] when the environment gives neither a URL
+    /// nor both `host` and `database`.
     pub fn resolve_url(&self) -> Result<String, ProjectError> {
         self.resolve_url_with(|name| std::env::var(name).ok())
     }
 
     /// [`resolve_url`](Self::resolve_url) with variables looked up by `var` instead of in the
     /// process environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`resolve_url`](Self::resolve_url), with `var` deciding whether a variable is set.
     pub fn resolve_url_with(
         &self,
         var: impl Fn(&str) -> Option<String>,

@@ -211,6 +211,11 @@ impl Project {
     }
 
     /// Reads and parses the file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::Read`] when the file cannot be read, else the errors of
+    /// [`parse`](Self::parse).
     pub fn load(path: &Path) -> Result<Project, ProjectError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProjectError::Read {
             path: path.to_path_buf(),
@@ -220,6 +225,14 @@ impl Project {
     }
 
     /// Parses `text` as the file at `path` (relative paths in it resolve against its directory).
+    ///
+    /// # Errors
+    ///
+    /// A [`ProjectError`] naming the place in the file: [`Syntax`](ProjectError::Syntax) for
+    /// invalid TOML, [`UnknownKey`](ProjectError::UnknownKey),
+    /// [`WrongType`](ProjectError::WrongType) or [`Invalid`](ProjectError::Invalid) for a bad
+    /// entry, [`UnknownModule`](ProjectError::UnknownModule) for an undeclared dependency and
+    /// [`Cycle`](ProjectError::Cycle) for circular `depends_on`.
     pub fn parse(text: &str, path: &Path) -> Result<Project, ProjectError> {
         parse::parse(text, path)
     }
@@ -236,11 +249,20 @@ impl Project {
     ///
     /// A dependency cycle is an error naming it (`a → b → a`); [`load`](Self::load) already
     /// refuses such a file.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::Cycle`] when modules depend on each other in a circle.
     pub fn module_order(&self) -> Result<Vec<&ModuleConfig>, ProjectError> {
         order::module_order(&self.modules, &self.path)
     }
 
     /// `[environments.NAME]`; an error listing the declared environments if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::UnknownEnvironment`], listing the declared ones, when there is no
+    /// `[environments.NAME]` called `name`.
     pub fn environment(&self, name: &str) -> Result<&Environment, ProjectError> {
         self.environments
             .iter()

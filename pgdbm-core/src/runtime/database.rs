@@ -164,6 +164,12 @@ impl SharedPool {
     /// shared pools), so a table name without a schema fails loudly instead of reaching
     /// `public` or another tenant's table; the pool refuses to open if the pin does not take.
     /// [`connect_unpinned`](Self::connect_unpinned) leaves `search_path` alone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::connect`], and [`Error::Config`] (field `search_path`) when the server does
+    /// not keep `search_path` at `pg_catalog` (a pooler or the role's settings override it); the
+    /// pool is closed again.
     pub async fn connect(config: DatabaseConfig) -> Result<SharedPool> {
         let config = config
             .no_schema()
@@ -185,6 +191,10 @@ impl SharedPool {
 
     /// Like [`connect`](Self::connect) without pinning `search_path`: unqualified table names
     /// then resolve through the server's `search_path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::connect`].
     pub async fn connect_unpinned(config: DatabaseConfig) -> Result<SharedPool> {
         SharedPool::open(config.no_schema()).await
     }
@@ -197,6 +207,10 @@ impl SharedPool {
     }
 
     /// A handle rendering into `schema` (`None`: unqualified names). It does not own the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] when `schema` is not a valid identifier.
     pub fn database(&self, schema: Option<&str>) -> Result<Database> {
         self.owner.with_schema(schema)
     }
@@ -307,6 +321,13 @@ impl Database {
 
     /// Validates the config, opens the pool with `min_connections` (retrying the first connection
     /// with backoff), creates the schema if missing and runs the init commands.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] or [`Error::Identifier`] for an invalid config, before any network traffic
+    /// ([`DatabaseConfig::validate`]); [`Error::Connect`] when the server cannot be reached within
+    /// `retry_attempts` tries (at once for a refused login or a missing database); [`Error::Query`]
+    /// when creating the schema or an init command fails.
     pub async fn connect(config: DatabaseConfig) -> Result<Database> {
         let schema = config.schema.clone();
         let shared = PoolShared::open(config).await?;
@@ -357,6 +378,10 @@ impl Database {
 
     /// A handle on the same pool that renders into `schema`. It does not own the pool:
     /// [`close`](Self::close) on it does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] when `schema` is not a valid identifier.
     pub fn with_schema(&self, schema: Option<&str>) -> Result<Database> {
         if let Some(s) = schema {
             validate_identifier(s, IdentifierKind::Schema)?;
@@ -434,6 +459,12 @@ impl Database {
     /// assert_eq!(&*db.render("SELECT * FROM {{tables.users}}")?, "SELECT * FROM \"myservice\".users");
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] for a malformed placeholder; for `tsql!` output checked for another
+    /// schema, [`Error::SchemaMismatch`] unless this is a tenant handle of that module, and
+    /// [`Error::Config`] (field `sql`) when its marker does not fit the text after it.
     pub fn render(&self, sql: &str) -> Result<Arc<str>> {
         self.inner
             .cache
@@ -470,6 +501,12 @@ impl Database {
 
     /// Runs a statement once per parameter set, in one transaction; returns the total rows
     /// affected. Either every set is applied or none is.
+    ///
+    /// # Errors
+    ///
+    /// The checkout errors of [`transaction`](Self::transaction), those of
+    /// [`Transaction::execute_many`] (no set is applied then), and those of
+    /// [`Transaction::commit`].
     pub async fn execute_many<P, I>(&self, sql: &str, params: I) -> Result<u64>
     where
         P: Params,
@@ -483,6 +520,11 @@ impl Database {
 
     /// Whether a table (or view) exists: `name` in this handle's schema (`public` without one),
     /// or `schema.name`. Unquoted names fold to lower case, as in templated SQL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] when the schema or table part of `name` is not a valid identifier
+    /// (nothing is sent), else the errors of [`fetch_value`](Self::fetch_value).
     pub async fn table_exists(&self, name: &str) -> Result<bool> {
         let (schema, table) = match name.split_once('.') {
             Some((s, t)) => (s.to_string(), t),
@@ -500,6 +542,11 @@ impl Database {
     }
 
     /// Creates this handle's schema if it does not exist (a no-op without a schema).
+    ///
+    /// # Errors
+    ///
+    /// The checkout errors of [`acquire`](Self::acquire), and [`Error::Query`] when `CREATE SCHEMA`
+    /// fails (for example when the role may not create schemas).
     pub async fn create_schema(&self) -> Result<()> {
         let Some(schema) = self.schema() else {
             return Ok(());
@@ -524,6 +571,13 @@ impl Database {
     /// assert_eq!(n, 1000);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] for an invalid table or column name and [`Error::Config`] (field
+    /// `columns`) for no columns, before anything is sent; the checkout errors of
+    /// [`acquire`](Self::acquire); [`Error::Query`] when a row has the wrong number of values or
+    /// cannot be encoded, or the server rejects the data (then no row is copied).
     pub async fn copy_in<R, I>(&self, table: &str, columns: &[&str], rows: I) -> Result<u64>
     where
         R: CopyRow,
@@ -598,6 +652,13 @@ impl Database {
     /// for several statements that must share a server connection.
     ///
     /// [`PoolerMode::Transaction`]: crate::PoolerMode::Transaction
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PoolTimeout`] when no connection is free, or the server cannot be reached, within
+    /// [`acquire_timeout`](DatabaseConfig::acquire_timeout); [`Error::PoolClosed`] after
+    /// [`close`](Self::close); [`Error::Connect`] when a new connection cannot be opened;
+    /// [`Error::Query`] when the ping fails.
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
             obj: self.inner.pool.get_prepared(Prepare::Ping).await?,
@@ -619,6 +680,11 @@ impl Database {
     /// tx.commit().await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The checkout errors of [`acquire`](Self::acquire), with [`Error::Query`] when `BEGIN` fails
+    /// rather than the ping.
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
         let obj = self.inner.pool.get_prepared(Prepare::Begin).await?;
         Ok(Transaction::begun(self.clone(), obj))

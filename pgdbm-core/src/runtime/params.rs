@@ -24,6 +24,11 @@ pub trait Params: Send {
         self.len() == 0
     }
     /// Encodes the values into sqlx arguments.
+    ///
+    /// # Errors
+    ///
+    /// The error of sqlx's encoder for a value it cannot encode (the query methods report it as
+    /// [`Error::Query`](crate::Error::Query), before anything is sent).
     fn into_arguments(self) -> Result<PgArguments, BoxDynError>;
     /// The PostgreSQL type of each value (`TEXT`, `INT8`, …), `?` where it is not known: what
     /// the query statistics keep instead of the values.
@@ -41,6 +46,11 @@ pub trait CopyRow: Send {
     /// Number of columns.
     fn width(&self) -> usize;
     /// Appends this row in binary COPY format.
+    ///
+    /// # Errors
+    ///
+    /// The error of sqlx's encoder for a value it cannot encode; `copy_in` then aborts the COPY and
+    /// returns [`Error::Query`](crate::Error::Query).
     fn write_binary(&self, out: &mut Vec<u8>) -> Result<(), BoxDynError>;
 }
 

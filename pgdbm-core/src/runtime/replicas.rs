@@ -70,6 +70,7 @@ impl Database {
     /// let n: Option<i64> = db.replica().fetch_value("SELECT count(*) FROM {{tables.users}}", ()).await?;
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn replica(&self) -> Database {
         if self.inner.replica.is_some() {
             return self.clone();

@@ -120,24 +120,28 @@ impl Tenants {
 
     /// The schema the module's `tsql!` queries were checked for (its `schema` in `pgdbm.toml`;
     /// default: the module name). Tenant handles re-target those queries to their own schema.
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn compiled_schema(mut self, schema: &str) -> Self {
         self.compiled_schema = schema.to_string();
         self
     }
 
     /// The prefix of tenant schemas (default `tenant_`: tenant `acme` lives in `tenant_acme`).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn schema_prefix(mut self, prefix: &str) -> Self {
         self.prefix = prefix.to_string();
         self
     }
 
     /// The schema of the registry table `tenants` (default `pgdbm`).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn registry_schema(mut self, schema: &str) -> Self {
         self.registry = schema.to_string();
         self
     }
 
     /// How many tenants [`migrate_all`](Self::migrate_all) migrates at once (default 4).
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -145,6 +149,11 @@ impl Tenants {
 
     /// The schema of tenant `name`, after checking the name: lower-case letters, digits and
     /// `_`, starting with a letter, and short enough for the schema name to fit 63 bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenant`] of kind [`InvalidName`](TenantErrorKind::InvalidName) for a name that
+    /// breaks these rules, and [`Error::Identifier`] when the prefix makes the schema name invalid.
     pub fn schema_for(&self, name: &str) -> Result<String> {
         let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
             && name
@@ -232,6 +241,13 @@ impl Tenants {
 
     /// Creates tenant `name`: its schema, the module's migrations applied in it (history in
     /// that schema), and its registry row, in that order. `Exists` if it is registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenant`] for an invalid name or one registered already
+    /// ([`Exists`](TenantErrorKind::Exists)); [`Error::Config`] for a pool of fewer than 2
+    /// connections or when another create or drop holds the tenant for 5 minutes; the errors of
+    /// [`Migrator::apply_pending`], and the pool's and queries' errors.
     pub async fn create(&self, name: &str) -> Result<Database> {
         let schema = self.schema_for(name)?;
         if self.pool.config().max_connections < 2 {
@@ -283,6 +299,12 @@ impl Tenants {
     /// The handle of registered tenant `name`. An invalid or unknown name is an error, and no
     /// SQL is sent for an invalid one. Handles are cached by this `Tenants`: a tenant dropped by
     /// another process is still handed out here, and its queries fail (its schema is gone).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenant`] of kind [`InvalidName`](TenantErrorKind::InvalidName) (nothing is sent) or
+    /// [`Unknown`](TenantErrorKind::Unknown) (not registered, or under another schema prefix); the
+    /// pool's and queries' errors when the registry cannot be read.
     pub async fn get(&self, name: &str) -> Result<Database> {
         // Only valid names are cached, so a hit needs no validation (the per-request path).
         if let Some(h) = self
@@ -328,6 +350,11 @@ impl Tenants {
     }
 
     /// The registered tenants' names, sorted.
+    ///
+    /// # Errors
+    ///
+    /// The pool's and queries' errors ([`Error::PoolTimeout`], [`Error::Query`], …) when the
+    /// registry cannot be read; no registry yet is an empty list.
     pub async fn list(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = match self
             .pool
@@ -349,6 +376,10 @@ impl Tenants {
 
     /// Applies pending migrations to the tenant `name` (an unknown tenant is an error), with the
     /// same migrator `create` and `migrate_all` use: history in its schema, under the module.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`get`](Self::get) for the name, then those of [`Migrator::apply_pending`].
     pub async fn migrate(&self, name: &str) -> Result<MigrationReport> {
         let handle = self.get(name).await?;
         self.migrator(&handle).apply_pending().await
@@ -357,6 +388,11 @@ impl Tenants {
     /// Applies pending migrations to every tenant, [`concurrency`](Self::concurrency) at a time.
     /// A failing tenant does not stop the others; each one's outcome is reported, in name order.
     /// A rerun applies what is still pending.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`list`](Self::list) only: a tenant's own failure is in its
+    /// [`TenantMigration::outcome`].
     pub async fn migrate_all(&self) -> Result<Vec<TenantMigration>> {
         let names = self.list().await?;
         let mut done: Vec<TenantMigration> = futures_util::stream::iter(names)
@@ -376,6 +412,13 @@ impl Tenants {
 
     /// Drops tenant `name`: its schema with everything in it, and its registry row, in one
     /// transaction. `confirm` must repeat the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tenant`] for an invalid name, a `confirm` that differs
+    /// ([`NotConfirmed`](TenantErrorKind::NotConfirmed)) or an unregistered tenant
+    /// ([`Unknown`](TenantErrorKind::Unknown)), nothing changed; [`Error::Config`] when another
+    /// create or drop holds the tenant for 5 minutes; the pool's and queries' errors.
     pub async fn drop(&self, name: &str, confirm: &str) -> Result<()> {
         let schema = self.schema_for(name)?;
         let _turn = self

@@ -144,6 +144,12 @@ impl<'a> Transaction<'a> {
     }
 
     /// Runs a statement once per parameter set; returns the total rows affected.
+    ///
+    /// # Errors
+    ///
+    /// As [`execute`](Self::execute), for the first parameter set that fails: [`Error::Template`],
+    /// [`Error::Query`] (the transaction is then aborted), [`Error::TransactionLost`] when the
+    /// connection is lost, [`Error::Timeout`] when the handle's deadline passes.
     pub async fn execute_many<P, I>(&mut self, sql: &str, params: I) -> Result<u64>
     where
         P: Params,
@@ -166,6 +172,11 @@ impl<'a> Transaction<'a> {
     }
 
     /// Bulk-loads rows with COPY inside this transaction (see [`Database::copy_in`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::copy_in`], without the checkout errors (the transaction's connection is
+    /// used); a lost connection is [`Error::TransactionLost`].
     pub async fn copy_in<R, I>(&mut self, table: &str, columns: &[&str], rows: I) -> Result<u64>
     where
         R: CopyRow,
@@ -183,6 +194,11 @@ impl<'a> Transaction<'a> {
 
     /// Opens a nested transaction (a SAVEPOINT). Dropping it without commit rolls back to the
     /// savepoint only; the outer transaction carries on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Query`] when `SAVEPOINT` fails (the transaction is aborted, say),
+    /// [`Error::TransactionLost`] when the connection is lost, [`Error::Timeout`] on the deadline.
     pub async fn transaction(&mut self) -> Result<Transaction<'_>> {
         let db = self.db.clone();
         in_tx!(self, "SAVEPOINT", |conn| PgTransactionManager::begin(
@@ -196,6 +212,13 @@ impl<'a> Transaction<'a> {
     }
 
     /// Commits (or, nested, releases the savepoint).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Query`] when the server refuses `COMMIT` (a deferred constraint, a serialization
+    /// failure), [`Error::Timeout`] on the deadline, [`Error::TransactionLost`] when the connection
+    /// is lost; for a top-level `COMMIT` its [`during_commit`](TransactionLost::during_commit) is
+    /// `true`: the outcome is unknown.
     pub async fn commit(mut self) -> Result<()> {
         in_tx!(self, "COMMIT", |conn| PgTransactionManager::commit(conn))?;
         self.open = false;
@@ -203,6 +226,11 @@ impl<'a> Transaction<'a> {
     }
 
     /// Rolls back (or, nested, rolls back to the savepoint).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Query`] when `ROLLBACK` fails, [`Error::TransactionLost`] when the connection is
+    /// lost (the server rolls the transaction back itself), [`Error::Timeout`] on the deadline.
     pub async fn rollback(mut self) -> Result<()> {
         in_tx!(self, "ROLLBACK", |conn| {
             PgTransactionManager::rollback(conn)

@@ -79,6 +79,11 @@ impl From<SslMode> for PgSslMode {
 
 impl DatabaseConfig {
     /// The TLS mode that will be used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (field `url`) when no mode was set and the URL
+    /// cannot be parsed.
     pub fn get_ssl_mode(&self) -> Result<SslMode> {
         if let Some(m) = self.ssl_mode {
             return Ok(m);

@@ -39,6 +39,12 @@ impl DatabaseConfig {
     /// | `DB_STATEMENT_DEADLINE_MS` | client-side deadline per call (`0`: none) |
     ///
     /// A malformed value is an error naming the variable.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable when a value does not parse (a port, a count, a
+    /// duration, a boolean, a mode), and the errors of [`validate`](Self::validate) for values that
+    /// parse but are not allowed. A missing or unreadable `.env` file is ignored.
     pub fn from_env() -> Result<Self> {
         let _ = dotenvy::dotenv();
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -46,6 +52,11 @@ impl DatabaseConfig {
 
     /// Like [`from_env`](Self::from_env) but with an explicit `.env` file; the process
     /// environment still wins over the file. The process environment is not modified.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `env_file`) when `path` cannot be read or parsed, then the errors
+    /// of [`from_env`](Self::from_env).
     pub fn from_env_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let iter = dotenvy::from_path_iter(path).map_err(|e| {
@@ -65,6 +76,11 @@ impl DatabaseConfig {
     }
 
     /// Builds a config from any variable lookup (the environment, a map in tests).
+    ///
+    /// # Errors
+    ///
+    /// As [`from_env`](Self::from_env): [`Error::Config`] naming the variable for a malformed
+    /// value, and the errors of [`validate`](Self::validate).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let mut c = match get("DATABASE_URL") {

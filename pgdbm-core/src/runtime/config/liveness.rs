@@ -137,7 +137,7 @@ impl DatabaseConfig {
     /// How long opening one connection may take, per host of a host list: TCP connect, TLS,
     /// startup and authentication (default 10 s; the URL's `connect_timeout`, in seconds,
     /// when not set here).
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.liveness.connect_timeout = Some(timeout);
         self
@@ -147,21 +147,21 @@ impl DatabaseConfig {
     /// server went silent is closed by the kernel instead of lingering until its next use. The
     /// URL's `keepalives=0|1` when not set here. Applied where the platform allows it (Linux);
     /// see the README, "Silent failures".
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn keepalives(mut self, on: bool) -> Self {
         self.liveness.keepalives = Some(on);
         self
     }
 
     /// Idle time before the first keepalive probe (default 5 s; URL `keepalives_idle`, seconds).
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn keepalives_idle(mut self, idle: Duration) -> Self {
         self.liveness.keepalives_idle = Some(idle);
         self
     }
 
     /// Time between keepalive probes (default 2 s; URL `keepalives_interval`, seconds).
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn keepalives_interval(mut self, interval: Duration) -> Self {
         self.liveness.keepalives_interval = Some(interval);
         self
@@ -170,7 +170,7 @@ impl DatabaseConfig {
     /// Unanswered keepalive probes before the kernel closes the connection (default 3; URL
     /// `keepalives_count`). With [`tcp_user_timeout`](Self::tcp_user_timeout) set, Linux closes
     /// the connection when probes stay unanswered for that long instead.
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn keepalives_count(mut self, count: u32) -> Self {
         self.liveness.keepalives_count = Some(count);
         self
@@ -181,7 +181,7 @@ impl DatabaseConfig {
     /// for this long ends the connection, so a statement sent into a partition fails after
     /// it rather than after the kernel's 15 minutes. A slow query is not affected: the
     /// server's kernel acknowledges what it received. Linux only.
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn tcp_user_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.liveness.tcp_user_timeout = Some(timeout);
         self
@@ -194,7 +194,7 @@ impl DatabaseConfig {
     /// error whose outcome is unknown (reads outside a transaction run again on a new
     /// connection), and the pool reconnects, following a host list to a new primary. Works on
     /// every platform, and also catches a frozen server, which the kernel options cannot.
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn liveness_check_after(mut self, after: Option<Duration>) -> Self {
         self.liveness.check_after = Some(after);
         self
@@ -203,7 +203,7 @@ impl DatabaseConfig {
     /// The deadline of the liveness check's fresh connection and query, of the ping that
     /// validates an idle connection after a loss, and (capped at 2 s) of
     /// [`Database::health`](crate::Database::health) (default 3 s).
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
         self.liveness.check_timeout = Some(timeout);
         self
@@ -215,7 +215,7 @@ impl DatabaseConfig {
     /// connection and returns [`Error::Timeout`](crate::Error::Timeout). Inside a
     /// transaction it applies to each statement. Per handle:
     /// [`Database::with_deadline`](crate::Database::with_deadline).
-    #[must_use]
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn statement_deadline(mut self, deadline: Option<Duration>) -> Self {
         self.liveness.statement_deadline = deadline;
         self

@@ -138,6 +138,7 @@ impl Default for DatabaseConfig {
 macro_rules! setter {
     ($(#[$doc:meta])* $name:ident: $ty:ty) => {
         $(#[$doc])*
+        #[must_use = "a config does nothing until passed to `Database::connect`"]
         pub fn $name(mut self, value: $ty) -> Self {
             self.$name = value;
             self
@@ -175,6 +176,7 @@ impl DatabaseConfig {
     }
 
     /// Sets the password (overrides one in the URL and `DB_PASSWORD`).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(Secret(password.into()));
         self
@@ -182,6 +184,7 @@ impl DatabaseConfig {
 
     /// Sets the schema that `{{tables.x}}` renders into; created on connect if missing
     /// (see [`create_schema`](Self::create_schema)) and put first on each connection's `search_path`.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         let s = schema.into();
         self.schema = (!s.is_empty()).then_some(s);
@@ -189,6 +192,7 @@ impl DatabaseConfig {
     }
 
     /// Removes the schema: `{{tables.x}}` renders as the bare name.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn no_schema(mut self) -> Self {
         self.schema = None;
         self
@@ -267,18 +271,21 @@ impl DatabaseConfig {
     );
 
     /// Sets `application_name` (default `<schema or "app">_pool`, as pgdbm).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
         self.application_name = Some(name.into());
         self
     }
 
     /// Adds a server setting sent when each connection starts (e.g. `("timezone", "UTC")`).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn server_setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.server_settings.insert(name.into(), value.into());
         self
     }
 
     /// Adds a SQL command run on every new connection, after the settings.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn init_command(mut self, sql: impl Into<String>) -> Self {
         self.init_commands.push(sql.into());
         self
@@ -286,18 +293,21 @@ impl DatabaseConfig {
 
     /// Sets the TLS mode (default: the URL's `sslmode`, else `prefer` — except for a server on
     /// this machine (loopback address, `localhost`, a socket), where it is `disable`).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn ssl_mode(mut self, mode: SslMode) -> Self {
         self.ssl_mode = Some(mode);
         self
     }
 
     /// CA certificate (PEM) for `verify-ca` / `verify-full`.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn ssl_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ssl_root_cert = Some(path.into());
         self
     }
 
     /// Client certificate and key (PEM) for certificate authentication.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn ssl_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.ssl_client_cert = Some(cert.into());
         self.ssl_client_key = Some(key.into());
@@ -310,6 +320,13 @@ impl DatabaseConfig {
     }
 
     /// Checks every value and reports the first problem with the setting's name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] when the schema is not a valid identifier, and [`Error::Config`]
+    /// naming the setting for any other invalid value: pool sizes, zero timeouts, retry settings, a
+    /// missing TLS file, a refused server setting, an unparsable URL or host list, replica and
+    /// liveness settings. Nothing is sent to the server.
     pub fn validate(&self) -> Result<()> {
         if let Some(s) = &self.schema {
             validate_identifier(s, IdentifierKind::Schema)?;

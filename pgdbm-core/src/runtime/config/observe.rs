@@ -31,6 +31,7 @@ impl DatabaseConfig {
     /// recorder (for example `metrics-exporter-prometheus`) before `Database::connect`, because
     /// the pool registers its series when it opens. The names are in
     /// [`metric_names`](crate::metric_names).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn metrics(mut self, on: bool) -> Self {
         self.observe.metrics = on;
         self
@@ -38,6 +39,7 @@ impl DatabaseConfig {
 
     /// The `pool` label of this pool's metrics (default: the database name). Give each pool of
     /// a process its own name when two reach the same database.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn pool_name(mut self, name: impl Into<String>) -> Self {
         self.observe.pool_name = Some(name.into());
         self
@@ -45,6 +47,7 @@ impl DatabaseConfig {
 
     /// How often the pool gauges (size, idle, in use, waiting) are refreshed (default 1 s);
     /// counters and histograms are recorded as events happen.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn metrics_interval(mut self, every: Duration) -> Self {
         self.observe.metrics_interval = every;
         self
@@ -54,12 +57,14 @@ impl DatabaseConfig {
     /// percentiles, the recent statements and the slow ones, read with
     /// [`Database::query_stats`](crate::Database::query_stats). Argument values are never kept,
     /// only their types.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn query_stats(mut self, on: bool) -> Self {
         self.observe.query_stats = on;
         self
     }
 
     /// How many recent statements the statistics keep (default 1000).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn query_history(mut self, statements: usize) -> Self {
         self.observe.query_history = statements;
         self

@@ -112,12 +112,14 @@ impl DatabaseConfig {
     /// WARN) until a health check finds it usable again.
     ///
     /// [`Database::replica`]: crate::Database::replica
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn replica(mut self, url: impl Into<String>) -> Self {
         self.replicas.urls.push(url.into());
         self
     }
 
     /// Replaces the replica list (see [`replica`](Self::replica)).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn replicas<I, S>(mut self, urls: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -130,18 +132,21 @@ impl DatabaseConfig {
     /// How far behind the primary a replica may be and still serve reads (default 10 s;
     /// `None`: any lag). Measured on the replica as the age of the last replayed transaction
     /// while WAL it has received is still unreplayed (an idle primary is not lag).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn max_replica_lag(mut self, lag: Option<Duration>) -> Self {
         self.replicas.max_lag = lag;
         self
     }
 
     /// How often each replica's reachability and lag are checked (default 1 s).
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn replica_check_interval(mut self, every: Duration) -> Self {
         self.replicas.check_interval = every;
         self
     }
 
     /// Says that the URL leads to PgBouncer (or another pooler) in `mode`; see [`PoolerMode`].
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn pgbouncer(mut self, mode: PoolerMode) -> Self {
         self.pooler = Some(mode);
         self
@@ -150,6 +155,7 @@ impl DatabaseConfig {
     /// Which host of a host list connections use; overrides the URL's
     /// `target_session_attrs`. With one host, [`TargetSessionAttrs::ReadWrite`] still refuses
     /// a read-only server.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
     pub fn target_session_attrs(mut self, attrs: TargetSessionAttrs) -> Self {
         self.target_session_attrs = Some(attrs);
         self

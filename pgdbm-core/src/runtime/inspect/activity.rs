@@ -160,6 +160,12 @@ impl Database {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`fetch_all`](Database::fetch_all): the pool's checkout errors
+    /// ([`Error::PoolTimeout`](crate::Error::PoolTimeout), …) and
+    /// [`Error::Query`](crate::Error::Query) when the server rejects the query.
     pub async fn blocking_queries(&self) -> Result<Vec<BlockingQuery>> {
         let rows: Vec<BlockingRow> = self.fetch_all(BLOCKING, ()).await?;
         Ok(rows
@@ -194,6 +200,12 @@ impl Database {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`fetch_all`](Database::fetch_all): the pool's checkout errors
+    /// ([`Error::PoolTimeout`](crate::Error::PoolTimeout), …) and
+    /// [`Error::Query`](crate::Error::Query) when the server rejects the query.
     pub async fn long_running_queries(&self, threshold: Duration) -> Result<Vec<LongRunningQuery>> {
         let rows: Vec<LongRunningRow> = self
             .fetch_all(LONG_RUNNING, (threshold.as_secs_f64(),))

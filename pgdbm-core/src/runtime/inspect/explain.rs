@@ -28,6 +28,7 @@ pub struct ExplainOptions {
 impl ExplainOptions {
     /// `ANALYZE`: run the statement and report actual times and row counts. It runs in a
     /// transaction that is always rolled back (see [`Database::explain`]).
+    #[must_use = "the options do nothing until passed to `Database::explain`"]
     pub fn analyze(mut self, on: bool) -> Self {
         self.analyze = on;
         self
@@ -36,12 +37,14 @@ impl ExplainOptions {
     /// `BUFFERS`: shared, local and temporary block counts. Meaningful with
     /// [`analyze`](Self::analyze); without it PostgreSQL 13 and later report only the planner's
     /// own buffer use (and older servers refuse the option).
+    #[must_use = "the options do nothing until passed to `Database::explain`"]
     pub fn buffers(mut self, on: bool) -> Self {
         self.buffers = on;
         self
     }
 
     /// `VERBOSE`: output columns and schema-qualified names in every plan node.
+    #[must_use = "the options do nothing until passed to `Database::explain`"]
     pub fn verbose(mut self, on: bool) -> Self {
         self.verbose = on;
         self
@@ -176,6 +179,13 @@ impl Database {
     /// println!("{:?} {:?}", plan.node_type(), plan.execution_time());
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Template`] or [`Error::InvalidInput`] for a statement refused as above (nothing is
+    /// sent); otherwise the errors of [`fetch_value`](Self::fetch_value) (with `analyze`, of
+    /// [`transaction`](Self::transaction) too), [`Error::Query`] when the server rejects the
+    /// statement or its parameters.
     pub async fn explain<P: Params>(
         &self,
         sql: &str,

@@ -174,6 +174,12 @@ impl Database {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The pool's checkout errors when it cannot give a connection ([`Error::PoolTimeout`],
+    /// [`Error::Connect`], [`Error::PoolClosed`]), and [`Error::Query`] when the server rejects the
+    /// report's query. No answer within the check's deadline is a report, not an error.
     pub async fn health_check(&self) -> Result<HealthReport> {
         // Before this check takes a connection of its own.
         let pool = self.pool_stats();

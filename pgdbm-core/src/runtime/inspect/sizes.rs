@@ -100,6 +100,12 @@ impl Database {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`fetch_all`](Database::fetch_all): the pool's checkout errors
+    /// ([`Error::PoolTimeout`](crate::Error::PoolTimeout), …) and
+    /// [`Error::Query`](crate::Error::Query) when the server rejects the query.
     pub async fn table_sizes(&self) -> Result<Vec<TableSize>> {
         let schema = self.schema().unwrap_or("public");
         let rows: Vec<SizeRow> = self.fetch_all(SIZES, (schema,)).await?;

@@ -90,6 +90,11 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// The cluster in `root`, created with `initdb` if `root/data` holds none. As root, the
     /// server runs as `postgres` (PostgreSQL refuses root), which then owns `root`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when `root` cannot be created or handed to the
+    /// server user, or `initdb` fails (its output in the message).
     pub fn init(bin: &Path, root: &Path) -> Result<LocalCluster> {
         std::fs::create_dir_all(root)
             .map_err(|e| fail(format!("cannot create {}: {e}", root.display())))?;
@@ -127,6 +132,11 @@ impl LocalCluster {
     ///
     /// The settings are kept in `root/settings` rather than in this value, so every
     /// `LocalCluster` of the same `root` starts the server alike.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when `name` is not a setting name (ASCII letters,
+    /// digits, `_`, `.`), `value` spans lines, or `root/settings` cannot be written.
     pub fn setting(&mut self, name: &str, value: &str) -> Result<()> {
         let valid = !name.is_empty()
             && name
@@ -187,6 +197,12 @@ impl LocalCluster {
 
     /// Starts the server on a spare port and waits until it accepts connections (a port taken
     /// between choosing and binding it is retried).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when no spare port is found or `pg_ctl start` fails
+    /// (the message ends with the server log's last lines), after three tries when the port was
+    /// taken meanwhile.
     pub fn start(&mut self) -> Result<()> {
         let mut last = String::new();
         for _ in 0..3 {
@@ -201,16 +217,31 @@ impl LocalCluster {
     }
 
     /// Starts the stopped server again on the same port.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when `pg_ctl start` fails, with the server log's
+    /// last lines.
     pub fn start_again(&self) -> Result<()> {
         self.pg_ctl("start", &[])
     }
 
     /// `pg_ctl stop -m MODE` (`smart`, `fast` or `immediate`), waiting until it is down.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when `pg_ctl stop` fails (not running, say), with
+    /// the server log's last lines.
     pub fn stop(&self, mode: &str) -> Result<()> {
         self.pg_ctl("stop", &["-m", mode])
     }
 
     /// `pg_ctl restart -m MODE` on the same port, waiting until it accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `local_server`) when `pg_ctl restart` fails, with the server log's
+    /// last lines.
     pub fn restart(&self, mode: &str) -> Result<()> {
         self.pg_ctl("restart", &["-m", mode])
     }

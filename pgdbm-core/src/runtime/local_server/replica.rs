@@ -15,6 +15,11 @@ impl LocalCluster {
     ///
     /// The primary needs `full_page_writes` = `on` (see [`setting`](Self::setting)); the
     /// defaults of `wal_level` and `max_wal_senders` suffice.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (field `local_server`) when this server is not
+    /// started, `root` cannot be created, or `pg_basebackup` fails (with this server's log).
     pub fn base_backup(&self, root: &Path) -> Result<LocalCluster> {
         if self.port == 0 {
             return Err(fail(format!(
@@ -54,6 +59,11 @@ impl LocalCluster {
 
     /// `pg_ctl promote -w`: ends recovery of this (standby) server and waits until it accepts
     /// writes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (field `local_server`) when `pg_ctl promote` fails
+    /// (the server is not a standby, say), with the server log's last lines.
     pub fn promote(&self) -> Result<()> {
         self.pg_ctl("promote", &[])
     }

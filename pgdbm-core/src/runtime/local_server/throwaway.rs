@@ -106,6 +106,12 @@ impl ThrowawayServer {
     ///
     /// Concurrent callers (parallel test binaries) serialise on a file lock in `root`, so exactly
     /// one starts the server and the others reuse it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (field `local_server`) when `root` cannot be created
+    /// or locked, `initdb` or `pg_ctl start` fails even on a cluster made anew, or the started
+    /// server does not answer a connection.
     pub async fn start_or_reuse(&self, bin: &Path) -> Result<String> {
         let root = &self.root;
         std::fs::create_dir_all(root)
@@ -175,6 +181,11 @@ impl ThrowawayServer {
 
     /// Stops the server (`pg_ctl stop -m fast`, with the binaries in `bin`) and waits until it is
     /// down. `Ok(false)`: it was not running (or `root` holds no cluster); nothing was done.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) (field `local_server`) when `root` cannot be locked
+    /// or `pg_ctl status` / `pg_ctl stop` fails.
     pub fn stop(&self, bin: &Path) -> Result<bool> {
         if !self.data_dir().join("PG_VERSION").is_file() {
             return Ok(false);

@@ -20,6 +20,15 @@ impl Migrator {
     /// Behind a transaction pooler (see [`Migrator::transaction_pooler`]) each file takes the
     /// locks in its own transaction, and a pending no-transaction file is refused before
     /// anything runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the file for a modified or missing applied file, a bad
+    /// placeholder (nothing runs) and a file that fails (with its position and
+    /// [`Aftermath`](crate::Aftermath)); without a file when the files cannot be read or the lock
+    /// is not had within [`lock_timeout`](Self::lock_timeout). Also [`Error::Connect`],
+    /// [`Error::Query`] (history table), and [`Error::Identifier`] / [`Error::Config`] for a bad
+    /// table or module name.
     pub async fn apply_pending(&self) -> Result<MigrationReport> {
         let started = Instant::now();
         let r = self.run(false).await;
@@ -33,6 +42,13 @@ impl Migrator {
 
     /// What `apply_pending` would do, without changing anything (not even creating the
     /// history table).
+    ///
+    /// # Errors
+    ///
+    /// The checks of [`apply_pending`](Self::apply_pending) that need no run: [`Error::Migration`]
+    /// when the files cannot be read or an applied file was modified or is missing,
+    /// [`Error::Connect`], [`Error::Query`] when the history cannot be read, and a bad table or
+    /// module name.
     pub async fn dry_run(&self) -> Result<MigrationReport> {
         self.run(true).await
     }

@@ -63,6 +63,12 @@ impl EmbeddedMigrations {
     }
 
     /// The embedded files as a validated, ordered set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] (with no file of its own) carrying the
+    /// [`SourceError`](crate::migrations::SourceError) that names the invalid, empty or duplicated
+    /// file.
     pub fn to_set(&self) -> Result<MigrationSet> {
         MigrationSet::from_embedded(self.files).map_err(source_error)
     }
@@ -206,18 +212,21 @@ impl Migrator {
     }
 
     /// The history table's name (default `schema_migrations`), in the manager's schema.
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn table(mut self, name: &str) -> Self {
         self.table = name.to_string();
         self
     }
 
     /// How long to wait for another runner of the same (schema, module) (default 5 min).
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
         self
     }
 
     /// Allow history rows whose file is gone (default: an error).
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn allow_missing(mut self, allow: bool) -> Self {
         self.allow_missing = allow;
         self
@@ -233,6 +242,7 @@ impl Migrator {
     /// ([`DatabaseConfig::pgbouncer`](crate::DatabaseConfig::pgbouncer) with
     /// [`PoolerMode::Transaction`](crate::PoolerMode::Transaction)) or if the host or URL
     /// contains `-pooler`, `pgbouncer` or `transaction-pool`, as pgdbm (Python) 0.5.0 decides.
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn transaction_pooler(mut self, on: bool) -> Self {
         self.pooler = Some(on);
         self
@@ -253,6 +263,7 @@ impl Migrator {
 
     /// Calls `f(n, total, file)` before the run applies each file (`n` from 1), e.g. for a
     /// progress bar. `total` is what was pending when the run began.
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn on_progress(mut self, f: impl Fn(usize, usize, &str) + Send + Sync + 'static) -> Self {
         self.progress = Some(Progress(std::sync::Arc::new(f)));
         self
@@ -281,6 +292,12 @@ impl Migrator {
     }
 
     /// The migration files, validated and ordered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] (with no file of its own) carrying the
+    /// [`SourceError`](crate::migrations::SourceError) that names the directory or file that cannot
+    /// be read or is invalid.
     pub fn files(&self) -> Result<MigrationSet> {
         match &self.source {
             Source::Dir(dir) => MigrationSet::from_dir(dir).map_err(source_error),

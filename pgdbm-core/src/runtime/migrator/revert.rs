@@ -64,11 +64,23 @@ impl Migrator {
     /// println!("reverted {:?}", report.reverted.iter().map(|f| &f.filename).collect::<Vec<_>>());
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the file for the refusals above (nothing changes), and for a
+    /// down file that fails (with its position and [`Aftermath`](crate::Aftermath); the files
+    /// before it stay reverted); the other errors of [`apply_pending`](Self::apply_pending)
+    /// (reading the files, the lock, the connection, the history table).
     pub async fn revert(&self, target: RevertTarget) -> Result<RevertReport> {
         self.revert_inner(target, false).await
     }
 
     /// What [`revert`](Self::revert) would undo, with the same checks; changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] for the refusals of [`revert`](Self::revert), and the errors of
+    /// [`dry_run`](Self::dry_run) (reading the files and the history).
     pub async fn revert_dry_run(&self, target: RevertTarget) -> Result<RevertReport> {
         self.revert_inner(target, true).await
     }

@@ -10,11 +10,21 @@ use super::*;
 
 impl Migrator {
     /// Files not applied yet, in order.
+    ///
+    /// # Errors
+    ///
+    /// As [`dry_run`](Self::dry_run).
     pub async fn pending(&self) -> Result<Vec<String>> {
         Ok(self.dry_run().await?.pending)
     }
 
     /// Every file and history row with its state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when the files cannot be read, [`Error::Connect`], [`Error::Query`]
+    /// when the history cannot be read, and [`Error::Identifier`] / [`Error::Config`] for a bad
+    /// table or module name. A modified or missing file is a [`FileState`], not an error.
     pub async fn status(&self) -> Result<Vec<FileStatus>> {
         self.check_names()?;
         let set = self.files()?;
@@ -51,6 +61,11 @@ impl Migrator {
     }
 
     /// Checks the applied files' checksums (and missing files) without applying anything.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming the first applied file that was modified or is missing (unless
+    /// [`allow_missing`](Self::allow_missing)), and the errors of [`status`](Self::status).
     pub async fn verify(&self) -> Result<()> {
         self.check_names()?;
         let set = self.files()?;
@@ -61,6 +76,12 @@ impl Migrator {
     }
 
     /// The last `limit` history rows of this module, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when no connection opens, [`Error::Query`] when the history cannot be
+    /// read, and [`Error::Identifier`] / [`Error::Config`] for a bad table or module name. No
+    /// history table is an empty list.
     pub async fn history(&self, limit: i64) -> Result<Vec<HistoryEntry>> {
         self.check_names()?;
         let mut conn = self.dedicated().await?;
@@ -112,6 +133,12 @@ impl Migrator {
 
     /// Forgets that `filename` was applied (for development: the next run applies it again).
     /// Returns whether a row was removed. It does not undo the file's changes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`], [`Error::Query`] when the history row cannot be deleted,
+    /// [`Error::Migration`] when the lock is not had within [`lock_timeout`](Self::lock_timeout),
+    /// and a bad table or module name.
     pub async fn mark_unapplied(&self, filename: &str) -> Result<bool> {
         self.check_names()?;
         let mut conn = self.dedicated().await?;
@@ -134,11 +161,21 @@ impl Migrator {
     ///
     /// An error, changing nothing, when the file is not in the set or not applied. Returns
     /// [`Repair::changed`] `false` when the checksums already match.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] naming `filename` when it is not in the set or not applied, and the
+    /// errors of [`apply_pending`](Self::apply_pending) that do not come from running a file
+    /// (unreadable files, the lock, the connection, the history table, a bad name).
     pub async fn repair(&self, filename: &str) -> Result<Repair> {
         self.repair_inner(filename, false).await
     }
 
     /// What [`repair`](Self::repair) would do; changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`repair`](Self::repair), without waiting for the lock.
     pub async fn repair_dry_run(&self, filename: &str) -> Result<Repair> {
         self.repair_inner(filename, true).await
     }
@@ -208,12 +245,22 @@ impl Migrator {
     ///
     /// An error, changing nothing, when `to` is not the version of a file, or when an applied
     /// file was modified or is missing (as for [`apply_pending`](Self::apply_pending)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migration`] when `to` is no file's version, and the errors of
+    /// [`apply_pending`](Self::apply_pending) before any file runs (unreadable files, a modified or
+    /// missing applied file, the lock, the connection, the history table).
     pub async fn baseline(&self, to: Option<u128>) -> Result<BaselineReport> {
         self.baseline_inner(to, false).await
     }
 
     /// What [`baseline`](Self::baseline) would record; changes nothing (not even creating the
     /// history table).
+    ///
+    /// # Errors
+    ///
+    /// As [`baseline`](Self::baseline), without waiting for the lock.
     pub async fn baseline_dry_run(&self, to: Option<u128>) -> Result<BaselineReport> {
         self.baseline_inner(to, true).await
     }

@@ -44,6 +44,11 @@ static SERVER: tokio::sync::OnceCell<TestServer> = tokio::sync::OnceCell::const_
 static SWEPT: OnceLock<()> = OnceLock::new();
 
 /// The server tests use (found once per process; see [`ServerDiscovery`]).
+///
+/// # Errors
+///
+/// As [`ServerDiscovery::find`]: [`Error::Config`] (field `test_server`) listing every place tried
+/// when no server is found. A failure is not kept: the next call searches again.
 pub async fn test_server() -> Result<&'static TestServer> {
     SERVER
         .get_or_try_init(|| async { ServerDiscovery::from_env().find().await })
@@ -65,30 +70,35 @@ pub struct TestDatabaseBuilder {
 impl TestDatabaseBuilder {
     /// Apply the `*.sql` files of this directory (made absolute against the current directory,
     /// which `cargo test` sets to the crate's root).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
         self.migrations = Some(dir.into());
         self
     }
 
     /// The module the migrations are recorded under (default: the schema, else `default`).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn module(mut self, module: &str) -> Self {
         self.module = Some(module.to_string());
         self
     }
 
     /// Render `{{tables.x}}` into this schema (created by the migrations run).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn schema(mut self, schema: &str) -> Self {
         self.schema = Some(schema.to_string());
         self
     }
 
     /// A SQL file run after the migrations (templated, several statements allowed).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn fixture(mut self, path: impl Into<PathBuf>) -> Self {
         self.fixtures.push(path.into());
         self
     }
 
     /// Pool size of the test's `Database` (default 1 to 5).
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn pool_size(mut self, min: usize, max: usize) -> Self {
         self.min_connections = Some(min);
         self.max_connections = Some(max);
@@ -96,6 +106,7 @@ impl TestDatabaseBuilder {
     }
 
     /// Use this server (its maintenance-database URL) instead of discovering one.
+    #[must_use = "the builder does nothing until `build().await`"]
     pub fn server(mut self, admin_url: impl Into<String>) -> Self {
         self.server = Some(admin_url.into());
         self
@@ -155,6 +166,13 @@ impl TestDatabaseBuilder {
     }
 
     /// Creates the database (a clone of the template) and connects to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when no server is found (field `test_server`) or the migrations or a
+    /// fixture cannot be read or a fixture fails (`migrations`, `fixtures`); [`Error::Identifier`]
+    /// for an invalid schema; [`Error::Migration`] when a migration fails; [`Error::Connect`] or
+    /// [`Error::Query`] when the server refuses (a user that may not `CREATE DATABASE`, say).
     pub async fn build(self) -> Result<TestDatabase> {
         let admin_url = self.admin_url().await?;
         sweep_once(&admin_url).await;
@@ -236,6 +254,11 @@ impl TestDatabase {
     }
 
     /// An empty database of its own (no migrations).
+    ///
+    /// # Errors
+    ///
+    /// As [`TestDatabaseBuilder::build`]: no server found, or the server refuses to create or
+    /// connect to the database.
     pub async fn new() -> Result<TestDatabase> {
         Self::builder().build().await
     }
@@ -266,6 +289,11 @@ impl TestDatabase {
     }
 
     /// Number of rows in `table` (of the test's schema).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] for an invalid table name (nothing is sent), [`Error::Query`] when the
+    /// table does not exist, and the pool's errors.
     pub async fn count_rows(&self, table: &str) -> Result<i64> {
         let sql = format!("SELECT count(*) FROM {}", self.table(table)?);
         Ok(self.fetch_value::<i64, _>(&sql, ()).await?.unwrap_or(0))
@@ -273,6 +301,12 @@ impl TestDatabase {
 
     /// Number of rows of `table` whose `column` equals `value` (the column name is validated, the
     /// value bound).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] for an invalid table or column name (nothing is sent),
+    /// [`Error::Query`] when the table or column does not exist or `value` does not fit the column,
+    /// and the pool's errors.
     pub async fn count_rows_where<V>(&self, table: &str, column: &str, value: V) -> Result<i64>
     where
         (V,): Params,
@@ -290,6 +324,11 @@ impl TestDatabase {
     }
 
     /// Empties `table` (`TRUNCATE … RESTART IDENTITY CASCADE`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] for an invalid table name (nothing is sent), [`Error::Query`] when the
+    /// table does not exist or `TRUNCATE` fails, and the pool's errors.
     pub async fn truncate(&self, table: &str) -> Result<()> {
         let sql = format!("TRUNCATE {} RESTART IDENTITY CASCADE", self.table(table)?);
         self.execute(&sql, ()).await.map(|_| ())
@@ -297,6 +336,11 @@ impl TestDatabase {
 
     /// Empties every table of the test's schema (`public` without one), except the migration
     /// history.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Query`] when the tables cannot be listed or `TRUNCATE` fails, and the pool's
+    /// errors.
     pub async fn truncate_all(&self) -> Result<()> {
         let schema = self.schema().unwrap_or("public").to_string();
         let tables: Vec<(String,)> = self
@@ -328,6 +372,11 @@ impl TestDatabase {
 
     /// Every row of `table` as JSON text, sorted: compare later with
     /// [`assert_unchanged`](Self::assert_unchanged).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Identifier`] for an invalid table name (nothing is sent), [`Error::Query`] when the
+    /// table does not exist, and the pool's errors.
     pub async fn snapshot(&self, table: &str) -> Result<TableSnapshot> {
         let sql = format!(
             "SELECT coalesce(array_agg(r ORDER BY r), '{{}}') FROM (SELECT row_to_json(t)::text AS r FROM {} t) s",
@@ -341,6 +390,11 @@ impl TestDatabase {
     }
 
     /// Panics, saying what was added and removed, if `table` differs from `before`.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`snapshot`](Self::snapshot); a difference panics rather than returning an
+    /// error.
     pub async fn assert_unchanged(&self, before: &TableSnapshot) -> Result<()> {
         let now = self.snapshot(&before.table).await?;
         let added: Vec<&String> = now
@@ -367,6 +421,11 @@ impl TestDatabase {
     }
 
     /// Drops the database now (otherwise done when the value is dropped).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when the server cannot be reached, [`Error::Query`] when `DROP DATABASE`
+    /// fails.
     pub async fn drop_database(mut self) -> Result<()> {
         if let Some(db) = self.db.take() {
             db.close().await;
@@ -428,6 +487,10 @@ impl TestDatabaseFactory {
     }
 
     /// Creates one more database.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestDatabaseBuilder::build`].
     pub async fn create(&mut self, builder: TestDatabaseBuilder) -> Result<Database> {
         let t = builder.build().await?;
         let db = t.database();
@@ -578,6 +641,12 @@ pub const TEST_DATABASE_PREFIX: &str = template_db::TEST_PREFIX;
 /// Drops test databases left by killed runs on the server at `admin_url`: names starting with
 /// [`TEST_DATABASE_PREFIX`] whose process is gone and that are older than two minutes, or older
 /// than a day. Runs by itself once per process before the first test database is made.
+///
+/// # Errors
+///
+/// [`Error::Config`] for an invalid `admin_url`, [`Error::Connect`] when the server cannot be
+/// reached, [`Error::Query`] when the databases cannot be listed. A database that cannot be dropped
+/// is left out of the list, not an error.
 pub async fn drop_stale_test_databases(admin_url: &str) -> Result<Vec<String>> {
     template_db::drop_stale(admin_url).await
 }
@@ -612,6 +681,12 @@ pub async fn local_database_url(name: &str) -> Result<String> {
 /// use (in `/dev/shm` where there is one, so its data lasts until that server stops when idle;
 /// else under `target/`) — created if missing. Says
 /// which in one log line. A `.env` file is read first.
+///
+/// # Errors
+///
+/// None when `DATABASE_URL` is set. Otherwise [`Error::Identifier`] for an invalid `name`,
+/// [`Error::Config`] (field `test_server`) when no local server is found or started, and
+/// [`Error::Connect`] or [`Error::Query`] when the database cannot be looked up or created.
 pub async fn database_url_or_local(name: &str) -> Result<String> {
     let _ = dotenvy::dotenv();
     if let Some(url) = std::env::var("DATABASE_URL")

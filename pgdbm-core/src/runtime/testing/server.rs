@@ -75,6 +75,12 @@ impl ServerDiscovery {
     }
 
     /// Finds (or starts) a server, or says exactly what was tried.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `test_server`) when every step fails, listing each place tried and
+    /// why, and how to make a server available. A URL from the environment is taken as it is,
+    /// without connecting.
     pub async fn find(&self) -> Result<TestServer> {
         let mut tried = Vec::new();
         if let Some(url) = &self.test_url {
@@ -207,6 +213,11 @@ pub(crate) fn admin_url_of(url: &str) -> String {
 
 /// Stops a throwaway server started in `root` (for tests of this module and for cleanup); see
 /// [`ThrowawayServer::stop`].
+///
+/// # Errors
+///
+/// As [`ThrowawayServer::stop`]: [`Error::Config`] (field `local_server`) when `root` cannot be
+/// locked or `pg_ctl` fails.
 pub fn stop_throwaway(bin_dir: &Path, root: &Path) -> Result<()> {
     ThrowawayServer::new(root).stop(bin_dir).map(|_| ())
 }
