@@ -110,3 +110,25 @@ pub mod __private {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guide's Rust snippets (`docs/`), compiled as doctests, so that they keep to the current
+/// API.
+#[cfg(doctest)]
+pub mod guide_doctests {
+    #[doc = include_str!("../docs/configuration.md")]
+    pub struct Configuration;
+    #[doc = include_str!("../docs/queries.md")]
+    pub struct Queries;
+    #[doc = include_str!("../docs/migrations.md")]
+    pub struct Migrations;
+    #[doc = include_str!("../docs/testing.md")]
+    pub struct Testing;
+    #[doc = include_str!("../docs/tenants.md")]
+    pub struct Tenants;
+    #[doc = include_str!("../docs/failures.md")]
+    pub struct Failures;
+    #[doc = include_str!("../docs/servers.md")]
+    pub struct Servers;
+    #[doc = include_str!("../docs/operations.md")]
+    pub struct Operations;
+}
