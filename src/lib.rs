@@ -74,7 +74,7 @@ pub mod testing {
     pub use pgdbm_core::testing::{
         ServerDiscovery, ServerSource, TEST_DATABASE_PREFIX, TableSnapshot, TestDatabase,
         TestDatabaseBuilder, TestDatabaseFactory, TestOutcome, TestServer, database_url_or_local,
-        drop_stale_test_databases, stop_throwaway, test_server,
+        drop_stale_test_databases, local_database_url, stop_throwaway, test_server,
     };
 }
 
