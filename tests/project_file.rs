@@ -38,7 +38,7 @@ const DATABASE_URL: &str = "postgresql://deploy@db.internal:5432/prod";
 
 fn python(args: &[&str], dir: &Path) -> String {
     const NEEDS: &str =
-        "this test needs python3 with pgdbm (Python) 0.5.0: pip install pgdbm==0.5.0";
+        "this test needs python3 with pgdbm (Python) 0.5.0: pip install 'pgdbm[cli]==0.5.0'";
     let out = Command::new(support::tools::pgdbm_python())
         .args(args)
         .current_dir(dir)
@@ -61,7 +61,7 @@ fn require_pgdbm_0_5_0() {
     assert_eq!(
         version.trim(),
         "0.5.0",
-        "these tests compare with pgdbm (Python) 0.5.0: pip install pgdbm==0.5.0"
+        "these tests compare with pgdbm (Python) 0.5.0: pip install 'pgdbm[cli]==0.5.0'"
     );
 }
 

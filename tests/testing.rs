@@ -396,17 +396,19 @@ async fn stale_databases_are_dropped_and_others_never_touched() {
         .unwrap();
 }
 
+/// A search that finds nothing: every step pointed away (the struct is `#[non_exhaustive]`, so
+/// the environment's search is the starting point).
 fn nothing_else() -> ServerDiscovery {
-    ServerDiscovery {
-        test_url: None,
-        database_url: None,
-        localhost_port: Some(spare_port()),
-        socket_dirs: vec![],
-        bin_dirs: vec![],
-        search_path: false,
-        throwaway_dir: None,
-        prefer_throwaway: false,
-    }
+    let mut d = ServerDiscovery::from_env();
+    d.test_url = None;
+    d.database_url = None;
+    d.localhost_port = Some(spare_port());
+    d.socket_dirs = vec![];
+    d.bin_dirs = vec![];
+    d.search_path = false;
+    d.throwaway_dir = None;
+    d.prefer_throwaway = false;
+    d
 }
 
 fn spare_port() -> u16 {

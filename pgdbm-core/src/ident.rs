@@ -41,6 +41,7 @@ impl fmt::Display for IdentifierKind {
 #[error(
     "invalid {kind} `{name}`: {reason}; names must match ^[A-Za-z_][A-Za-z0-9_]{{0,62}}$ (a letter or underscore, then up to 62 letters, digits or underscores)"
 )]
+#[non_exhaustive]
 pub struct InvalidIdentifier {
     /// What the name was meant to be.
     pub kind: IdentifierKind,

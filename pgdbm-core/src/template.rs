@@ -50,6 +50,7 @@ pub enum Target<'a> {
 
 /// One placeholder found in a SQL text.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Placeholder<'a> {
     /// Byte offset of the opening `{{` or `<<`.
     pub start: usize,
@@ -73,6 +74,7 @@ pub enum TemplateErrorKind {
 
 /// A malformed placeholder or an invalid identifier inside one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub struct TemplateError {
     /// The placeholder text as written (up to the point where parsing stopped).
     pub placeholder: String,

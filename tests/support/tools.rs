@@ -59,7 +59,8 @@ pub fn pgdbm_python() -> PathBuf {
         return p.clone();
     }
     let check =
-        format!("import importlib.metadata as m; assert m.version('pgdbm') == '{PGDBM_PYTHON}'");
+        // The tests drive its CLI too, whose imports (click) are the `cli` extra.
+        format!("import importlib.metadata as m, pgdbm.cli; assert m.version('pgdbm') == '{PGDBM_PYTHON}'");
     let system = PathBuf::from("python3");
     let python = if succeeds(Command::new(&system).args(["-c", &check])) {
         system
@@ -77,7 +78,7 @@ pub fn pgdbm_python() -> PathBuf {
 
 fn install_pgdbm_python(venv: &Path, check: &str) {
     let instead = format!(
-        "these tests compare with pgdbm (Python) {PGDBM_PYTHON}: install python3 with its venv module (Debian: apt-get install python3-venv), or pip install pgdbm=={PGDBM_PYTHON}"
+        "these tests compare with pgdbm (Python) {PGDBM_PYTHON}: install python3 with its venv module (Debian: apt-get install python3-venv), or pip install 'pgdbm[cli]=={PGDBM_PYTHON}'"
     );
     eprintln!(
         "installing pgdbm (Python) {PGDBM_PYTHON} into {}",
@@ -99,7 +100,7 @@ fn install_pgdbm_python(venv: &Path, check: &str) {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .arg(format!("pgdbm=={PGDBM_PYTHON}")),
+            .arg(format!("pgdbm[cli]=={PGDBM_PYTHON}")),
         "pip install pgdbm",
         &instead,
     );

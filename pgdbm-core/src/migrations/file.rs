@@ -14,6 +14,7 @@ pub const MAX_FILENAME_LEN: usize = 255;
 /// Ordered by number first, so `2_b.sql` comes before `10_c.sql`; `text` only breaks ties (which
 /// a [`MigrationSet`](super::MigrationSet) never holds, since it refuses duplicate numbers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub struct MigrationVersion {
     /// The version as a number: `001_a.sql` → 1.
     pub number: u128,
@@ -30,6 +31,7 @@ impl fmt::Display for MigrationVersion {
 
 /// One migration file.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Migration {
     /// The file name, e.g. `001_create_users.sql`.
     pub filename: String,
@@ -52,6 +54,7 @@ pub struct Migration {
 /// Down files live in a `down/` subdirectory because pgdbm (Python) applies every `*.sql` file at
 /// the top of the migrations directory: beside the up files it would run them as migrations.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DownMigration {
     /// The path inside the migrations directory, e.g. `down/001_create_users.down.sql`.
     pub filename: String,

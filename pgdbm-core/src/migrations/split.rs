@@ -5,6 +5,7 @@ use crate::sql_lex::{TokenKind, tokens};
 
 /// One statement of a script.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Statement<'a> {
     /// The statement, trimmed, with its `;` if it had one.
     pub text: &'a str,

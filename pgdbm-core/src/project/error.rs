@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Where in a `pgdbm.toml` something is: the file and, when known, the line.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Location {
     /// The file.
     pub path: PathBuf,

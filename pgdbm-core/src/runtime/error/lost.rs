@@ -184,8 +184,8 @@ pub(crate) fn outcome_unknown(e: &sqlx::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Error;
     use super::*;
-    use crate::runtime::error::Error;
 
     fn cut(why: CutReason, sent: bool) -> sqlx::Error {
         Cut {

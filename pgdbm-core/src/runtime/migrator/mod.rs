@@ -88,6 +88,7 @@ pub enum ReportStatus {
 
 /// One file applied by this run.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct AppliedFile {
     /// The file name.
     pub filename: String,
@@ -140,6 +141,7 @@ pub enum FileState {
 
 /// One row of [`Migrator::status`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FileStatus {
     /// The file name.
     pub filename: String,
@@ -149,6 +151,7 @@ pub struct FileStatus {
 
 /// One history row, newest first, from [`Migrator::history`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HistoryEntry {
     /// The file name.
     pub filename: String,

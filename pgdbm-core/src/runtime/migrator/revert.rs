@@ -26,6 +26,7 @@ pub enum RevertTarget {
 
 /// One file reverted.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RevertedFile {
     /// The up file whose history row was removed.
     pub filename: String,

@@ -28,6 +28,7 @@ pub enum ServerSource {
 
 /// A server tests can create databases on.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TestServer {
     /// URL of its maintenance database (`…/postgres`); tests create their databases from here.
     pub admin_url: String,
@@ -38,6 +39,7 @@ pub struct TestServer {
 /// How to look for a server. [`ServerDiscovery::from_env`] is what tests use; the fields exist so
 /// each step can be pointed elsewhere (or at nothing) in pgdbm's own tests.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerDiscovery {
     /// Value of `PGDBM_TEST_DATABASE_URL`.
     pub test_url: Option<String>,
