@@ -214,10 +214,10 @@ async fn the_command_line_runs_every_module_of_pgdbm_toml_in_depends_on_order() 
         )
         .arg(dir.path().join("pgdbm.toml"))
         .output()
-        .expect("python3 (CI installs pgdbm==0.5.0: pip install pgdbm==0.5.0)");
+        .expect("python3 with pgdbm (Python) 0.5.0, which the tests install under target/test-tools/");
     assert!(
         py.status.success(),
-        "pgdbm (Python) could not read the file (pip install pgdbm==0.5.0): {}",
+        "pgdbm (Python) could not read the file (pip install 'pgdbm[cli]==0.5.0'): {}",
         String::from_utf8_lossy(&py.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "users,orders");
@@ -331,11 +331,11 @@ async fn the_command_line_runs_every_module_of_pgdbm_toml_in_depends_on_order() 
 async fn the_command_line_reads_the_file_pgdbm_python_writes() {
     let t = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("pgdbm")
+    let out = tools::pgdbm_python_cli()
         .args(["generate", "config", "--name", "shop"])
         .current_dir(dir.path())
         .output()
-        .expect("pgdbm (Python)'s CLI on PATH: pip install pgdbm==0.5.0");
+        .expect("pgdbm (Python)'s CLI: python3 with pgdbm[cli]==0.5.0");
     assert!(
         out.status.success(),
         "{}",

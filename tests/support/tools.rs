@@ -76,6 +76,18 @@ pub fn pgdbm_python() -> PathBuf {
     python
 }
 
+/// pgdbm (Python)'s command line (`pgdbm …`), run by [`pgdbm_python`]'s interpreter: the
+/// `pgdbm` script a virtualenv installs names the interpreter by the path it was installed at,
+/// which the rename into place changes, so the entry point is called through the interpreter.
+pub fn pgdbm_python_cli() -> Command {
+    let mut cmd = Command::new(pgdbm_python());
+    cmd.args([
+        "-c",
+        "import sys; from pgdbm.cli.main import main; sys.argv[0] = 'pgdbm'; sys.exit(main())",
+    ]);
+    cmd
+}
+
 fn install_pgdbm_python(venv: &Path, check: &str) {
     let instead = format!(
         "these tests compare with pgdbm (Python) {PGDBM_PYTHON}: install python3 with its venv module (Debian: apt-get install python3-venv), or pip install 'pgdbm[cli]=={PGDBM_PYTHON}'"
@@ -84,7 +96,10 @@ fn install_pgdbm_python(venv: &Path, check: &str) {
         "installing pgdbm (Python) {PGDBM_PYTHON} into {}",
         venv.display()
     );
-    let building = venv.with_extension(format!("partial-{}", std::process::id()));
+    // A sibling the rename moves into place (`with_extension` would eat the version's ".0").
+    let mut name = venv.file_name().expect("a venv name").to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    let building = venv.with_file_name(name);
     let _ = std::fs::remove_dir_all(&building);
     run(
         Command::new("python3").args(["-m", "venv"]).arg(&building),
