@@ -6,6 +6,7 @@
 //! - `qualified, big cache`: the same with a cache that holds every tenant's statement;
 //! - `qualified, affinity`: the same, but each connection serves only its share of the tenants
 //!   (what routing a tenant to "its" connections would give);
+//! - `affinity, big cache`: both;
 //! - `search_path`: one unqualified SQL text for every tenant, and `SET search_path` on the
 //!   connection whenever the next query's tenant differs from its last one.
 //!
@@ -42,6 +43,7 @@ enum Design {
     Qualified,
     BigCache,
     Affinity,
+    AffinityBigCache,
     SearchPath,
 }
 
@@ -51,6 +53,7 @@ impl Design {
             Design::Qualified => "qualified",
             Design::BigCache => "qualified, big cache",
             Design::Affinity => "qualified, affinity",
+            Design::AffinityBigCache => "affinity, big cache",
             Design::SearchPath => "search_path",
         }
     }
@@ -58,7 +61,7 @@ impl Design {
 
 /// Queries per second, and the mean server memory of a connection afterwards (MiB).
 async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64) {
-    let cache = if design == Design::BigCache {
+    let cache = if matches!(design, Design::BigCache | Design::AffinityBigCache) {
         2 * k + 16
     } else {
         256
@@ -79,7 +82,8 @@ async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64
         .map(|(i, mut conn)| {
             let (stop, done) = (stop.clone(), done.clone());
             // The tenants this task cycles through.
-            let mine: Vec<usize> = if design == Design::Affinity {
+            let mine: Vec<usize> = if matches!(design, Design::Affinity | Design::AffinityBigCache)
+            {
                 (0..k).filter(|t| t % tasks == i % k.min(tasks)).collect()
             } else {
                 (0..k).map(|n| (n + i * 37) % k).collect()
@@ -204,6 +208,7 @@ fn main() {
             Design::Qualified,
             Design::BigCache,
             Design::Affinity,
+            Design::AffinityBigCache,
             Design::SearchPath,
         ];
         let mut base = None;
