@@ -300,14 +300,7 @@ async fn reset(ctx: &Context, name: &str, force: bool, modules: &ModuleArgs) -> 
         if report.applied.is_empty() {
             println!("no migrations to apply (module {module})");
         }
-        for a in &report.applied {
-            anstream::println!(
-                "{} {} ({} ms)",
-                styled(GOOD, "applied"),
-                a.filename,
-                a.execution_time.as_millis()
-            );
-        }
+        crate::output::applied(&report.applied);
     }
     Ok(())
 }

@@ -139,14 +139,7 @@ async fn apply(m: &Migrator, json: bool) -> Outcome {
                 report.skipped.len()
             );
         }
-        for a in &report.applied {
-            anstream::println!(
-                "{} {} ({} ms)",
-                styled(GOOD, "applied"),
-                a.filename,
-                a.execution_time.as_millis()
-            );
-        }
+        crate::output::applied(&report.applied);
     }
     Ok((Code::Ok, json.then(|| json!({"applied": applied}))))
 }

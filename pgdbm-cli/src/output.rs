@@ -78,3 +78,15 @@ pub fn json(value: &serde_json::Value) {
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
+
+/// One line per migration file a run applied: `applied NAME (N ms)`.
+pub fn applied(files: &[pgdbm_core::AppliedFile]) {
+    for a in files {
+        anstream::println!(
+            "{} {} ({} ms)",
+            styled(GOOD, "applied"),
+            a.filename,
+            a.execution_time.as_millis()
+        );
+    }
+}
