@@ -27,12 +27,11 @@ use sqlx::{Connection, Executor, PgConnection};
 const DB: &str = "pgdbm_bench_tenant_designs";
 const ROWS: i64 = 100;
 
+#[path = "support/tenant_db.rs"]
+mod tenant_db;
+
 fn url_for(database: &str, cache: usize) -> String {
-    let raw = std::env::var("PGDBM_BENCH_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
-    let mut u = url::Url::parse(&raw).expect("PGDBM_BENCH_URL is not a URL");
-    u.set_path(&format!("/{database}"));
+    let mut u = tenant_db::url_for(database);
     u.query_pairs_mut()
         .append_pair("statement-cache-capacity", &cache.to_string());
     u.to_string()

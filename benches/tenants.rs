@@ -23,13 +23,11 @@ struct User {
     name: Option<String>,
 }
 
+#[path = "support/tenant_db.rs"]
+mod tenant_db;
+
 fn url_for(database: &str) -> String {
-    let raw = std::env::var("PGDBM_BENCH_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
-    let mut u = url::Url::parse(&raw).expect("PGDBM_BENCH_URL is not a URL");
-    u.set_path(&format!("/{database}"));
-    u.to_string()
+    tenant_db::url_for(database).to_string()
 }
 
 async fn fill(db: &Database) {

@@ -5,7 +5,7 @@ use std::time::Instant;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 
-use crate::migrations::{Migration, MigrationSet, line_col, split_statements};
+use crate::migrations::{Migration, MigrationSet, line_col};
 use crate::runtime::error::{Aftermath, Error, MigrationError, Result};
 use crate::runtime::observe::metrics::migration_run;
 use crate::template;
@@ -280,13 +280,8 @@ impl Migrator {
         let started = Instant::now();
         if m.no_transaction {
             tracing::warn!(file = %m.filename, "pgdbm: running a no-transaction migration statement by statement; a failure leaves earlier statements applied");
-            for stmt in split_statements(rendered) {
-                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
-                    .execute(&mut *conn)
-                    .await
-                {
-                    return Err(self.statement_error(m, map, stmt.offset, stmt.text, e, false));
-                }
+            if let Err((offset, text, e)) = run_statements(conn, rendered).await {
+                return Err(self.statement_error(m, map, offset, text, e, false));
             }
             self.insert_history(conn, m, Some(elapsed_ms(started)))
                 .await?;

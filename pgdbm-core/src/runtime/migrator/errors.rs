@@ -178,3 +178,21 @@ pub(super) fn source_error(e: crate::migrations::SourceError) -> Error {
         source: Some(Box::new(e)),
     }))
 }
+
+/// Runs a no-transaction file statement by statement (outside a transaction, since statements
+/// such as `CREATE INDEX CONCURRENTLY` refuse one), stopping at the first failure, which comes
+/// back with the failing statement's offset and text for [`Migrator::statement_error`].
+pub(super) async fn run_statements<'s>(
+    conn: &mut PgConnection,
+    sql: &'s str,
+) -> std::result::Result<(), (usize, &'s str, sqlx::Error)> {
+    for stmt in split_statements(sql) {
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
+            .execute(&mut *conn)
+            .await
+        {
+            return Err((stmt.offset, stmt.text, e));
+        }
+    }
+    Ok(())
+}

@@ -17,7 +17,7 @@ mod tools;
 pub use revert::{RevertReport, RevertTarget, RevertedFile};
 pub use tools::{BaselineReport, Repair};
 
-use errors::{elapsed_ms, exec, source_error};
+use errors::{elapsed_ms, exec, run_statements, source_error};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,8 +8,8 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::apply::pooler_refuses;
 use super::tools::finish;
-use super::{Migrator, exec};
-use crate::migrations::{DownMigration, Migration, MigrationSet, split_statements};
+use super::{Migrator, exec, run_statements};
+use crate::migrations::{DownMigration, Migration, MigrationSet};
 use crate::runtime::error::{Error, Result};
 use crate::template;
 
@@ -168,15 +168,9 @@ impl Migrator {
         if down.no_transaction {
             // Direct connection only (refused behind a pooler); the session lock is held.
             tracing::warn!(file = %down.filename, "pgdbm: running a no-transaction down migration statement by statement; a failure leaves earlier statements applied");
-            for stmt in split_statements(sql) {
-                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(stmt.text.to_string()))
-                    .execute(&mut *conn)
-                    .await
-                {
-                    let as_file = down_as_migration(m, down);
-                    let (offset, text) = (stmt.offset, stmt.text);
-                    return Err(self.statement_error(&as_file, map, offset, text, e, true));
-                }
+            if let Err((offset, text, e)) = run_statements(conn, sql).await {
+                let as_file = down_as_migration(m, down);
+                return Err(self.statement_error(&as_file, map, offset, text, e, true));
             }
             exec(conn, "BEGIN").await?;
             let r = self.delete_history(conn, &m.filename).await;
