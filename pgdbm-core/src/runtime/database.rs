@@ -16,7 +16,7 @@ use super::observe::{SqlText, record_cut};
 use super::params::{CopyRow, Params};
 use super::pool::{
     Deadline, PoolConnection, PoolObject, PoolShared, PoolStats, PooledConn, Prepare,
-    is_connection_lost,
+    is_connection_lost, lane_key,
 };
 use super::query::{self, QueryCtx};
 use super::replicas::ReplicaLink;
@@ -66,6 +66,8 @@ pub(crate) struct DbInner {
     pub(crate) slow: Option<Duration>,
     /// For a replica handle: the primary its reads fall back to.
     pub(crate) replica: Option<ReplicaLink>,
+    /// For a tenant handle: the pool lane its statements prefer (see `pool/lanes.rs`).
+    pub(crate) lane: Option<u64>,
     /// This handle's replica handles, made on the first [`Database::replica`].
     pub(crate) replica_handles: OnceLock<Vec<Database>>,
 }
@@ -281,7 +283,7 @@ impl Database {
         sql: &str,
     ) -> Result<PoolObject> {
         loop {
-            match pool.get_for_statement(deadline, sql).await {
+            match pool.get_for_statement(self.inner.lane, deadline, sql).await {
                 Ok(obj) => return Ok(obj),
                 Err(e) => match self.fall_back(pool, &e.to_string()) {
                     Some(primary) => *pool = primary,
@@ -357,6 +359,10 @@ impl Database {
         let slow = pool.config.slow_query_threshold;
         let capacity = pool.config.template_cache_capacity;
         let deadline = pool.config.get_statement_deadline();
+        let lane = match (&tenant_of, &schema) {
+            (Some(_), Some(s)) => Some(lane_key(s)),
+            _ => None,
+        };
         Database {
             deadline,
             inner: Arc::new(DbInner {
@@ -371,6 +377,7 @@ impl Database {
                 },
                 slow,
                 replica,
+                lane,
                 replica_handles: OnceLock::new(),
             }),
         }
@@ -661,7 +668,11 @@ impl Database {
     /// [`Error::Query`] when the ping fails.
     pub async fn acquire(&self) -> Result<PoolConnection> {
         Ok(PoolConnection {
-            obj: self.inner.pool.get_prepared(Prepare::Ping).await?,
+            obj: self
+                .inner
+                .pool
+                .get_prepared(Prepare::Ping, self.inner.lane)
+                .await?,
             db: self.clone(),
         })
     }
@@ -686,7 +697,11 @@ impl Database {
     /// The checkout errors of [`acquire`](Self::acquire), with [`Error::Query`] when `BEGIN` fails
     /// rather than the ping.
     pub async fn transaction(&self) -> Result<Transaction<'static>> {
-        let obj = self.inner.pool.get_prepared(Prepare::Begin).await?;
+        let obj = self
+            .inner
+            .pool
+            .get_prepared(Prepare::Begin, self.inner.lane)
+            .await?;
         Ok(Transaction::begun(self.clone(), obj))
     }
 

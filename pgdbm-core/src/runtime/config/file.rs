@@ -43,6 +43,7 @@ struct ConfigFile {
     retry_max_delay_ms: Option<u64>,
     slow_query_threshold_ms: Option<u64>,
     statement_cache_capacity: Option<usize>,
+    tenant_lanes: Option<usize>,
     #[serde(default)]
     replicas: Vec<String>,
     max_replica_lag_ms: Option<u64>,
@@ -123,6 +124,7 @@ impl<'de> serde::Deserialize<'de> for DatabaseConfig {
             slow_query_threshold <- f.slow_query_threshold_ms.map(opt_ms),
             statement_cache_capacity <- f.statement_cache_capacity,
         );
+        c.tenant_lanes = f.tenant_lanes.or(c.tenant_lanes);
         c.application_name = f.application_name.or(c.application_name);
         c.server_settings.extend(f.server_settings);
         c.init_commands.extend(f.init_commands);

@@ -83,6 +83,7 @@ pub struct DatabaseConfig {
     pub(crate) retry_max_delay: Duration,
     pub(crate) slow_query_threshold: Option<Duration>,
     statement_cache_capacity: usize,
+    tenant_lanes: Option<usize>,
     pub(crate) template_cache_capacity: usize,
     pub(crate) create_schema: bool,
     pub(crate) observe: ObserveConfig,
@@ -124,6 +125,7 @@ impl Default for DatabaseConfig {
             retry_max_delay: Duration::from_secs(30),
             slow_query_threshold: Some(Duration::from_secs(1)),
             statement_cache_capacity: 256,
+            tenant_lanes: None,
             template_cache_capacity: 1024,
             create_schema: true,
             observe: ObserveConfig::default(),
@@ -261,6 +263,29 @@ impl DatabaseConfig {
         /// Prepared statements cached per connection (default 256).
         statement_cache_capacity: usize
     );
+    /// Splits the pool into `lanes` groups of connections; a tenant handle's statements prefer
+    /// the connections of the tenant's lane (default: `max_connections / 2`, so lanes of two).
+    ///
+    /// Each tenant's SQL names its schema, so it is a prepared statement of its own on every
+    /// connection that runs it. With lanes a connection sees about `tenants / lanes` tenants:
+    /// size [`statement_cache_capacity`](Self::statement_cache_capacity) to hold that share
+    /// (tenants × their queries / lanes) and no query pays Parse/Describe/planning again, while
+    /// each connection's server memory stays bounded by its share. A caller whose lane is busy
+    /// takes a free connection of another lane rather than wait; handles that are not tenant
+    /// handles take the first free connection. `1` turns lanes off.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
+    pub fn tenant_lanes(mut self, lanes: usize) -> Self {
+        self.tenant_lanes = Some(lanes);
+        self
+    }
+
+    /// The lanes the pool is split into (see [`tenant_lanes`](Self::tenant_lanes)).
+    pub(crate) fn lanes(&self) -> usize {
+        self.tenant_lanes
+            .unwrap_or(self.max_connections / 2)
+            .clamp(1, self.max_connections.max(1))
+    }
+
     setter!(
         /// Rendered SQL texts cached per `Database` handle (default 1024).
         template_cache_capacity: usize
@@ -353,6 +378,12 @@ impl DatabaseConfig {
             return Err(Error::config(
                 "metrics_interval",
                 "must be greater than zero",
+            ));
+        }
+        if self.tenant_lanes == Some(0) {
+            return Err(Error::config(
+                "tenant_lanes",
+                "must be at least 1 (1 turns lanes off)",
             ));
         }
         if self.retry_attempts == 0 {

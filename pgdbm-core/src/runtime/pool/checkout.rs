@@ -50,14 +50,18 @@ impl PoolShared {
     /// Checks a connection out of the pool, waiting up to `acquire_timeout` for a free slot and,
     /// while the server is unreachable, for it to come back.
     pub(crate) async fn get(&self) -> Result<PoolObject> {
-        self.checkout(Prepare::Nothing).await
+        self.checkout(Prepare::Nothing, None).await
     }
 
     /// Checks a connection out and runs `prepare` on it (a ping, or `BEGIN`), taking another
     /// connection while that finds the connection dead: both change nothing, so they are safe to
-    /// run again.
-    pub(crate) async fn get_prepared(&self, prepare: Prepare) -> Result<PoolObject> {
-        self.checkout(prepare).await
+    /// run again. `lane` is a tenant handle's [`lane_key`](super::lane_key).
+    pub(crate) async fn get_prepared(
+        &self,
+        prepare: Prepare,
+        lane: Option<u64>,
+    ) -> Result<PoolObject> {
+        self.checkout(prepare, lane).await
     }
 
     /// [`get_prepared`](Self::get_prepared) within a call's deadline, if it has one: a
@@ -65,13 +69,14 @@ impl PoolShared {
     pub(crate) async fn get_within(
         &self,
         prepare: Prepare,
+        lane: Option<u64>,
         deadline: Option<&Deadline>,
         sql: &str,
     ) -> Result<PoolObject> {
         let Some(d) = deadline else {
-            return self.checkout(prepare).await;
+            return self.checkout(prepare, lane).await;
         };
-        match tokio::time::timeout_at(d.at.into(), self.checkout(prepare)).await {
+        match tokio::time::timeout_at(d.at.into(), self.checkout(prepare, lane)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout(Box::new(TimeoutError::new(
                 sql,
@@ -85,13 +90,17 @@ impl PoolShared {
 
     /// A checkout that takes its turn behind callers that waited through an outage; `prepare`
     /// is part of the turn, so those callers get their connections in the order they came.
-    async fn checkout_in_turn(&self, prepare: Prepare) -> Result<PoolObject, Checkout> {
+    async fn checkout_in_turn(
+        &self,
+        prepare: Prepare,
+        lane: Option<u64>,
+    ) -> Result<PoolObject, Checkout> {
         self.outage
             .in_turn(|| async {
                 let mut tries = 0;
                 loop {
                     tries += 1;
-                    let mut obj = self.pool.timeout_get(&self.timeouts).await?;
+                    let mut obj = self.pool.get(lane, &self.timeouts).await?;
                     let Err(e) = self.prepare(&mut obj, prepare).await else {
                         return Ok(obj);
                     };
@@ -136,18 +145,18 @@ impl PoolShared {
         }
     }
 
-    pub(super) async fn checkout(&self, prepare: Prepare) -> Result<PoolObject> {
+    pub(super) async fn checkout(&self, prepare: Prepare, lane: Option<u64>) -> Result<PoolObject> {
         let wait = self.config.acquire_timeout;
         let metrics = self.observer.metrics.as_ref();
         let started = metrics.map(|_| Instant::now());
         let r = if prepare == Prepare::Nothing && !self.outage.queueing() {
-            let get = self.pool.timeout_get(&self.timeouts);
+            let get = self.pool.get(lane, &self.timeouts);
             tokio::time::timeout(wait, get)
                 .await
                 .map(|r| r.map_err(Checkout::Pool))
         } else {
             // Boxed: this path's future is large, and the hot path above should not carry it.
-            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(prepare))).await
+            tokio::time::timeout(wait, Box::pin(self.checkout_in_turn(prepare, lane))).await
         };
         match r {
             Ok(Ok(obj)) => {

@@ -69,6 +69,7 @@ impl Drop for PooledConn {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct ConnManager {
     pub(super) connector: Arc<Connector>,
     /// A replica's pool: an unreachable server is an error at once (the read goes to the

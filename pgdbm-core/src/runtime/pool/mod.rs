@@ -28,6 +28,7 @@ use super::outage::{Link, Outage};
 mod checkout;
 mod connection;
 mod connector;
+mod lanes;
 mod liveness;
 mod manager;
 mod pooler;
@@ -40,6 +41,8 @@ pub(crate) use checkout::Prepare;
 pub use connection::PoolConnection;
 use connector::connect_with_retry;
 pub(crate) use connector::{Connector, Opened, connect_error};
+use lanes::Lanes;
+pub(crate) use lanes::lane_key;
 use liveness::Watchdog;
 use manager::ConnManager;
 pub(crate) use manager::PooledConn;
@@ -55,9 +58,9 @@ pub(crate) struct Counters {
     pub(crate) acquired: AtomicU64,
 }
 
-/// The shared state of one pool: deadpool plus what pgdbm needs around it.
+/// The shared state of one pool: deadpool (in lanes) plus what pgdbm needs around it.
 pub(crate) struct PoolShared {
-    pub(crate) pool: DeadPool,
+    pub(crate) pool: Lanes,
     pub(crate) config: DatabaseConfig,
     pub(crate) counters: Counters,
     pub(crate) outage: Arc<Outage<Opened>>,
@@ -75,6 +78,7 @@ impl std::fmt::Debug for PoolShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("target", &self.config.target())
+            .field("lanes", &self.pool.count())
             .field("status", &self.pool.status())
             .finish()
     }
@@ -179,13 +183,8 @@ impl PoolShared {
             create: None,
             recycle: Some(liveness.check_timeout * 2),
         };
-        let pool = managed::Pool::builder(manager)
-            .max_size(config.max_connections)
-            .timeouts(timeouts)
-            .queue_mode(deadpool::managed::QueueMode::Lifo)
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::config("pool", e.to_string()))?;
+        let pool = Lanes::build(&manager, config.max_connections, config.lanes())
+            .map_err(|e| Error::config("pool", e))?;
         // DEALLOCATE ALL in the same round trip: whatever named statements the server
         // connection this transaction landed on holds (sqlx names the statements of `prepare`
         // and `describe` whatever its cache, and other clients leave theirs) cannot collide
@@ -250,7 +249,7 @@ impl PoolShared {
                 let min = shared.config.min_connections;
                 let mut kept = 0usize;
                 // `retain` sees idle connections only; keep the freshest `min` of them regardless.
-                shared.pool.retain(|_, m| {
+                shared.pool.retain(|m| {
                     let expired = lifetime.is_some_and(|l| m.age() > l);
                     let idle_too_long = idle.is_some_and(|i| m.last_used() > i);
                     let keep = !expired && (kept < min || !idle_too_long);

@@ -15,10 +15,11 @@ impl PoolShared {
     /// pooler may hand the next step to another server, which lacks the statement. Finish with
     /// [`end_statement`](Self::end_statement).
     ///
-    /// Within the call's `deadline` if it has one (a deadline that passes first is a timeout of
+    /// `lane` is a tenant handle's [`lane_key`](super::lane_key). Within the call's `deadline` if it has one (a deadline that passes first is a timeout of
     /// `sql`, not sent).
     pub(crate) async fn get_for_statement(
         &self,
+        lane: Option<u64>,
         deadline: Option<&Deadline>,
         sql: &str,
     ) -> Result<PoolObject> {
@@ -28,8 +29,8 @@ impl PoolShared {
             Prepare::Nothing
         };
         match deadline {
-            None => self.checkout(prepare).await,
-            Some(_) => self.get_within(prepare, deadline, sql).await,
+            None => self.checkout(prepare, lane).await,
+            Some(_) => self.get_within(prepare, lane, deadline, sql).await,
         }
     }
 

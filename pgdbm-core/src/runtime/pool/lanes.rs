@@ -1,0 +1,236 @@
+//! Lanes: the pool's connections split into small sub-pools, so that a tenant's statements go
+//! back to the few connections that already prepared them.
+//!
+//! Why: a tenant handle's SQL names the tenant's schema, so every tenant is a prepared
+//! statement of its own on every connection that runs its queries. When any connection may run
+//! any tenant, each connection's statement cache needs a slot per tenant and query, and past its
+//! capacity every query pays Parse/Describe/plan again and evicts another statement: measured
+//! (`benches/tenant_designs.rs`), the same point query over 1,000 tenants ran at 0.20 of one
+//! tenant with sqlx's cache of 256, and at 0.75 once the statements were prepared, but then
+//! every connection's server process held every tenant's plans (206 MiB each at 10,000
+//! tenants). With lanes, tenant `t` prefers lane `hash(t) % lanes`, so a connection sees about
+//! `tenants / lanes` tenants and its cache and server memory are bounded by that share.
+//!
+//! A lane is a deadpool pool of its own (deadpool hands out any idle object; it cannot prefer
+//! one). A checkout tries its lane, waits briefly for it ([`STEAL_AFTER`]), then takes an idle
+//! connection of any other lane before it waits longer, and while it waits it looks at the other lanes again every [`RESWEEP`], so a busy
+//! lane never keeps a caller waiting while another lane has a free connection. Callers with no
+//! tenant (every other handle) start at a rotating lane and take the first free connection.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool::managed::{self, PoolError, Status, TimeoutType, Timeouts};
+
+use super::manager::ConnManager;
+use super::{DeadPool, PoolObject};
+
+/// How often a caller waiting on its lane looks for a free connection in the others.
+const RESWEEP: Duration = Duration::from_millis(2);
+
+/// How long a tenant's caller waits for its own lane before it takes another lane's connection.
+const STEAL_AFTER: Duration = Duration::from_millis(1);
+
+/// The lanes of one pool.
+pub(crate) struct Lanes {
+    lanes: Vec<DeadPool>,
+    /// Where the next caller without a tenant starts.
+    next: AtomicUsize,
+}
+
+/// Which lane a tenant's queries prefer: a stable hash of its schema, so every handle of the
+/// tenant, in any process, agrees.
+pub(crate) fn lane_key(schema: &str) -> u64 {
+    // FNV-1a: stable across processes and releases (std's hasher is randomly seeded).
+    schema.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Lanes {
+    /// `count` lanes sharing `max_size` connections (the first lanes get one more when it does
+    /// not divide), each with its own copy of `manager`.
+    pub(crate) fn build(
+        manager: &ConnManager,
+        max_size: usize,
+        count: usize,
+    ) -> Result<Lanes, String> {
+        let count = count.clamp(1, max_size.max(1));
+        let lanes = (0..count)
+            .map(|i| {
+                let size = max_size / count + usize::from(i < max_size % count);
+                managed::Pool::builder(manager.clone())
+                    .max_size(size)
+                    .queue_mode(managed::QueueMode::Lifo)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Lanes {
+            lanes,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many lanes.
+    pub(crate) fn count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// The manager (every lane's is a copy of the same).
+    pub(crate) fn manager(&self) -> &ConnManager {
+        self.lanes[0].manager()
+    }
+
+    /// A connection, preferring lane `key % lanes` (a tenant's), else the first free one.
+    /// `timeouts.wait` bounds the whole wait (`None`: no bound).
+    pub(crate) async fn get(
+        &self,
+        key: Option<u64>,
+        timeouts: &Timeouts,
+    ) -> Result<PoolObject, PoolError<sqlx::Error>> {
+        let n = self.lanes.len();
+        if n == 1 {
+            return self.lanes[0].timeout_get(timeouts).await;
+        }
+        let home = match key {
+            Some(k) => (k % n as u64) as usize,
+            None => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..*timeouts
+        };
+        let started = tokio::time::Instant::now();
+        // A tenant's own lane first, even if that opens a connection there: that is where its
+        // statements are. When the lane is busy, a short wait for one of its connections costs
+        // less than preparing the tenant's statements on another lane's (and evicting that
+        // lane's), so the caller waits up to `STEAL_AFTER` before it looks elsewhere. A caller
+        // without a tenant opens a connection only where nothing is idle.
+        if key.is_some() {
+            if let Some(obj) = try_now(&self.lanes[home], &now).await? {
+                return Ok(obj);
+            }
+            let wait = timeouts.wait.map_or(STEAL_AFTER, |w| w.min(STEAL_AFTER));
+            let brief = Timeouts {
+                wait: Some(wait),
+                ..*timeouts
+            };
+            match self.lanes[home].timeout_get(&brief).await {
+                Err(PoolError::Timeout(TimeoutType::Wait)) => {}
+                r => return r,
+            }
+        }
+        loop {
+            if let Some(obj) = self.sweep(home, &now).await? {
+                return Ok(obj);
+            }
+            let left = match timeouts.wait {
+                Some(w) => match w.checked_sub(started.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return Err(PoolError::Timeout(TimeoutType::Wait)),
+                },
+                None => RESWEEP,
+            };
+            let slice = Timeouts {
+                wait: Some(left.min(RESWEEP)),
+                ..*timeouts
+            };
+            match self.lanes[home].timeout_get(&slice).await {
+                Err(PoolError::Timeout(TimeoutType::Wait)) => {}
+                r => return r,
+            }
+        }
+    }
+
+    /// An idle connection of any lane (from `home` on), else a new one in the first lane with
+    /// room; `None` when every lane is full and busy.
+    async fn sweep(
+        &self,
+        home: usize,
+        now: &Timeouts,
+    ) -> Result<Option<PoolObject>, PoolError<sqlx::Error>> {
+        let n = self.lanes.len();
+        let order = (0..n).map(|i| &self.lanes[(home + i) % n]);
+        for lane in order.clone() {
+            if lane.status().available > 0
+                && let Some(obj) = try_now(lane, now).await?
+            {
+                return Ok(Some(obj));
+            }
+        }
+        for lane in order {
+            if let Some(obj) = try_now(lane, now).await? {
+                return Ok(Some(obj));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The pool's status: the lanes' added up.
+    pub(crate) fn status(&self) -> Status {
+        self.lanes.iter().map(DeadPool::status).fold(
+            Status {
+                max_size: 0,
+                size: 0,
+                available: 0,
+                waiting: 0,
+            },
+            |a, s| Status {
+                max_size: a.max_size + s.max_size,
+                size: a.size + s.size,
+                available: a.available + s.available,
+                waiting: a.waiting + s.waiting,
+            },
+        )
+    }
+
+    /// Keeps the idle connections `f` says to keep, in every lane.
+    pub(crate) fn retain(&self, mut f: impl FnMut(&managed::Metrics) -> bool) {
+        for lane in &self.lanes {
+            lane.retain(|_, m| f(&m));
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lanes[0].is_closed()
+    }
+
+    pub(crate) fn close(&self) {
+        for lane in &self.lanes {
+            lane.close();
+        }
+    }
+}
+
+/// A connection of `lane` if one is free or can be opened now; `None` if the lane is full.
+async fn try_now(
+    lane: &DeadPool,
+    now: &Timeouts,
+) -> Result<Option<PoolObject>, PoolError<sqlx::Error>> {
+    match lane.timeout_get(now).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(PoolError::Timeout(TimeoutType::Wait)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lane_key;
+
+    #[test]
+    fn a_tenants_lane_is_stable_and_tenants_spread_over_the_lanes() {
+        // Fixed: the same schema must map to the same lane in every process and release.
+        assert_eq!(lane_key("tenant_acme"), lane_key("tenant_acme"));
+        assert_eq!(lane_key(""), 0xcbf2_9ce4_8422_2325);
+        let mut per_lane = [0usize; 8];
+        for t in 0..8000 {
+            per_lane[(lane_key(&format!("tenant_{t}")) % 8) as usize] += 1;
+        }
+        for n in per_lane {
+            assert!((800..=1200).contains(&n), "uneven lanes: {per_lane:?}");
+        }
+    }
+}
