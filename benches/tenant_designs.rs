@@ -16,7 +16,9 @@
 //! Run: `cargo bench --bench tenant_designs`. Env: `PGDBM_BENCH_URL` (else `DATABASE_URL`, else
 //! the local server; its database is replaced by a fresh `pgdbm_bench_tenant_designs`),
 //! `PGDBM_BENCH_SECS` per cell (default 3), `PGDBM_BENCH_TASKS` (default 8),
-//! `PGDBM_BENCH_TENANTS` (comma-separated k, default `1,100,1000`).
+//! `PGDBM_BENCH_TENANTS` (comma-separated k, default `1,100,1000`), `PGDBM_BENCH_WARMUP`
+//! (passes over its tenants each task makes before timing, default 0), `PGDBM_BENCH_DESIGNS`
+//! (`;`-separated design names, default all).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,7 +61,7 @@ impl Design {
 }
 
 /// Queries per second, and the mean server memory of a connection afterwards (MiB).
-async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64) {
+async fn measure(design: Design, k: usize, tasks: usize, secs: f64, warm: usize) -> (f64, f64) {
     let cache = if matches!(design, Design::BigCache | Design::AffinityBigCache) {
         2 * k + 16
     } else {
@@ -67,6 +69,7 @@ async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64
     };
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    let warmed = Arc::new(AtomicU64::new(0));
     let mut conns = Vec::new();
     for _ in 0..tasks {
         conns.push(
@@ -79,7 +82,7 @@ async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64
         .into_iter()
         .enumerate()
         .map(|(i, mut conn)| {
-            let (stop, done) = (stop.clone(), done.clone());
+            let (stop, done, warmed) = (stop.clone(), done.clone(), warmed.clone());
             // The tenants this task cycles through.
             let mine: Vec<usize> = if matches!(design, Design::Affinity | Design::AffinityBigCache)
             {
@@ -91,6 +94,9 @@ async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64
                 let mut current: Option<usize> = None;
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
+                    if n == warm * mine.len() {
+                        warmed.fetch_add(1, Ordering::Relaxed);
+                    }
                     let tenant = mine[n % mine.len()];
                     n += 1;
                     let id = (n as i64 % ROWS) + 1;
@@ -132,6 +138,17 @@ async fn measure(design: Design, k: usize, tasks: usize, secs: f64) -> (f64, f64
             })
         })
         .collect();
+    // Warm: every task has run `warm` passes over its tenants (then half a second more).
+    let warming = Instant::now();
+    while warmed.load(Ordering::Relaxed) < tasks as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if warm > 0 {
+        println!(
+            "  ({warm} warm-up passes took {:.1} s)",
+            warming.elapsed().as_secs_f64()
+        );
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (n0, t0) = (done.load(Ordering::Relaxed), Instant::now());
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
@@ -191,6 +208,10 @@ fn main() {
     let tasks: usize = env("PGDBM_BENCH_TASKS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    let warm: usize = env("PGDBM_BENCH_WARMUP")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let only = env("PGDBM_BENCH_DESIGNS");
     let ks: Vec<usize> = env("PGDBM_BENCH_TENANTS")
         .unwrap_or_else(|| "1,100,1000".into())
         .split(',')
@@ -213,7 +234,10 @@ fn main() {
         let mut base = None;
         for &k in &ks {
             for design in designs {
-                let (qps, mib) = measure(design, k, tasks, secs).await;
+                if only.as_deref().is_some_and(|o| !o.split(';').any(|d| d.trim() == design.name())) {
+                    continue;
+                }
+                let (qps, mib) = measure(design, k, tasks, secs, warm).await;
                 let base = *base.get_or_insert(qps);
                 println!(
                     "k = {k:>6}  {:<22} {qps:>8.0} q/s  {:>5.2} of k = 1 qualified  server memory {mib:>6.1} MiB per connection",

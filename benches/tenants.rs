@@ -1,10 +1,21 @@
 //! A `tsql_as!` point query through a tenant handle (re-targeted to the tenant's schema) against
 //! the same query through a handle of the schema it was checked for, in one run, on one pool.
 //!
+//! Then the tenants-at-scale table (`support/tenant_scale.rs`): the same query over k = 1, 10,
+//! 100, 1,000, 10,000 tenants made with `Tenants::create`, 8 tasks on one shared pool of 16
+//! connections, first as the pool was before lanes (`tenant_lanes(1)`, cache 256), then with 8
+//! lanes and a statement cache holding a lane's share; each row with its ratio to k = 1 of the
+//! same pool and the server memory of the pool's connections. Bars: >= 0.8 at 1,000 and >= 0.6
+//! at 10,000.
+//!
 //! Run: `cargo bench --bench tenants`. Env: `PGDBM_BENCH_URL` (else `DATABASE_URL`, else the local
 //! server; its database is replaced by a fresh `pgdbm_bench_tenants`), `PGDBM_BENCH_SECS` per cell
 //! (default 5), `PGDBM_BENCH_TASKS` (default 8). The cells alternate, three rounds each, and the
-//! medians are compared. Bar: tenant / compile-time schema >= 0.95. Printed, never asserted.
+//! medians are compared. Bar: tenant / compile-time schema >= 0.95. The table: `PGDBM_BENCH_TENANTS`
+//! (comma-separated k, default `1,10,100,1000,10000`; empty skips it), `PGDBM_BENCH_WARMUP`
+//! (passes of each task over its tenants before a cell is timed, default 6: PostgreSQL plans a
+//! prepared statement 5 times before it settles on a generic plan), `PGDBM_BENCH_POOL` (16),
+//! `PGDBM_BENCH_LANES` (8). Printed, never asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +36,8 @@ struct User {
 
 #[path = "support/tenant_db.rs"]
 mod tenant_db;
+#[path = "support/tenant_scale.rs"]
+mod tenant_scale;
 
 fn url_for(database: &str) -> String {
     tenant_db::url_for(database).to_string()
@@ -80,15 +93,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}: not a number: {v}"))
+        })
+        .unwrap_or(default)
+}
+
 fn main() {
-    let secs: f64 = std::env::var("PGDBM_BENCH_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5.0);
-    let tasks: usize = std::env::var("PGDBM_BENCH_TASKS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let secs: f64 = env_or("PGDBM_BENCH_SECS", 5.0);
+    let tasks: usize = env_or("PGDBM_BENCH_TASKS", 8);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -151,5 +168,70 @@ fn main() {
             if ratio >= 0.95 { "PASS" } else { "MISS" }
         );
         pool.close().await;
+        scale_table(tasks, secs).await;
     });
+}
+
+/// The tenants-at-scale table (see the module docs).
+async fn scale_table(tasks: usize, secs: f64) {
+    let ks: Vec<usize> = std::env::var("PGDBM_BENCH_TENANTS")
+        .unwrap_or_else(|_| "1,10,100,1000,10000".into())
+        .split(',')
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.trim().parse().expect("PGDBM_BENCH_TENANTS: numbers"))
+        .collect();
+    let Some(&k_max) = ks.iter().max() else {
+        return;
+    };
+    let warm: usize = env_or("PGDBM_BENCH_WARMUP", 6);
+    let connections: usize = env_or("PGDBM_BENCH_POOL", 16);
+    let lanes: usize = env_or("PGDBM_BENCH_LANES", 8);
+    let migrations = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    // A lane's share of the tenants, twice over: a connection also runs the tenants of other
+    // lanes whose connections were busy.
+    let setups = [
+        tenant_scale::Setup {
+            name: "before: 1 lane, cache 256",
+            lanes: 1,
+            cache: 256,
+        },
+        tenant_scale::Setup {
+            name: "lanes",
+            lanes,
+            cache: (2 * k_max / lanes).max(256),
+        },
+    ];
+    let url = url_for(DB);
+    println!();
+    let maker = tenant_scale::pool(&url, &setups[1], 4).await;
+    let tenants = Tenants::new(&maker, "myservice", migrations);
+    let _ = tenant_scale::create(&tenants, k_max, 4).await;
+    maker.close().await;
+    println!(
+        "tsql_as! point query over k tenants (task i takes tenants i, i + {tasks}, …), {tasks} tasks, pool of {connections}, {warm} warm-up passes, {secs} s per cell"
+    );
+    for setup in &setups {
+        let pool = tenant_scale::pool(&url, setup, connections).await;
+        let tenants = Tenants::new(&pool, "myservice", migrations);
+        let mut handles = Vec::with_capacity(k_max);
+        for i in 0..k_max {
+            handles.push(tenants.get(&format!("t{i}")).await.expect("tenant handle"));
+        }
+        let any = pool.database(None).expect("handle");
+        let mut base = None;
+        for &k in &ks {
+            let (qps, warm_secs) = tenant_scale::measure(&handles, k, tasks, secs, warm).await;
+            let base = *base.get_or_insert(qps);
+            let (mean, max) = tenant_scale::server_memory(&any, connections).await;
+            println!(
+                "{:<26} lanes {:>2} cache {:>5}  k = {k:>6}  {qps:>8.0} q/s  {:>5.2} of k = 1   server memory per connection {mean:>6.1} MiB (max {max:>6.1})   warm-up {warm_secs:>5.1} s",
+                setup.name,
+                setup.lanes,
+                setup.cache,
+                qps / base
+            );
+        }
+        pool.close().await;
+    }
+    println!("Bars: >= 0.8 of k = 1 at 1,000 tenants, >= 0.6 at 10,000.");
 }
