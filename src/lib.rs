@@ -45,7 +45,7 @@ pub mod migrate {
 
 /// Schema-per-tenant on one shared pool: [`Tenants`] and what its fleet operations report.
 pub mod tenants {
-    pub use pgdbm_core::{TenantErrorKind, TenantMigration, Tenants};
+    pub use pgdbm_core::{TenantErrorKind, TenantMigration, TenantPage, TenantProgress, Tenants};
 }
 
 /// What the pool and the server say about themselves: health checks, statement plans, lock

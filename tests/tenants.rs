@@ -370,23 +370,140 @@ fn copy_migrations(to: &Path) {
     }
 }
 
+/// Creates `names` as tenants, 8 at a time, and says how long it took.
+async fn create_all(tenants: &Tenants, names: &[String]) -> std::time::Duration {
+    let started = Instant::now();
+    let created: Vec<_> = futures_util::stream::iter(names)
+        .map(|n| async move { (n, tenants.create(n).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for (name, r) in &created {
+        assert!(r.is_ok(), "{name}: {r:?}");
+    }
+    started.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_tenants_migrate_all_with_one_broken_then_fixed() {
+async fn list_pages_walk_every_tenant_once_in_order() {
+    let (_t, pool) = shared_pool(6).await;
+    let tenants = Tenants::new(&pool, "myservice", MIGRATIONS);
+    // No registry yet: an empty last page, and a count of 0.
+    assert_eq!(
+        tenants.list_page(None, 10).await.unwrap(),
+        empty_page(&tenants).await
+    );
+    assert_eq!(tenants.count().await.unwrap(), 0);
+
+    let names: Vec<String> = (0..25).map(|i| format!("t{i:03}")).collect();
+    create_all(&tenants, &names).await;
+    // Another module's tenants share the registry and never show up in this module's pages.
+    let other = Tenants::new(&pool, "other", MIGRATIONS).schema_prefix("other_");
+    other.create("t0005").await.unwrap();
+    other.create("zz").await.unwrap();
+    assert_eq!(tenants.count().await.unwrap(), 25);
+    assert_eq!(other.count().await.unwrap(), 2);
+    assert_eq!(tenants.list().await.unwrap(), names);
+
+    for limit in [1, 4, 5, 7, 24, 25, 26, 1000] {
+        let pages = walk(&tenants, None, limit).await;
+        let flat: Vec<String> = pages.iter().flat_map(|p| p.names.clone()).collect();
+        assert_eq!(flat, names, "limit {limit}: every tenant once, in order");
+        assert_eq!(pages.len(), 25usize.div_ceil(limit), "limit {limit}");
+        for (i, page) in pages.iter().enumerate() {
+            let last = i == pages.len() - 1;
+            if !last {
+                assert_eq!(page.names.len(), limit, "limit {limit}, page {i}");
+                assert_eq!(page.next.as_ref(), page.names.last(), "limit {limit}");
+            } else {
+                // Exact: no empty page after a full last one.
+                assert_eq!(page.next, None, "limit {limit}");
+                assert_eq!(page.names.len(), 25 - limit * i, "limit {limit}");
+            }
+        }
+    }
+
+    // `after` need not be a tenant: the page starts at the first name after it.
+    let page = tenants.list_page(Some("t0105"), 3).await.unwrap();
+    assert_eq!(page.names, ["t011", "t012", "t013"]);
+    assert_eq!(page.next.as_deref(), Some("t013"));
+    let page = tenants.list_page(Some("a"), 2).await.unwrap();
+    assert_eq!(page.names, ["t000", "t001"]);
+    let page = tenants.list_page(Some("t024"), 5).await.unwrap();
+    assert_eq!(page, empty_page(&tenants).await);
+    let page = tenants.list_page(Some("zzz"), 5).await.unwrap();
+    assert!(page.names.is_empty() && page.next.is_none(), "{page:?}");
+    let other_page = other.list_page(None, 10).await.unwrap();
+    assert_eq!(other_page.names, ["t0005", "zz"]);
+
+    // A limit of 0 is refused before anything is sent.
+    let e = tenants.list_page(None, 0).await.unwrap_err();
+    match &e {
+        Error::InvalidInput { operation, message } => {
+            assert_eq!(*operation, "list_page");
+            assert!(message.contains("at least 1"), "{message}");
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+
+    // Keyset pages do not shift when tenants come and go between them: a tenant dropped
+    // ahead of the cursor is simply absent, one created behind it is not seen, and nothing
+    // repeats or goes missing.
+    let first = tenants.list_page(None, 10).await.unwrap();
+    assert_eq!(first.next.as_deref(), Some("t009"));
+    tenants.drop("t015", "t015").await.unwrap();
+    tenants.create("t0001").await.unwrap();
+    let rest = walk(&tenants, first.next.as_deref(), 10).await;
+    let rest: Vec<String> = rest.into_iter().flat_map(|p| p.names).collect();
+    let expected: Vec<String> = names[10..]
+        .iter()
+        .filter(|n| *n != "t015")
+        .cloned()
+        .collect();
+    assert_eq!(rest, expected);
+    assert_eq!(tenants.count().await.unwrap(), 25);
+    pool.close().await;
+}
+
+/// What a page past the end looks like (built through a real call, since the struct is
+/// `#[non_exhaustive]`).
+async fn empty_page(tenants: &Tenants) -> pgdbm::tenants::TenantPage {
+    let page = tenants.list_page(Some("zzz"), 1).await.unwrap();
+    assert!(page.names.is_empty(), "{page:?}");
+    assert_eq!(page.next, None);
+    page
+}
+
+/// Every page from `after` to the end, `limit` names at a time (at most 1,000 pages).
+async fn walk(
+    tenants: &Tenants,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<pgdbm::tenants::TenantPage> {
+    let mut pages = Vec::new();
+    let mut after = after.map(str::to_string);
+    for _ in 0..1000 {
+        let page = tenants.list_page(after.as_deref(), limit).await.unwrap();
+        after = page.next.clone();
+        pages.push(page);
+        if after.is_none() {
+            return pages;
+        }
+    }
+    panic!("list_page never ended at limit {limit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tenants_migrate_all_with_one_broken_then_fixed() {
+    const N: usize = 1000;
     let (t, pool) = shared_pool(12).await;
     let dir = tempfile::tempdir().unwrap();
     copy_migrations(dir.path());
     let tenants = Tenants::new(&pool, "myservice", dir.path()).concurrency(8);
 
-    let started = Instant::now();
-    let names: Vec<String> = (0..200).map(|i| format!("t{i:03}")).collect();
-    let created: Vec<_> = futures_util::stream::iter(&names)
-        .map(|n| tenants.create(n))
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let create_time = started.elapsed();
-    assert!(created.iter().all(Result::is_ok));
-    assert_eq!(tenants.list().await.unwrap().len(), 200);
+    let names: Vec<String> = (0..N).map(|i| format!("t{i:04}")).collect();
+    let create_time = create_all(&tenants, &names).await;
+    assert_eq!(tenants.count().await.unwrap(), N);
 
     std::fs::write(
         dir.path().join("004_add_nickname.sql"),
@@ -394,46 +511,98 @@ async fn two_hundred_tenants_migrate_all_with_one_broken_then_fixed() {
     )
     .unwrap();
     // Broken on purpose: the column the migration adds is there already.
-    t.execute("ALTER TABLE tenant_t042.users ADD COLUMN nickname TEXT", ())
+    t.execute(
+        "ALTER TABLE tenant_t0420.users ADD COLUMN nickname TEXT",
+        (),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let report = tenants
+        .migrate_all_with(|p| {
+            assert_eq!(p.total, N);
+            seen.push((
+                p.done,
+                p.failed,
+                p.last.tenant.clone(),
+                p.last.outcome.is_err(),
+            ));
+        })
         .await
         .unwrap();
-    let started = Instant::now();
-    let report = tenants.migrate_all().await.unwrap();
     let migrate_time = started.elapsed();
-    assert_eq!(report.len(), 200);
+
+    // The outcomes, one per tenant, in name order.
+    assert_eq!(report.len(), N);
+    let reported: Vec<&str> = report.iter().map(|r| r.tenant.as_str()).collect();
+    assert_eq!(reported, names);
     let failed: Vec<&str> = report
         .iter()
         .filter(|r| r.outcome.is_err())
         .map(|r| r.tenant.as_str())
         .collect();
-    assert_eq!(failed, ["t042"]);
-    let err = report[42].outcome.as_ref().unwrap_err().to_string();
+    assert_eq!(failed, ["t0420"]);
+    let err = report[420].outcome.as_ref().unwrap_err().to_string();
     assert!(
         err.contains("004_add_nickname.sql") && err.contains("nickname"),
         "{err}"
     );
     let applied = report
         .iter()
-        .filter(|r| matches!(&r.outcome, Ok(m) if m.applied.len() == 1))
+        .filter(|r| matches!(&r.outcome, Ok(m) if m.applied.len() == 1 && m.applied[0].filename == "004_add_nickname.sql"))
         .count();
-    assert_eq!(applied, 199);
+    assert_eq!(applied, N - 1);
+    // The rest really have the column; the broken one has only what it was given.
+    let with_column: Option<i64> = t
+        .fetch_value(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema LIKE 'tenant\\_%' AND table_name = 'users' AND column_name = 'nickname'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(with_column, Some(N as i64));
+    let history: Option<i64> = t
+        .fetch_value(
+            "SELECT count(*) FROM tenant_t0420.schema_migrations WHERE filename = '004_add_nickname.sql'",
+            (),
+        )
+        .await
+        .unwrap();
+    assert_eq!(history, Some(0));
+
+    // Progress: one call per tenant, `done` counting up by one, the failure counted once it
+    // happened and named with its outcome.
+    let dones: Vec<usize> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(dones, (1..=N).collect::<Vec<_>>());
+    let failing: Vec<&(usize, usize, String, bool)> = seen.iter().filter(|s| s.3).collect();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0].2, "t0420");
+    let at = failing[0].0;
+    assert!(seen[..at - 1].iter().all(|s| s.1 == 0));
+    assert!(seen[at - 1..].iter().all(|s| s.1 == 1));
+    let mut finished: Vec<&str> = seen.iter().map(|s| s.2.as_str()).collect();
+    finished.sort_unstable();
+    assert_eq!(finished, names);
 
     // Fixed, and rerun: only the broken one has anything to do.
-    t.execute("ALTER TABLE tenant_t042.users DROP COLUMN nickname", ())
+    t.execute("ALTER TABLE tenant_t0420.users DROP COLUMN nickname", ())
         .await
         .unwrap();
     let started = Instant::now();
     let rerun = tenants.migrate_all().await.unwrap();
     let rerun_time = started.elapsed();
+    assert_eq!(rerun.len(), N);
     let did: Vec<&str> = rerun
         .iter()
         .filter(|r| matches!(&r.outcome, Ok(m) if !m.applied.is_empty()))
         .map(|r| r.tenant.as_str())
         .collect();
-    assert_eq!(did, ["t042"]);
+    assert_eq!(did, ["t0420"]);
     assert!(rerun.iter().all(|r| r.outcome.is_ok()));
     eprintln!(
-        "tenants: created 200 tenants (3 files each) in {create_time:?}; migrate_all of a 4th file in {migrate_time:?} (199 applied, 1 failed); rerun after the fix in {rerun_time:?}"
+        "tenants: created {N} tenants (3 files each, 8 at a time) in {create_time:?}; migrate_all of a 4th file in {migrate_time:?} ({} applied, 1 failed); rerun after the fix in {rerun_time:?}",
+        N - 1
     );
     pool.close().await;
 }

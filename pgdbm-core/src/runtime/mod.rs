@@ -42,7 +42,7 @@ pub use observe::stats::{QueryRecord, QueryStats};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use replicas::ReplicaStatus;
-pub use tenants::{TenantMigration, Tenants};
+pub use tenants::{TenantMigration, TenantPage, TenantProgress, Tenants};
 pub use transaction::Transaction;
 
 /// The sqlx crate pgdbm is built on, for types such as `sqlx::FromRow` and `PgConnection`.

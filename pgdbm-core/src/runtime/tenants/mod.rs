@@ -6,17 +6,23 @@
 //! row last, in that transaction: a crash leaves the tenant unregistered (its schema, if made,
 //! is picked up by the next `create`, since migrations resume), and of two concurrent creates
 //! one wins and the other finds the row and answers "exists".
+//!
+//! Here: the type, its settings, lookups and the registry. `lifecycle` creates and drops one
+//! tenant; `fleet` reads the registry a page at a time and migrates every tenant.
+
+mod fleet;
+mod lifecycle;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use futures_util::StreamExt;
-
 use super::database::Database;
 use super::error::{Error, Result, TenantErrorKind};
 use super::migrator::{EmbeddedMigrations, MigrationReport, Migrator};
 use crate::ident::quote_identifier;
+
+pub use fleet::{TenantMigration, TenantPage, TenantProgress};
 
 /// How long `create` and `drop` wait for another one working on the same tenant, and how often
 /// they look.
@@ -66,16 +72,6 @@ impl std::fmt::Debug for Tenants {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
-}
-
-/// What [`Tenants::migrate_all`] did for one tenant.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct TenantMigration {
-    /// The tenant.
-    pub tenant: String,
-    /// The migrator's report, or why this tenant failed (the others went on).
-    pub outcome: Result<MigrationReport>,
 }
 
 impl Tenants {
@@ -186,6 +182,8 @@ impl Tenants {
             quote_identifier(&self.registry)
         );
         super::pool::create_if_missing(conn.raw(), &schema).await?;
+        // The primary key's index on (module, name) is what `list_page` walks: `WHERE module =
+        // $1 AND name > $2 ORDER BY name LIMIT n` is a range scan of it, whatever the size.
         let table = format!(
             "CREATE TABLE IF NOT EXISTS {} (module text NOT NULL, name text NOT NULL, schema_name text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (module, name))",
             self.table()
@@ -237,63 +235,6 @@ impl Tenants {
             }
             tokio::time::sleep(LOCK_POLL).await;
         }
-    }
-
-    /// Creates tenant `name`: its schema, the module's migrations applied in it (history in
-    /// that schema), and its registry row, in that order. `Exists` if it is registered.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Tenant`] for an invalid name or one registered already
-    /// ([`Exists`](TenantErrorKind::Exists)); [`Error::Config`] for a pool of fewer than 2
-    /// connections or when another create or drop holds the tenant for 5 minutes; the errors of
-    /// [`Migrator::apply_pending`], and the pool's and queries' errors.
-    pub async fn create(&self, name: &str) -> Result<Database> {
-        let schema = self.schema_for(name)?;
-        if self.pool.config().max_connections < 2 {
-            return Err(Error::config(
-                "max_connections",
-                "creating a tenant needs a pool of at least 2 connections (a transaction holds one while its migrations use another)",
-            ));
-        }
-        let _turn = self
-            .writers
-            .acquire()
-            .await
-            .map_err(|_| Error::PoolClosed)?;
-        self.ensure_registry().await?;
-        let mut tx = self.pool.transaction().await?;
-        self.lock(&mut tx, name).await?;
-        let exists: Option<bool> = tx
-            .fetch_value(
-                &format!(
-                    "SELECT true FROM {} WHERE module = $1 AND name = $2",
-                    self.table()
-                ),
-                (&self.module, name),
-            )
-            .await?;
-        if exists.is_some() {
-            return Err(tenant_error(
-                name,
-                TenantErrorKind::Exists,
-                "a tenant of this name exists already",
-            ));
-        }
-        let handle = self.pool.tenant_handle(&schema, &self.compiled_schema)?;
-        handle.create_schema().await?;
-        self.migrator(&handle).apply_pending().await?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (module, name, schema_name) VALUES ($1, $2, $3)",
-                self.table()
-            ),
-            (&self.module, name, &schema),
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(tenant = name, schema = %schema, module = %self.module, "pgdbm: created tenant");
-        Ok(self.remember(name, handle))
     }
 
     /// The handle of registered tenant `name`. An invalid or unknown name is an error, and no
@@ -349,31 +290,6 @@ impl Tenants {
         }
     }
 
-    /// The registered tenants' names, sorted.
-    ///
-    /// # Errors
-    ///
-    /// The pool's and queries' errors ([`Error::PoolTimeout`], [`Error::Query`], …) when the
-    /// registry cannot be read; no registry yet is an empty list.
-    pub async fn list(&self) -> Result<Vec<String>> {
-        let rows: Vec<(String,)> = match self
-            .pool
-            .fetch_all(
-                &format!(
-                    "SELECT name FROM {} WHERE module = $1 ORDER BY name",
-                    self.table()
-                ),
-                (&self.module,),
-            )
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) if no_registry(&e) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(rows.into_iter().map(|(n,)| n).collect())
-    }
-
     /// Applies pending migrations to the tenant `name` (an unknown tenant is an error), with the
     /// same migrator `create` and `migrate_all` use: history in its schema, under the module.
     ///
@@ -383,94 +299,6 @@ impl Tenants {
     pub async fn migrate(&self, name: &str) -> Result<MigrationReport> {
         let handle = self.get(name).await?;
         self.migrator(&handle).apply_pending().await
-    }
-
-    /// Applies pending migrations to every tenant, [`concurrency`](Self::concurrency) at a time.
-    /// A failing tenant does not stop the others; each one's outcome is reported, in name order.
-    /// A rerun applies what is still pending.
-    ///
-    /// # Errors
-    ///
-    /// The errors of [`list`](Self::list) only: a tenant's own failure is in its
-    /// [`TenantMigration::outcome`].
-    pub async fn migrate_all(&self) -> Result<Vec<TenantMigration>> {
-        let names = self.list().await?;
-        let mut done: Vec<TenantMigration> = futures_util::stream::iter(names)
-            .map(|tenant| async move {
-                let outcome = self.migrate(&tenant).await;
-                if let Err(e) = &outcome {
-                    tracing::warn!(tenant = %tenant, error = %e, "pgdbm: tenant migration failed");
-                }
-                TenantMigration { tenant, outcome }
-            })
-            .buffer_unordered(self.concurrency)
-            .collect()
-            .await;
-        done.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        Ok(done)
-    }
-
-    /// Drops tenant `name`: its schema with everything in it, and its registry row, in one
-    /// transaction. `confirm` must repeat the name.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Tenant`] for an invalid name, a `confirm` that differs
-    /// ([`NotConfirmed`](TenantErrorKind::NotConfirmed)) or an unregistered tenant
-    /// ([`Unknown`](TenantErrorKind::Unknown)), nothing changed; [`Error::Config`] when another
-    /// create or drop holds the tenant for 5 minutes; the pool's and queries' errors.
-    pub async fn drop(&self, name: &str, confirm: &str) -> Result<()> {
-        let schema = self.schema_for(name)?;
-        let _turn = self
-            .writers
-            .acquire()
-            .await
-            .map_err(|_| Error::PoolClosed)?;
-        if confirm != name {
-            return Err(tenant_error(
-                name,
-                TenantErrorKind::NotConfirmed,
-                "dropping a tenant deletes all its data: pass its name again as confirmation",
-            ));
-        }
-        let mut tx = self.pool.transaction().await?;
-        self.lock(&mut tx, name).await?;
-        let gone = match tx
-            .execute(
-                &format!(
-                    "DELETE FROM {} WHERE module = $1 AND name = $2",
-                    self.table()
-                ),
-                (&self.module, name),
-            )
-            .await
-        {
-            Ok(n) => n,
-            Err(e) if no_registry(&e) => 0,
-            Err(e) => return Err(e),
-        };
-        if gone == 0 {
-            return Err(tenant_error(
-                name,
-                TenantErrorKind::Unknown,
-                "no such tenant",
-            ));
-        }
-        tx.execute(
-            &format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE",
-                quote_identifier(&schema)
-            ),
-            (),
-        )
-        .await?;
-        tx.commit().await?;
-        self.handles
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        tracing::info!(tenant = name, schema = %schema, "pgdbm: dropped tenant");
-        Ok(())
     }
 }
 
