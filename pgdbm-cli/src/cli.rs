@@ -44,7 +44,8 @@ pub struct Global {
     /// Connect to pgdbm.toml's [environments.NAME] instead of DATABASE_URL
     #[arg(long, global = true, value_name = "NAME")]
     pub env: Option<String>,
-    /// Print JSON (status, pending, history, verify, tenants list, test-server status, inspect)
+    /// Print JSON (status, pending, history, verify, tenants list and migrate, test-server status,
+    /// inspect)
     #[arg(long, global = true)]
     pub json: bool,
     /// When to colour the output [auto: on a terminal, unless NO_COLOR is set]
@@ -263,8 +264,22 @@ pub enum DbCommand {
 /// `pgdbm tenants …`.
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
-    /// The tenants in the registry
-    List(TenantArgs),
+    /// The tenants in the registry, by name (every one, read a page at a time; or one page with
+    /// --limit)
+    #[command(after_help = "Examples:
+  pgdbm tenants list                           every tenant
+  pgdbm tenants list --limit 100               the first 100; the next command is printed on stderr
+  pgdbm tenants list --limit 100 --after acme  the 100 after `acme`")]
+    List {
+        /// Print at most N tenants (one page) and, when more follow, the command for the next
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        /// Start after this name (it need not be a tenant)
+        #[arg(long, value_name = "NAME")]
+        after: Option<String>,
+        #[command(flatten)]
+        args: TenantArgs,
+    },
     /// Create a tenant: its schema, migrated
     Create {
         /// The tenant's name
@@ -272,10 +287,17 @@ pub enum TenantsCommand {
         #[command(flatten)]
         args: TenantArgs,
     },
-    /// Apply pending migrations to one tenant, or every tenant
+    /// Apply pending migrations to one tenant, or every tenant (a progress bar on a terminal);
+    /// a failing tenant does not stop the others, and each failure is named at the end
     Migrate {
         /// The tenant (default: every tenant)
         name: Option<String>,
+        /// Every tenant (the default without NAME)
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// How many tenants to migrate at once
+        #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
         #[command(flatten)]
         args: TenantArgs,
     },
@@ -423,7 +445,7 @@ impl Command {
                 DbCommand::Reset { .. } => "db reset",
             }),
             Command::Tenants { command } => match command {
-                TenantsCommand::List(_) => Read,
+                TenantsCommand::List { .. } => Read,
                 TenantsCommand::Create { .. } => Write("tenants create"),
                 TenantsCommand::Migrate { .. } => Write("tenants migrate"),
                 TenantsCommand::Drop { .. } => Write("tenants drop"),

@@ -1,8 +1,9 @@
 //! `pgdbm tenants …`: one schema per tenant on one database, through [`Tenants`].
 
+use indicatif::{ProgressBar, ProgressStyle};
 use pgdbm_core::migrations::MigrationSet;
-use pgdbm_core::{MigrationReport, SharedPool, Tenants};
-use serde_json::json;
+use pgdbm_core::{Error, MigrationReport, SharedPool, TenantMigration, Tenants};
+use serde_json::{Value, json};
 
 use crate::cli::{ModuleArgs, TenantArgs, TenantsCommand};
 use crate::context::{Context, Failure, Result, Target, fail};
@@ -19,11 +20,13 @@ pub async fn run(ctx: &Context, cmd: TenantsCommand) -> Result<Code> {
             "dropping tenant `{name}` deletes its schema and all its data; add --yes to drop it"
         ));
     }
-    let args = match &cmd {
-        TenantsCommand::List(args)
+    let (args, concurrency) = match &cmd {
+        TenantsCommand::Migrate {
+            args, concurrency, ..
+        } => (args, usize::from(*concurrency)),
+        TenantsCommand::List { args, .. }
         | TenantsCommand::Create { args, .. }
-        | TenantsCommand::Migrate { args, .. }
-        | TenantsCommand::Drop { args, .. } => args,
+        | TenantsCommand::Drop { args, .. } => (args, 2),
     };
     let target = module_of(ctx, args)?;
     if matches!(
@@ -33,8 +36,8 @@ pub async fn run(ctx: &Context, cmd: TenantsCommand) -> Result<Code> {
         // The files are read and checked before any connection is made.
         MigrationSet::from_dir(&target.dir).map_err(|e| Failure(e.to_string()))?;
     }
-    let pool = connect(ctx).await?;
-    let mut tenants = Tenants::new(&pool, &target.module, &target.dir).concurrency(2);
+    let pool = connect(ctx, concurrency).await?;
+    let mut tenants = Tenants::new(&pool, &target.module, &target.dir).concurrency(concurrency);
     if let Some(schema) = &target.schema {
         tenants = tenants.compiled_schema(schema);
     }
@@ -71,12 +74,12 @@ fn module_of(ctx: &Context, args: &TenantArgs) -> Result<Target> {
 }
 
 /// A small shared pool: one connection for the registry's transaction, one for migrations, and
-/// room for `migrate` to work on two tenants at a time.
-async fn connect(ctx: &Context) -> Result<SharedPool> {
+/// room for `migrate` to work on `concurrency` tenants at a time while it reads the registry.
+async fn connect(ctx: &Context, concurrency: usize) -> Result<SharedPool> {
     let config = ctx
         .database_config()?
         .min_connections(1)
-        .max_connections(4)
+        .max_connections(concurrency + 2)
         .retry_attempts(1)
         .create_schema(false);
     Ok(SharedPool::connect(config).await?)
@@ -89,33 +92,8 @@ async fn one(
     target: &Target,
 ) -> Result<Code> {
     match cmd {
-        TenantsCommand::List(_) => {
-            let names = tenants.list().await?;
-            let rows: Vec<(String, String)> = names
-                .into_iter()
-                .map(|n| {
-                    let schema = tenants.schema_for(&n).unwrap_or_default();
-                    (n, schema)
-                })
-                .collect();
-            if ctx.json {
-                ctx.print_json(
-                    json!(
-                        rows.iter()
-                            .map(|(name, schema)| json!({"name": name, "schema": schema}))
-                            .collect::<Vec<_>>()
-                    ),
-                    None,
-                );
-            } else if rows.is_empty() {
-                println!("no tenants (module {})", target.module);
-            } else {
-                let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
-                for (name, schema) in &rows {
-                    println!("{name:<width$}  {schema}");
-                }
-            }
-            Ok(Code::Ok)
+        TenantsCommand::List { limit, after, .. } => {
+            list(ctx, tenants, target, limit.map(|l| l as usize), after).await
         }
         TenantsCommand::Create { name, .. } => {
             let handle = tenants.create(&name).await?;
@@ -131,36 +109,14 @@ async fn one(
             name: Some(name), ..
         } => {
             let report = tenants.migrate(&name).await?;
-            print_report(&name, &report);
-            Ok(Code::Ok)
-        }
-        TenantsCommand::Migrate { name: None, .. } => {
-            let done = tenants.migrate_all().await?;
-            if done.is_empty() {
-                println!("no tenants to migrate (module {})", target.module);
-            }
-            let mut failed = 0;
-            for t in &done {
-                match &t.outcome {
-                    Ok(report) => print_report(&t.tenant, report),
-                    Err(e) => {
-                        failed += 1;
-                        anstream::eprintln!(
-                            "{} tenant `{}`: {e}",
-                            styled(BAD, "failed:"),
-                            t.tenant
-                        );
-                    }
-                }
-            }
-            if failed > 0 {
-                return fail(format!(
-                    "{failed} of {} tenants failed to migrate (the others were migrated); fix the error and run `pgdbm tenants migrate` again",
-                    done.len()
-                ));
+            if ctx.json {
+                ctx.print_json(json!({"tenants": [tenant_json(&name, Ok(&report))]}), None);
+            } else {
+                print_report(&name, &report);
             }
             Ok(Code::Ok)
         }
+        TenantsCommand::Migrate { name: None, .. } => migrate_all(ctx, tenants, target).await,
         TenantsCommand::Drop { name, .. } => {
             // --yes was checked first; the library wants the name repeated as confirmation.
             let schema = tenants.schema_for(&name)?;
@@ -171,6 +127,156 @@ async fn one(
             );
             Ok(Code::Ok)
         }
+    }
+}
+
+/// How many names `list` reads at a time when it prints them all.
+const LIST_PAGE: usize = 1000;
+
+/// `tenants list`: one page with `--limit` (the next page's `--after` on stderr when more
+/// follow), else every tenant after `after`, read a page at a time.
+async fn list(
+    ctx: &Context,
+    tenants: &Tenants,
+    target: &Target,
+    limit: Option<usize>,
+    after: Option<String>,
+) -> Result<Code> {
+    let (names, next) = match limit {
+        Some(limit) => {
+            let page = tenants.list_page(after.as_deref(), limit).await?;
+            (page.names, page.next)
+        }
+        None => {
+            let (mut names, mut cursor) = (Vec::new(), after.clone());
+            loop {
+                let page = tenants.list_page(cursor.as_deref(), LIST_PAGE).await?;
+                names.extend(page.names);
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break (names, None),
+                }
+            }
+        }
+    };
+    let rows: Vec<(String, String)> = names
+        .into_iter()
+        .map(|n| {
+            let schema = tenants.schema_for(&n).unwrap_or_default();
+            (n, schema)
+        })
+        .collect();
+    if ctx.json {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(name, schema)| json!({"name": name, "schema": schema}))
+            .collect();
+        ctx.print_json(json!({"rows": rows, "next": next}), None);
+        return Ok(Code::Ok);
+    }
+    if rows.is_empty() {
+        match &after {
+            Some(after) => println!("no tenants after `{after}` (module {})", target.module),
+            None => println!("no tenants (module {})", target.module),
+        }
+    }
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, schema) in &rows {
+        println!("{name:<width$}  {schema}");
+    }
+    if let Some(next) = next {
+        eprintln!("more tenants follow: add --after {next} for the next page");
+    }
+    Ok(Code::Ok)
+}
+
+/// `tenants migrate [--all]`: every tenant, with a progress bar on a terminal; one line per
+/// tenant at the end, each failure on stderr, and a summary naming the failed tenants.
+async fn migrate_all(ctx: &Context, tenants: &Tenants, target: &Target) -> Result<Code> {
+    let bar = (!ctx.json && crate::output::stderr_is_terminal()).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tenants {msg}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let done = tenants
+        .migrate_all_with(|p| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+                let failed = match p.failed {
+                    0 => String::new(),
+                    n => format!("({n} failed) "),
+                };
+                bar.set_message(format!("{failed}{}", p.last.tenant));
+            }
+        })
+        .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let done = done?;
+    let failed: Vec<&TenantMigration> = done.iter().filter(|t| t.outcome.is_err()).collect();
+    if ctx.json {
+        let rows: Vec<Value> = done
+            .iter()
+            .map(|t| tenant_json(&t.tenant, t.outcome.as_ref()))
+            .collect();
+        let failed: Vec<&str> = failed.iter().map(|t| t.tenant.as_str()).collect();
+        ctx.print_json(json!({"tenants": rows, "failed": failed}), None);
+    } else {
+        if done.is_empty() {
+            println!("no tenants to migrate (module {})", target.module);
+        }
+        for t in &done {
+            match &t.outcome {
+                Ok(report) => print_report(&t.tenant, report),
+                Err(e) => {
+                    anstream::eprintln!("{} tenant `{}`: {e}", styled(BAD, "failed:"), t.tenant)
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Ok(Code::Ok);
+    }
+    fail(format!(
+        "{} of {} tenants failed to migrate: {} (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again",
+        failed.len(),
+        done.len(),
+        names_in_brief(&failed)
+    ))
+}
+
+/// The failed tenants' names, the first 20 of them and how many more.
+fn names_in_brief(failed: &[&TenantMigration]) -> String {
+    const SHOWN: usize = 20;
+    let mut names: Vec<String> = failed
+        .iter()
+        .take(SHOWN)
+        .map(|t| format!("`{}`", t.tenant))
+        .collect();
+    if failed.len() > SHOWN {
+        names.push(format!("and {} more", failed.len() - SHOWN));
+    }
+    names.join(", ")
+}
+
+/// One tenant's migration as JSON: the files applied, or the error.
+fn tenant_json(name: &str, outcome: std::result::Result<&MigrationReport, &Error>) -> Value {
+    match outcome {
+        Ok(report) => json!({
+            "name": name,
+            "applied": report
+                .applied
+                .iter()
+                .map(|a| json!({"file": a.filename, "ms": a.execution_time.as_millis() as u64}))
+                .collect::<Vec<_>>(),
+            "error": null,
+        }),
+        Err(e) => json!({"name": name, "applied": [], "error": e.to_string()}),
     }
 }
 

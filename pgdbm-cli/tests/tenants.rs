@@ -393,7 +393,7 @@ async fn migrate_goes_on_past_a_failing_tenant_and_exits_1() {
     );
     assert!(
         r.stderr.ends_with(
-            "error: 1 of 3 tenants failed to migrate (the others were migrated); fix the error and run `pgdbm tenants migrate` again\n"
+            "error: 1 of 3 tenants failed to migrate: `beta` (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again\n"
         ),
         "{}",
         r.stderr
@@ -401,14 +401,142 @@ async fn migrate_goes_on_past_a_failing_tenant_and_exits_1() {
     for (schema, files) in [("tenant_acme", 2), ("tenant_beta", 1), ("tenant_gamma", 2)] {
         assert_eq!(history(&mut raw, schema).await.len(), files, "{schema}");
     }
+    // With --json: every tenant's outcome, the failed ones named, and still exit 1.
+    write(
+        dir.path(),
+        "migrations/003_tags.sql",
+        "CREATE TABLE {{tables.tags}} (id int);",
+    );
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &[
+            "--json",
+            "tenants",
+            "migrate",
+            "--all",
+            "--concurrency",
+            "3",
+        ],
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["failed"], serde_json::json!(["beta"]), "{v}");
+    let outcomes = v["tenants"].as_array().unwrap();
+    let names: Vec<&str> = outcomes
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "beta", "gamma"]);
+    assert_eq!(outcomes[0]["applied"][0]["file"], "003_tags.sql", "{v}");
+    assert_eq!(outcomes[0]["error"], serde_json::Value::Null, "{v}");
+    assert_eq!(outcomes[1]["applied"], serde_json::json!([]), "{v}");
+    assert!(
+        outcomes[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("migration `002_posts.sql`"),
+        "{v}"
+    );
+    assert_eq!(
+        r.stderr,
+        "error: 1 of 3 tenants failed to migrate: `beta` (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again\n"
+    );
+    assert_eq!(history(&mut raw, "tenant_gamma").await.len(), 3);
+
     // Fixed, a rerun applies what is still pending.
     sqlx::raw_sql("DROP TABLE tenant_beta.posts")
         .execute(&mut raw)
         .await
         .unwrap();
-    let r = run(&mut cmd(&t, dir.path()), &["tenants", "migrate"]);
+    let r = run(&mut cmd(&t, dir.path()), &["tenants", "migrate", "--all"]);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert_eq!(history(&mut raw, "tenant_beta").await.len(), 2);
+    assert_eq!(history(&mut raw, "tenant_beta").await.len(), 3);
+    // A name and --all contradict each other: a usage error.
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "migrate", "acme", "--all"],
+    );
+    assert_eq!(r.code, Some(2), "{r:?}");
+}
+
+#[tokio::test]
+async fn list_prints_one_page_with_limit_and_every_tenant_without() {
+    let t = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    project(dir.path());
+    let names = ["acme", "beta", "delta", "gamma", "omega"];
+    for name in names {
+        let r = run(&mut cmd(&t, dir.path()), &["tenants", "create", name]);
+        assert_eq!(r.code, Some(0), "{r:?}");
+    }
+    // One page, and the way to the next on stderr.
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--limit", "2"],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, "acme  tenant_acme\nbeta  tenant_beta\n");
+    assert_eq!(
+        r.stderr,
+        "more tenants follow: add --after beta for the next page\n"
+    );
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--limit", "2", "--after", "beta"],
+    );
+    assert_eq!(r.stdout, "delta  tenant_delta\ngamma  tenant_gamma\n");
+    // The last page says nothing more.
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--limit", "2", "--after", "gamma"],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, "omega  tenant_omega\n");
+    assert_eq!(r.stderr, "");
+    // --after alone: every tenant after it (it need not be a tenant).
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--after", "c"],
+    );
+    assert_eq!(
+        r.stdout,
+        "delta  tenant_delta\ngamma  tenant_gamma\nomega  tenant_omega\n"
+    );
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--after", "z"],
+    );
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.stdout, "no tenants after `z` (module app)\n");
+    // JSON: the rows and the next page's `after`, null at the end.
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["--json", "tenants", "list", "--limit", "3"],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["next"], "delta", "{v}");
+    assert_eq!(rows(&r).as_array().unwrap().len(), 3);
+    let r = run(&mut cmd(&t, dir.path()), &["--json", "tenants", "list"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+    assert_eq!(v["next"], serde_json::Value::Null, "{v}");
+    let all = rows(&r);
+    let listed: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, names);
+    // A limit of 0 is a usage error.
+    let r = run(
+        &mut cmd(&t, dir.path()),
+        &["tenants", "list", "--limit", "0"],
+    );
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert_eq!(r.stdout, "");
 }
 
 #[tokio::test]
