@@ -21,6 +21,10 @@
 //! socket, the liveness check) against a `Database` without them, alternating the same way.
 //! Bar: on / off >= 0.98.
 //!
+//! Then the cost of lanes (`tenant_lanes`, see `pgdbm-core/src/runtime/pool/lanes.rs`) for a
+//! handle that is no tenant's, which takes the first free connection of any lane: the default
+//! lanes against one lane, alternating the same way. Bar: lanes / one lane >= 0.98.
+//!
 //! Each cell warms up for 1 s, then counts for `PGDBM_BENCH_SECS` seconds (default 5).
 //! Env: `PGDBM_BENCH_URL`, else `DATABASE_URL`, else `postgresql://postgres@127.0.0.1:5432/postgres`
 //! names the server (its database name is replaced by `pgdbm_bench`, created and filled with
@@ -337,6 +341,16 @@ fn liveness_on(c: DatabaseConfig) -> DatabaseConfig {
     c.metrics(false)
 }
 
+/// The pool in one lane: deadpool as it was before lanes.
+fn one_lane(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(false).tenant_lanes(1)
+}
+
+/// The default lanes (`max_connections / 2`).
+fn lanes_default(c: DatabaseConfig) -> DatabaseConfig {
+    c.metrics(false)
+}
+
 /// Runs `rounds` alternating rounds of `off` and `on` at each task count and prints the
 /// medians; returns on / off at 8 tasks.
 async fn alternate(
@@ -609,6 +623,18 @@ fn main() {
                 verdict(r >= 0.98)
             ),
             None => println!("Bar (silent failures): not evaluated: PGDBM_BENCH_TASKS does not include 8"),
+        }
+        println!();
+        println!(
+            "lanes: Database split into lanes (the default, max_connections / 2) vs one lane, queries of a handle that is no tenant's, {rounds} alternating rounds of {secs} s"
+        );
+        let lanes_bar = alternate(&url, &task_counts, secs, rounds, one_lane, lanes_default).await;
+        match lanes_bar {
+            Some(r) => println!(
+                "Bar: lanes / one lane at 8 tasks: {r:.3} (>= 0.98): {}",
+                verdict(r >= 0.98)
+            ),
+            None => println!("Bar (lanes): not evaluated: PGDBM_BENCH_TASKS does not include 8"),
         }
         println!();
         if tls_differs {

@@ -19,6 +19,7 @@ impl DatabaseConfig {
     /// | `DB_PASSWORD` | password, when the URL has none |
     /// | `DB_SCHEMA` | schema that `{{tables.x}}` renders into |
     /// | `DB_MIN_CONN`, `DB_MAX_CONN` | pool size |
+    /// | `DB_TENANT_LANES` | lanes the pool is split into for tenant handles |
     /// | `DB_ACQUIRE_TIMEOUT_MS`, `DB_STATEMENT_TIMEOUT_MS`, `DB_LOCK_TIMEOUT_MS`, `DB_IDLE_IN_TRANSACTION_TIMEOUT_MS` | timeouts (`0` disables the server-side ones) |
     /// | `DB_APPLICATION_NAME` | `application_name` |
     /// | `DB_SSL_MODE`, `DB_SSL_CA_FILE`, `DB_SSL_CERT_FILE`, `DB_SSL_KEY_FILE` | TLS |
@@ -113,6 +114,9 @@ impl DatabaseConfig {
         }
         if let Some(v) = get("DB_MAX_CONN") {
             c.max_connections = parse_var("DB_MAX_CONN", &v)?;
+        }
+        if let Some(v) = get("DB_TENANT_LANES") {
+            c.tenant_lanes = Some(parse_var("DB_TENANT_LANES", &v)?);
         }
         if let Some(v) = get("DB_ACQUIRE_TIMEOUT_MS") {
             c.acquire_timeout = Duration::from_millis(parse_var("DB_ACQUIRE_TIMEOUT_MS", &v)?);

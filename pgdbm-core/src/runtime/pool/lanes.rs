@@ -12,8 +12,8 @@
 //! `tenants / lanes` tenants and its cache and server memory are bounded by that share.
 //!
 //! A lane is a deadpool pool of its own (deadpool hands out any idle object; it cannot prefer
-//! one). A checkout tries its lane, waits briefly for it ([`STEAL_AFTER`]), then takes an idle
-//! connection of any other lane before it waits longer, and while it waits it looks at the other lanes again every [`RESWEEP`], so a busy
+//! one). A checkout tries its lane, then takes an idle connection of any other lane before it
+//! waits, and while it waits it looks at the other lanes again every [`RESWEEP`], so a busy
 //! lane never keeps a caller waiting while another lane has a free connection. Callers with no
 //! tenant (every other handle) start at a rotating lane and take the first free connection.
 
@@ -27,9 +27,6 @@ use super::{DeadPool, PoolObject};
 
 /// How often a caller waiting on its lane looks for a free connection in the others.
 const RESWEEP: Duration = Duration::from_millis(2);
-
-/// How long a tenant's caller waits for its own lane before it takes another lane's connection.
-const STEAL_AFTER: Duration = Duration::from_millis(1);
 
 /// The lanes of one pool.
 pub(crate) struct Lanes {
@@ -104,26 +101,29 @@ impl Lanes {
         };
         let started = tokio::time::Instant::now();
         // A tenant's own lane first, even if that opens a connection there: that is where its
-        // statements are. When the lane is busy, a short wait for one of its connections costs
-        // less than preparing the tenant's statements on another lane's (and evicting that
-        // lane's), so the caller waits up to `STEAL_AFTER` before it looks elsewhere. A caller
-        // without a tenant opens a connection only where nothing is idle.
-        if key.is_some() {
-            if let Some(obj) = try_now(&self.lanes[home], &now).await? {
-                return Ok(obj);
-            }
-            let wait = timeouts.wait.map_or(STEAL_AFTER, |w| w.min(STEAL_AFTER));
-            let brief = Timeouts {
-                wait: Some(wait),
-                ..*timeouts
-            };
-            match self.lanes[home].timeout_get(&brief).await {
-                Err(PoolError::Timeout(TimeoutType::Wait)) => {}
-                r => return r,
-            }
+        // statements are. When both of its connections are busy, another lane's idle connection
+        // serves at once: it prepares the tenant's statement, which its cache (sized for twice
+        // its lane's share) holds beside its own tenants'. A caller without a tenant opens a
+        // connection only where nothing is idle.
+        if key.is_some()
+            && let Some(obj) = try_now(&self.lanes[home], &now).await?
+        {
+            return Ok(obj);
         }
+        self.wait_sweeping(home, timeouts, &now, started).await
+    }
+
+    /// Takes the first free connection of any lane, waiting on lane `home` meanwhile and looking
+    /// at the others every [`RESWEEP`], until `timeouts.wait` has passed since `started`.
+    async fn wait_sweeping(
+        &self,
+        home: usize,
+        timeouts: &Timeouts,
+        now: &Timeouts,
+        started: tokio::time::Instant,
+    ) -> Result<PoolObject, PoolError<sqlx::Error>> {
         loop {
-            if let Some(obj) = self.sweep(home, &now).await? {
+            if let Some(obj) = self.sweep(home, now).await? {
                 return Ok(obj);
             }
             let left = match timeouts.wait {
@@ -219,6 +219,48 @@ async fn try_now(
 #[cfg(test)]
 mod tests {
     use super::lane_key;
+    use crate::runtime::config::DatabaseConfig;
+
+    #[test]
+    fn lanes_default_to_pairs_of_connections_and_are_set_by_code_env_and_file() {
+        let c = DatabaseConfig::new("postgresql://u@h/db");
+        assert_eq!(c.max_connections(10).lanes(), 5);
+        let c = DatabaseConfig::new("postgresql://u@h/db");
+        assert_eq!(c.max_connections(1).lanes(), 1);
+        let c = DatabaseConfig::new("postgresql://u@h/db")
+            .min_connections(1)
+            .max_connections(4);
+        assert_eq!(
+            c.clone().tenant_lanes(9).lanes(),
+            4,
+            "never more lanes than connections"
+        );
+        assert_eq!(c.clone().tenant_lanes(1).lanes(), 1);
+        let e = c.tenant_lanes(0).validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tenant_lanes") && e.contains("at least 1"),
+            "{e}"
+        );
+
+        let env = DatabaseConfig::from_lookup(|k| match k {
+            "DATABASE_URL" => Some("postgresql://u@h/db".into()),
+            "DB_TENANT_LANES" => Some("3".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(env.lanes(), 3);
+        let bad = DatabaseConfig::from_lookup(|k| match k {
+            "DATABASE_URL" => Some("postgresql://u@h/db".into()),
+            "DB_TENANT_LANES" => Some("many".into()),
+            _ => None,
+        });
+        assert!(bad.unwrap_err().to_string().contains("DB_TENANT_LANES"));
+        let file: DatabaseConfig = serde_json::from_str(
+            r#"{"url": "postgresql://u@h/db", "max_connections": 16, "tenant_lanes": 8}"#,
+        )
+        .unwrap();
+        assert_eq!(file.lanes(), 8);
+    }
 
     #[test]
     fn a_tenants_lane_is_stable_and_tenants_spread_over_the_lanes() {
