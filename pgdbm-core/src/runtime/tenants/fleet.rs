@@ -139,8 +139,9 @@ impl Tenants {
         Ok(TenantPage { names, next })
     }
 
-    /// How many tenants are registered (an index-only count of the module's rows: a few
-    /// milliseconds at 10,000 tenants), e.g. for the length of a progress bar.
+    /// How many tenants are registered (a count of the module's rows in the registry's
+    /// primary key: under a millisecond at 10,000 tenants), e.g. for the length of a progress
+    /// bar.
     ///
     /// # Errors
     ///

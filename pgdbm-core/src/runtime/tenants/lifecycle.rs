@@ -21,6 +21,7 @@ impl Tenants {
     /// ```no_run
     /// # async fn demo(tenants: pgdbm_core::Tenants) -> pgdbm_core::Result<()> {
     /// use futures_util::StreamExt;
+    /// let tenants = &tenants;
     /// let names: Vec<String> = (0..10_000).map(|i| format!("t{i:05}")).collect();
     /// let results: Vec<_> = futures_util::stream::iter(&names)
     ///     .map(|name| async move { (name, tenants.create(name).await) })
