@@ -15,7 +15,9 @@
 //! (comma-separated k, default `1,10,100,1000,10000`; empty skips it), `PGDBM_BENCH_WARMUP`
 //! (passes of each task over its tenants before a cell is timed, default 6: PostgreSQL plans a
 //! prepared statement 5 times before it settles on a generic plan), `PGDBM_BENCH_POOL` (16),
-//! `PGDBM_BENCH_LANES` (8). Printed, never asserted.
+//! `PGDBM_BENCH_LANES` (8), `PGDBM_BENCH_CACHE` (the lanes' statement cache, default twice a
+//! lane's share of the largest k); `PGDBM_BENCH_ONLY=scale` runs the table alone, on the tenants an
+//! earlier run made. Printed, never asserted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,6 +113,9 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
+        if std::env::var("PGDBM_BENCH_ONLY").as_deref() == Ok("scale") {
+            return scale_table(tasks, secs).await;
+        }
         let mut admin = sqlx::PgConnection::connect(&url_for("postgres"))
             .await
             .expect("connection to the postgres database");
@@ -198,14 +203,24 @@ async fn scale_table(tasks: usize, secs: f64) {
         tenant_scale::Setup {
             name: "lanes",
             lanes,
-            cache: (2 * k_max / lanes).max(256),
+            cache: env_or("PGDBM_BENCH_CACHE", (2 * k_max / lanes).max(256)),
         },
     ];
     let url = url_for(DB);
     println!();
     let maker = tenant_scale::pool(&url, &setups[1], 4).await;
     let tenants = Tenants::new(&maker, "myservice", migrations);
-    let _ = tenant_scale::create(&tenants, k_max, 4).await;
+    let have = tenants.list().await.expect("tenant registry").len();
+    if have == 0 {
+        let _ = tenant_scale::create(&tenants, k_max, 4).await;
+    } else {
+        // PGDBM_BENCH_ONLY=scale on the database of an earlier run.
+        assert!(
+            have >= k_max,
+            "{have} tenants, {k_max} wanted: run the whole bench once"
+        );
+        println!("{have} tenants there from an earlier run");
+    }
     maker.close().await;
     println!(
         "tsql_as! point query over k tenants (task i takes tenants i, i + {tasks}, …), {tasks} tasks, pool of {connections}, {warm} warm-up passes, {secs} s per cell"
@@ -222,9 +237,9 @@ async fn scale_table(tasks: usize, secs: f64) {
         for &k in &ks {
             let (qps, warm_secs) = tenant_scale::measure(&handles, k, tasks, secs, warm).await;
             let base = *base.get_or_insert(qps);
-            let (mean, max) = tenant_scale::server_memory(&any, connections).await;
+            let (mean, max, statements) = tenant_scale::server_memory(&any, connections).await;
             println!(
-                "{:<26} lanes {:>2} cache {:>5}  k = {k:>6}  {qps:>8.0} q/s  {:>5.2} of k = 1   server memory per connection {mean:>6.1} MiB (max {max:>6.1})   warm-up {warm_secs:>5.1} s",
+                "{:<26} lanes {:>2} cache {:>5}  k = {k:>6}  {qps:>8.0} q/s  {:>5.2} of k = 1   per connection: {statements:>5.0} statements, server memory {mean:>6.1} MiB (max {max:>6.1})   warm-up {warm_secs:>5.1} s",
                 setup.name,
                 setup.lanes,
                 setup.cache,

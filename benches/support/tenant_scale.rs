@@ -113,22 +113,27 @@ pub async fn measure(
 }
 
 /// The mean and largest server memory of the pool's connections (MiB), read on each connection
-/// from `pg_backend_memory_contexts` while all of them are held.
-pub async fn server_memory(db: &Database, connections: usize) -> (f64, f64) {
+/// from `pg_backend_memory_contexts` while all of them are held, and the mean number of prepared
+/// statements they hold.
+pub async fn server_memory(db: &Database, connections: usize) -> (f64, f64, f64) {
     let mut held = Vec::new();
+    let mut counts = Vec::new();
     let mut bytes = Vec::new();
     for _ in 0..connections {
         let mut conn = db.acquire().await.expect("a pool connection");
-        let b: i64 =
-            sqlx::query_scalar("SELECT sum(total_bytes)::int8 FROM pg_backend_memory_contexts")
-                .fetch_one(conn.raw())
-                .await
-                .expect("memory contexts");
+        let (b, statements): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT sum(total_bytes)::int8 FROM pg_backend_memory_contexts), (SELECT count(*) FROM pg_prepared_statements)",
+        )
+        .fetch_one(conn.raw())
+        .await
+        .expect("memory contexts");
+        counts.push(statements);
         bytes.push(b as f64 / (1024.0 * 1024.0));
         held.push(conn);
     }
     let mean = bytes.iter().sum::<f64>() / bytes.len() as f64;
-    (mean, bytes.iter().copied().fold(0.0, f64::max))
+    let statements = counts.iter().sum::<i64>() as f64 / counts.len() as f64;
+    (mean, bytes.iter().copied().fold(0.0, f64::max), statements)
 }
 
 /// The pool of one setup.
