@@ -179,15 +179,21 @@ fn config(url: &str, max: usize, lanes: usize) -> DatabaseConfig {
         .slow_query_threshold(None)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_concurrency_every_row_read_is_its_tenants_and_a_tenant_keeps_to_its_lane() {
+/// A database of the test's own, a pool of 8 connections in 4 lanes on it, and `n` tenants.
+async fn tenants_on_lanes(n: usize) -> (TestDatabase, SharedPool, Arc<Vec<Database>>) {
     let t = TestDatabase::builder()
         .pool_size(0, 1)
         .build()
         .await
         .unwrap();
     let pool = SharedPool::connect(config(&t.url(), 8, 4)).await.unwrap();
-    let tenants = Arc::new(make_tenants(&pool, 40).await);
+    let tenants = Arc::new(make_tenants(&pool, n).await);
+    (t, pool, tenants)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_concurrency_every_row_read_is_its_tenants_and_a_tenant_keeps_to_its_lane() {
+    let (_t, pool, tenants) = tenants_on_lanes(40).await;
     let seen = Arc::new(Seen::default());
     load(tenants.clone(), 16, 150, seen.clone()).await;
     let errors = seen.errors.lock().unwrap().clone();
@@ -196,28 +202,32 @@ async fn under_concurrency_every_row_read_is_its_tenants_and_a_tenant_keeps_to_i
     assert_eq!(seen.writes.load(Ordering::Relaxed), 16 * 50);
     assert_tables_are_their_own(&tenants).await;
 
-    // Alone, a tenant's statements run on its lane's connections only (lanes of 2).
-    for db in tenants.iter().take(5) {
-        let mut pids = HashSet::new();
-        for _ in 0..30 {
+    // One caller at a time, tenants taking turns: each tenant's statements run on its lane's
+    // connections only (lanes of 2), and the tenants spread over the lanes. (One pool without
+    // lanes hands the same most recently used connection to every tenant.)
+    let mut pids = vec![HashSet::new(); 12];
+    for _ in 0..10 {
+        for (t, db) in tenants.iter().take(12).enumerate() {
             let pid: Option<i32> = db.fetch_value("SELECT pg_backend_pid()", ()).await.unwrap();
-            pids.insert(pid.unwrap());
+            pids[t].insert(pid.unwrap());
         }
-        assert!(pids.len() <= 2, "one tenant on {} connections", pids.len());
     }
+    for (t, p) in pids.iter().enumerate() {
+        assert!(p.len() <= 2, "tenant {t} on {} connections", p.len());
+    }
+    let all: HashSet<i32> = pids.iter().flatten().copied().collect();
+    assert!(
+        all.len() >= 3,
+        "12 tenants on {} connections: {pids:?}",
+        all.len()
+    );
     assert_eq!(pool.database(None).unwrap().pool_stats().max_size, 8);
     pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_killed_mid_load_never_put_a_statement_in_another_tenants_schema() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
-    let pool = SharedPool::connect(config(&t.url(), 8, 4)).await.unwrap();
-    let tenants = Arc::new(make_tenants(&pool, 24).await);
+    let (t, pool, tenants) = tenants_on_lanes(24).await;
     let admin = pool.database(None).unwrap();
     let killer = pgdbm::Database::connect(
         DatabaseConfig::new(t.url())
