@@ -5,8 +5,8 @@
 //! statement of its own on every connection that runs its queries. When any connection may run
 //! any tenant, each connection's statement cache needs a slot per tenant and query, and past its
 //! capacity every query pays Parse/Describe/plan again and evicts another statement: measured
-//! (`benches/tenant_designs.rs`), the same point query over 1,000 tenants ran at 0.20 of one
-//! tenant with sqlx's cache of 256, and at 0.75 once the statements were prepared, but then
+//! (`benches/tenant_designs.rs`), the same point query over 1,000 tenants ran at 0.16 of one
+//! tenant with sqlx's cache of 256, and at 0.66 once every statement was prepared, but then
 //! every connection's server process held every tenant's plans (206 MiB each at 10,000
 //! tenants). With lanes, tenant `t` prefers lane `hash(t) % lanes`, so a connection sees about
 //! `tenants / lanes` tenants and its cache and server memory are bounded by that share.
@@ -14,9 +14,10 @@
 //! A lane is a deadpool pool of its own (deadpool hands out any idle object; it cannot prefer
 //! one). A checkout tries its lane, waits for it up to [`STEAL_AFTER`] unless the lane is hot
 //! (more callers wait for it than it has connections), then takes an idle connection of any
-//! other lane before it waits longer, and while it waits it looks at the other lanes again every [`RESWEEP`], so a busy
-//! lane never keeps a caller waiting while another lane has a free connection. Callers with no
-//! tenant (every other handle) start at a rotating lane and take the first free connection.
+//! other lane before it waits longer; while it waits it looks at the other lanes again every
+//! [`RESWEEP`], so a busy lane never keeps a caller waiting while another lane has a free
+//! connection. Callers with no tenant (every other handle) start at a rotating lane and take
+//! the first free connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,8 +108,9 @@ impl Lanes {
         // A tenant's own lane first, even if that opens a connection there: that is where its
         // statements are. When the lane is busy, waiting for one of its connections costs less
         // than running the tenant's statement on another lane's connection, which prepares and
-        // plans it there (measured: every connection then ends up holding every tenant's
-        // statements, and throughput over 1,000 tenants fell from 0.60 to 0.47 of one tenant).
+        // plans it there (measured over 1,000 tenants, `cargo bench --bench tenants`: 0.63 of
+        // one tenant with this rule, 0.44-0.47 when such callers took another lane's connection
+        // at once or after 1 ms, every connection then holding most tenants' statements).
         // So callers wait for their lane, as many at a time as it has connections, up to
         // `STEAL_AFTER`; past that many waiters the lane is hot (one busy tenant, say) and
         // callers take other lanes' idle connections at once. A caller without a tenant opens
