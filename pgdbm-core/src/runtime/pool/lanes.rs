@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use deadpool::managed::{self, PoolError, Status, TimeoutType, Timeouts};
 
-use super::manager::ConnManager;
-use super::{DeadPool, PoolObject};
+use super::manager::{ConnManager, DeadPool, PoolObject};
 
 /// How often a caller waiting on its lane looks for a free connection in the others.
 const RESWEEP: Duration = Duration::from_millis(2);

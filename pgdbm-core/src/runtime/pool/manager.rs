@@ -17,6 +17,11 @@ use crate::runtime::error::redact;
 use crate::runtime::observe::metrics::ConnMetrics;
 use crate::runtime::outage::{Link, Outage, jittered, unreachable};
 
+/// One deadpool pool of pgdbm's connections (the pool is one or more, see `lanes.rs`).
+pub(crate) type DeadPool = managed::Pool<ConnManager>;
+/// A connection checked out of it.
+pub(crate) type PoolObject = managed::Object<ConnManager>;
+
 /// A sqlx connection as the pool keeps it.
 pub(crate) struct PooledConn {
     pub(crate) conn: PgConnection,

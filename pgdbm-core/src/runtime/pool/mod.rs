@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool::managed::{self, Timeouts};
+use deadpool::managed::Timeouts;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection, SqlSafeStr};
 
@@ -45,11 +45,8 @@ use lanes::Lanes;
 pub(crate) use lanes::lane_key;
 use liveness::Watchdog;
 use manager::ConnManager;
-pub(crate) use manager::PooledConn;
+pub(crate) use manager::{PoolObject, PooledConn};
 pub(crate) use watch::{ConnWatch, Deadline, watched_stream};
-
-pub(crate) type DeadPool = managed::Pool<ConnManager>;
-pub(crate) type PoolObject = managed::Object<ConnManager>;
 
 /// Counters the pool keeps beside deadpool's status.
 #[derive(Debug, Default)]
