@@ -217,8 +217,8 @@ fn check_passes_on_this_repository_with_the_throwaway_server() {
 const USERS_QUERY: &str = "SELECT email FROM demo.users WHERE id = $1";
 
 /// A workspace of one crate with one `sqlx::query!`, a module `demo` in pgdbm.toml, and this
-/// repository's Cargo.lock (the same dependency versions, built into the same target directory,
-/// so only the crate itself compiles after the first run).
+/// repository's Cargo.lock and dev profile (the same dependency versions and settings, built into
+/// the same target directory, so only the crate itself compiles after the first run).
 fn small_workspace(dir: &Path, query: &str) {
     write(
         dir,
@@ -234,8 +234,12 @@ publish = false
 [dependencies]
 sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }
 
+[profile.dev]
+debug = "line-tables-only"
+
 [profile.dev.package."*"]
 opt-level = 1
+debug = false
 "#,
     );
     std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
