@@ -12,6 +12,7 @@
 pub mod compiled;
 pub mod ident;
 pub mod migrations;
+pub mod named_params;
 pub mod project;
 pub mod sql_lex;
 pub mod template;
