@@ -3,6 +3,7 @@
 #[macro_use]
 mod query_api;
 
+pub mod checked;
 mod config;
 mod copy;
 mod database;
