@@ -348,11 +348,12 @@ impl Context {
                     "--all needs a pgdbm.toml (here or above, or --config FILE) declaring [modules.NAME] sections",
                 );
             };
-            let ordered = p.module_order()?;
-            if ordered.is_empty() {
+            // The set the macros check queries against: the top-level module too.
+            let set = p.module_set()?;
+            if set.is_empty() {
                 return Ok(vec![target_of(&p.default_module, p)?]);
             }
-            return ordered.into_iter().map(|m| target_of(m, p)).collect();
+            return set.into_iter().map(|m| target_of(m, p)).collect();
         }
         let from_file = project.and_then(|p| {
             let m = match &args.module {

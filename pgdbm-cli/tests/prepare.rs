@@ -350,3 +350,151 @@ fn check_fails_after_a_query_changes_without_a_refresh() {
         assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
     }
 }
+
+/// A service crate outside this workspace, as a user writes one: `pgdbm` as a dependency,
+/// `tsql!` queries, and a `pgdbm.toml` whose top level is the service's own module (schema
+/// `shop`), optionally beside a `[modules.billing]` section.
+fn service_crate(dir: &Path, with_billing: bool) {
+    write(
+        dir,
+        "Cargo.toml",
+        &format!(
+            r#"[package]
+name = "pgdbm-shop-test"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[dependencies]
+pgdbm = {{ path = "{}" }}
+sqlx = {{ version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate", "time"] }}
+
+[build-dependencies]
+pgdbm-core = {{ path = "{}/pgdbm-core", default-features = false }}
+
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+opt-level = 1
+debug = false
+"#,
+            repository().display(),
+            repository().display()
+        ),
+    );
+    write(
+        dir,
+        "build.rs",
+        "fn main() {\n    pgdbm_core::build::rerun_if_migrations_change();\n}\n",
+    );
+    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let mut config = "schema = \"shop\"\nmigrations = \"migrations\"\n".to_string();
+    let mut queries = r#"
+#[allow(dead_code)]
+async fn customer_name(db: &pgdbm::Database) -> Result<String, sqlx::Error> {
+    Ok(pgdbm::tsql!("SELECT name FROM {{tables.customers}} WHERE id = $1", 1i64)
+        .fetch_one(db)
+        .await?
+        .name)
+}
+"#
+    .to_string();
+    write(
+        dir,
+        "migrations/001_customers.sql",
+        "CREATE TABLE {{tables.customers}} (id bigint PRIMARY KEY, name text NOT NULL);\n",
+    );
+    if with_billing {
+        config
+            .push_str("\n[modules.billing]\nmigrations_path = \"billing\"\nschema = \"billing\"\n");
+        write(
+            dir,
+            "billing/001_invoices.sql",
+            "CREATE TABLE {{tables.invoices}} (id bigint PRIMARY KEY, cents bigint NOT NULL);\n",
+        );
+        queries.push_str(
+            r#"
+#[allow(dead_code)]
+async fn total(db: &pgdbm::Database) -> Result<Option<i64>, sqlx::Error> {
+    pgdbm::tsql_scalar!(module = "billing", "SELECT sum(cents)::int8 FROM {{tables.invoices}}")
+        .fetch_one(db)
+        .await
+}
+"#,
+        );
+    }
+    write(dir, "pgdbm.toml", &config);
+    write(dir, "src/main.rs", &format!("{queries}\nfn main() {{}}\n"));
+}
+
+/// `cargo build` of the crate in `dir` offline: no DATABASE_URL, `.sqlx/` only.
+fn offline_build(dir: &Path) -> Run {
+    let out = Command::new(cargo())
+        .arg("build")
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env("SQLX_OFFLINE", "true")
+        .env("CARGO_TARGET_DIR", target_dir())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        target: String::new(),
+    }
+}
+
+#[test]
+fn a_service_crate_whose_top_level_is_its_module_prepares_builds_offline_and_checks() {
+    let _one = ONE_PREPARE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let admin = test_server();
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    let env = [
+        ("DATABASE_URL", OsString::from(&admin)),
+        ("CARGO_TARGET_DIR", target_dir().into_os_string()),
+    ];
+    let customers =
+        r#"/* pgdbm: schema=shop at=17 */ SELECT name FROM "shop".customers WHERE id = $1"#;
+    let invoices =
+        r#"/* pgdbm: schema=billing at=29 */ SELECT sum(cents)::int8 FROM "billing".invoices"#;
+
+    for (with_billing, migrated, queries) in [
+        // pgdbm.toml holds nothing but the top level: it is the one module.
+        (false, "migrated (shop)", vec![customers]),
+        // The top level beside a section without a twin: both, the top level first.
+        (true, "migrated (shop, billing)", vec![invoices, customers]),
+    ] {
+        service_crate(dir, with_billing);
+        let (r, pid) = pgdbm(dir, &["prepare"], &env);
+        assert_eq!(r.code, Some(0), "{r:?}");
+        assert!(r.stderr.contains(migrated), "{r:?}");
+        assert_eq!(offline_queries(dir), queries);
+        assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+
+        let b = offline_build(dir);
+        assert_eq!(b.code, Some(0), "the offline build failed: {b:?}");
+        let (r, _) = pgdbm(dir, &["prepare", "--check"], &env);
+        assert_eq!(r.code, Some(0), "{r:?}");
+    }
+
+    // A new migration file, nothing else touched: the one-line build.rs makes cargo compile the
+    // queries again, and the one whose table the file drops is refused.
+    write(
+        dir,
+        "migrations/002_drop_customers.sql",
+        "DROP TABLE {{tables.customers}};\n",
+    );
+    let b = offline_build(dir);
+    assert_eq!(b.code, Some(101), "{b:?}");
+    assert!(b.stderr.contains("unknown table `customers`"), "{b:?}");
+    std::fs::remove_file(dir.join("migrations/002_drop_customers.sql")).unwrap();
+    let b = offline_build(dir);
+    assert_eq!(b.code, Some(0), "{b:?}");
+}

@@ -3,12 +3,13 @@
 //!
 //! Most users depend on the `pgdbm` facade crate, which re-exports everything here.
 //!
-//! With default features off only the pure modules ([`template`], [`ident`], [`project`]) are
+//! With default features off only the pure modules ([`template`], [`ident`], [`project`], [`build`]) are
 //! built; that is what `pgdbm-macros` uses at compile time without building a database driver
 //! for the host.
 #![deny(missing_docs)]
 #![warn(clippy::missing_errors_doc, clippy::return_self_not_must_use)]
 
+pub mod build;
 pub mod compiled;
 pub mod ident;
 pub mod migrations;

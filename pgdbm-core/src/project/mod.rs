@@ -257,6 +257,38 @@ impl Project {
         order::module_order(&self.modules, &self.path)
     }
 
+    /// Every module of the file, in the order their migrations run: the set `tsql!` checks
+    /// queries against, and the one every command and helper that walks modules uses (`pgdbm
+    /// prepare`, `migrate … --all`, tenants, test databases), so that none of them can miss a
+    /// module the macros accept.
+    ///
+    /// That is the [`module_order`](Self::module_order) of the `[modules.*]` sections, preceded
+    /// by the top-level module when it has migrations and no `[modules.NAME]` twin (a twin is
+    /// already one of the sections, with the top-level values merged in). It goes first because
+    /// no section can depend on it: `depends_on` names sections only.
+    ///
+    /// ```
+    /// # use std::path::Path;
+    /// # use pgdbm_core::project::Project;
+    /// let text = "schema = \"shop\"\nmigrations = \"migrations\"\n\n\
+    ///             [modules.billing]\nmigrations_path = \"billing\"\nschema = \"billing\"\n";
+    /// let p = Project::parse(text, Path::new("/srv/pgdbm.toml")).unwrap();
+    /// let names: Vec<&str> = p.module_set().unwrap().iter().map(|m| m.name.as_str()).collect();
+    /// assert_eq!(names, ["shop", "billing"]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectError::Cycle`], as [`module_order`](Self::module_order).
+    pub fn module_set(&self) -> Result<Vec<&ModuleConfig>, ProjectError> {
+        let mut set = self.module_order()?;
+        let top = &self.default_module;
+        if top.migrations.is_some() && self.module(&top.name).is_none() {
+            set.insert(0, top);
+        }
+        Ok(set)
+    }
+
     /// `[environments.NAME]`; an error listing the declared environments if there is none.
     ///
     /// # Errors

@@ -189,6 +189,8 @@ mode = "standalone"
         Some("myservice")
     );
     assert_eq!(names(p.module_order().unwrap()), ["svc", "billing"]);
+    // With a twin the top-level module is not walked twice.
+    assert_eq!(names(p.module_set().unwrap()), ["svc", "billing"]);
 
     let (_, e) = err("schema = \"a\"\nmodule = \"m\"\n[modules.m]\nschema = \"b\"\n");
     assert!(
@@ -469,4 +471,32 @@ fn finds_the_file_up_to_the_workspace_root() {
     let e = Project::load(&root.join("missing.toml")).unwrap_err();
     assert!(matches!(e, ProjectError::Read { .. }));
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn the_module_set_holds_the_top_level_module_with_or_without_a_twin() {
+    // Top level only: one module, named after its schema.
+    let p = parse("schema = \"shop\"\nmigrations = \"migrations\"\n").unwrap();
+    assert_eq!(names(p.module_set().unwrap()), ["shop"]);
+    assert!(p.module_order().unwrap().is_empty());
+    // Top level beside a section: the top level first, then the sections in their order.
+    let p = parse(
+        r#"
+schema = "shop"
+migrations = "migrations"
+[modules.audit]
+migrations_path = "audit"
+depends_on = ["billing"]
+[modules.billing]
+migrations_path = "billing"
+"#,
+    )
+    .unwrap();
+    assert_eq!(names(p.module_set().unwrap()), ["shop", "billing", "audit"]);
+    // A top level without migrations is not a module to migrate.
+    let p = parse("schema = \"shop\"\n[modules.billing]\nmigrations_path = \"b\"\n").unwrap();
+    assert_eq!(names(p.module_set().unwrap()), ["billing"]);
+    // Sections only.
+    let p = parse("[modules.a]\nmigrations_path = \"a\"\n").unwrap();
+    assert_eq!(names(p.module_set().unwrap()), ["a"]);
 }
