@@ -12,6 +12,7 @@ const EXAMPLES: &str = "Examples:
   pgdbm migrate status --check          exit 3 if anything is pending or drifted (for CI)
   pgdbm db reset --yes                  drop, create and migrate the database DATABASE_URL names
   pgdbm prepare --check                 check .sqlx/ against a scratch database (no server needed)
+  pgdbm prepare --check-compat v1.4.0   would the v1.4.0 queries survive the current migrations?
   pgdbm completions bash > /etc/bash_completion.d/pgdbm
 
 The database comes from DATABASE_URL (the environment or .env), else from pgdbm.toml's
@@ -98,10 +99,18 @@ pub enum Command {
         command: InspectCommand,
     },
     /// Refresh (or --check) sqlx's offline data in .sqlx/ against a scratch database migrated as
-    /// pgdbm.toml says; without DATABASE_URL it uses the throwaway server
+    /// pgdbm.toml says, or check a previous release's queries against the current migrations
+    /// (--check-compat); without DATABASE_URL it uses the throwaway server
     #[command(after_help = "Examples:
-  pgdbm prepare            write .sqlx/ for every query of the workspace (needs `cargo sqlx`)
-  pgdbm prepare --check    exit with sqlx's status: non-zero if .sqlx/ is out of date")]
+  pgdbm prepare                        write .sqlx/ for every query of the workspace (needs `cargo sqlx`)
+  pgdbm prepare --check                exit with sqlx's status: non-zero if .sqlx/ is out of date
+  pgdbm prepare --check-compat v1.4.0  exit 1 if a query of tag v1.4.0's .sqlx/ breaks on the
+                                       current migrations (rolling deploys: old replicas run it)
+  pgdbm prepare --check-compat ../release/.sqlx
+                                       the same from a directory (a .sqlx/ or a checkout)
+  pgdbm prepare --check-compat v1.4.0 --new-against-old
+                                       exit 1 if a query of this .sqlx/ breaks on v1.4.0's schema
+                                       (code deployed before its migrations)")]
     Prepare(PrepareArgs),
     /// Print a completion script for a shell
     #[command(after_help = "Example:\n  pgdbm completions zsh > ~/.zfunc/_pgdbm")]
@@ -419,8 +428,20 @@ pub enum TestCommand {
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
     /// Check .sqlx/ instead of writing it (exit 1 if it is out of date)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check_compat")]
     pub check: bool,
+    /// Describe every query of a previous release's .sqlx/ on a scratch database migrated to the
+    /// current migrations, and exit 1 if any no longer prepares or returns other columns, types
+    /// or nullability (naming the migration file that broke it). The previous release is a
+    /// directory (its .sqlx/ or its checkout) or a git ref of this repository (tag, branch,
+    /// commit). Needs no `cargo sqlx`
+    #[arg(long, value_name = "DIR|GIT-REF")]
+    pub check_compat: Option<String>,
+    /// With --check-compat, the other direction: this release's .sqlx/ queries against the
+    /// previous release's schema (its migrations, from the git ref or checkout), for code
+    /// deployed before its migrations
+    #[arg(long, requires = "check_compat")]
+    pub new_against_old: bool,
 }
 
 impl Command {

@@ -1,6 +1,7 @@
 //! `pgdbm`: the command line of pgdbm. See `pgdbm --help`; exit codes are in [`exit`].
 
 mod cli;
+mod compat;
 mod context;
 mod db;
 mod exit;

@@ -1,5 +1,6 @@
 //! `pgdbm prepare [--check]`: sqlx's offline data (`.sqlx/`) written or checked against a scratch
-//! database migrated the way pgdbm.toml says.
+//! database migrated the way pgdbm.toml says. (`--check-compat` is in `compat.rs`; it reuses the
+//! server, scratch database and migration steps here.)
 //!
 //! The server is the one `--env` or DATABASE_URL names, else the throwaway server (started if
 //! needed). The scratch database is named like a test database (`pgdbm_test_<secs>_<pid>_prepare`)
@@ -11,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use pgdbm_core::ident::quote_identifier;
 use pgdbm_core::migrations::MigrationSet;
+use pgdbm_core::project::Project;
 use pgdbm_core::testing::TEST_DATABASE_PREFIX;
 use pgdbm_core::{Database, DatabaseConfig};
 
@@ -24,12 +26,40 @@ use crate::test_server::{binaries, masked, throwaway};
 pub const INSTALL_SQLX_CLI: &str = "cargo install sqlx-cli --version 0.9.0 --no-default-features --features postgres,rustls --locked";
 
 pub async fn run(ctx: &Context, args: PrepareArgs) -> Result<Code> {
+    if let Some(previous) = &args.check_compat {
+        return crate::compat::run(ctx, previous, args.new_against_old).await;
+    }
     // Everything that can be checked without a server is checked first: the modules and their
     // files, the cargo workspace and sqlx-cli.
-    let Some(project) = &ctx.project else {
-        return fail(
-            "pgdbm prepare migrates a scratch database the way pgdbm.toml says, and no pgdbm.toml was found (here or above, or --config FILE)",
+    let (project, targets, modules) = modules(ctx, "pgdbm prepare")?;
+    let workspace = cargo_dir()?;
+    check_sqlx_cli(&workspace).await?;
+
+    let server_url = server_url(ctx, project).await?;
+    with_scratch_database(&server_url, "prepare", async |scratch_url: String| {
+        migrate(ctx, &targets, &modules, &scratch_url).await?;
+        anstream::eprintln!(
+            "pgdbm: scratch database {} migrated ({}); running cargo sqlx prepare{}",
+            masked(&scratch_url),
+            module_names(&targets),
+            if args.check { " --check" } else { "" }
         );
+        cargo_sqlx_prepare(&workspace, &scratch_url, args.check).await
+    })
+    .await
+}
+
+/// pgdbm.toml, every module it declares (in depends_on order, their migration files read and
+/// valid) and the options that select them all; `command` names the caller in the error when
+/// there is no pgdbm.toml.
+pub(crate) fn modules<'c>(
+    ctx: &'c Context,
+    command: &str,
+) -> Result<(&'c Project, Vec<Target>, ModuleArgs)> {
+    let Some(project) = &ctx.project else {
+        return fail(format!(
+            "{command} migrates a scratch database the way pgdbm.toml says, and no pgdbm.toml was found (here or above, or --config FILE)"
+        ));
     };
     let modules = ModuleArgs {
         all: true,
@@ -39,10 +69,22 @@ pub async fn run(ctx: &Context, args: PrepareArgs) -> Result<Code> {
     for t in &targets {
         MigrationSet::from_dir(&t.dir).map_err(|e| Failure(e.to_string()))?;
     }
-    let workspace = cargo_dir()?;
-    check_sqlx_cli(&workspace).await?;
+    Ok((project, targets, modules))
+}
 
-    let server_url = match &ctx.env {
+/// `shop, billing`: the modules' names, for messages.
+pub(crate) fn module_names(targets: &[Target]) -> String {
+    targets
+        .iter()
+        .map(|t| t.module.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The server scratch databases go on: `--env`'s, else DATABASE_URL's, else the throwaway
+/// server (started if needed, and said so).
+pub(crate) async fn server_url(ctx: &Context, project: &Project) -> Result<String> {
+    Ok(match &ctx.env {
         Some(name) => project.environment(name)?.resolve_url()?,
         None => match std::env::var("DATABASE_URL")
             .ok()
@@ -59,38 +101,34 @@ pub async fn run(ctx: &Context, args: PrepareArgs) -> Result<Code> {
                 url
             }
         },
-    };
+    })
+}
 
+/// Creates a scratch database on the server of `server_url`, runs `work` with its URL, and
+/// drops it afterwards whatever `work` returned (a failure to drop is a warning). It is named
+/// like a test database (`pgdbm_test_<secs>_<pid>_<purpose>`), so one a killed run leaves behind
+/// is dropped by the next test run's sweep or by `pgdbm test cleanup`.
+pub(crate) async fn with_scratch_database<T>(
+    server_url: &str,
+    purpose: &str,
+    work: impl AsyncFnOnce(String) -> Result<T>,
+) -> Result<T> {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let scratch = format!(
-        "{TEST_DATABASE_PREFIX}{secs}_{}_prepare",
+        "{TEST_DATABASE_PREFIX}{secs}_{}_{purpose}",
         std::process::id()
     );
-    let scratch_url = url_for(&server_url, &scratch)?;
+    let scratch_url = url_for(server_url, &scratch)?;
     admin(
-        &server_url,
+        server_url,
         &format!("CREATE DATABASE {}", quote_identifier(&scratch)),
     )
     .await?;
-    let result = async {
-        migrate(ctx, &targets, &modules, &scratch_url).await?;
-        anstream::eprintln!(
-            "pgdbm: scratch database {} migrated ({}); running cargo sqlx prepare{}",
-            masked(&scratch_url),
-            targets
-                .iter()
-                .map(|t| t.module.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            if args.check { " --check" } else { "" }
-        );
-        cargo_sqlx_prepare(&workspace, &scratch_url, args.check).await
-    }
-    .await;
+    let result = work(scratch_url).await;
     let dropped = admin(
-        &server_url,
+        server_url,
         &format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             quote_identifier(&scratch)
@@ -107,7 +145,7 @@ pub async fn run(ctx: &Context, args: PrepareArgs) -> Result<Code> {
 }
 
 /// The nearest directory, from here up, with a `Cargo.toml` (cargo sqlx runs there).
-fn cargo_dir() -> Result<PathBuf> {
+pub(crate) fn cargo_dir() -> Result<PathBuf> {
     let cwd = std::env::current_dir()
         .map_err(|e| Failure(format!("cannot read the current directory: {e}")))?;
     match cwd.ancestors().find(|d| d.join("Cargo.toml").is_file()) {
@@ -174,29 +212,38 @@ async fn admin(url: &str, sql: &str) -> Result<()> {
     r.map(|_| ()).map_err(Failure::from)
 }
 
+/// The connection settings for the scratch database: the environment's (DB_PASSWORD,
+/// DB_SSL_*) with the scratch URL, and no DB_SCHEMA (a module's schema is pgdbm.toml's).
+pub(crate) fn scratch_config(scratch_url: &str) -> Result<DatabaseConfig> {
+    Ok(DatabaseConfig::from_lookup(|k| match k {
+        "DATABASE_URL" => Some(scratch_url.to_string()),
+        "DB_SCHEMA" => None,
+        _ => std::env::var(k).ok(),
+    })?
+    .min_connections(1)
+    .max_connections(2)
+    .retry_attempts(1))
+}
+
+/// A manager on the scratch database in `target`'s schema, for its migrator.
+pub(crate) async fn connect_scratch(scratch_url: &str, target: &Target) -> Result<Database> {
+    let mut config = scratch_config(scratch_url)?;
+    if let Some(s) = &target.schema {
+        config = config.schema(s);
+    }
+    Ok(Database::connect(config).await?)
+}
+
 /// Applies every module's migrations into its schema of the scratch database, in pgdbm.toml's
 /// order, as `pgdbm migrate apply --all` does.
-async fn migrate(
+pub(crate) async fn migrate(
     ctx: &Context,
     targets: &[Target],
     modules: &ModuleArgs,
     scratch_url: &str,
 ) -> Result<()> {
     for t in targets {
-        // The environment's connection settings (DB_PASSWORD, DB_SSL_*), with the scratch
-        // database and the module's schema (pgdbm.toml's, never DB_SCHEMA).
-        let mut config = DatabaseConfig::from_lookup(|k| match k {
-            "DATABASE_URL" => Some(scratch_url.to_string()),
-            "DB_SCHEMA" => None,
-            _ => std::env::var(k).ok(),
-        })?
-        .min_connections(1)
-        .max_connections(2)
-        .retry_attempts(1);
-        if let Some(s) = &t.schema {
-            config = config.schema(s);
-        }
-        let db = Database::connect(config).await?;
+        let db = connect_scratch(scratch_url, t).await?;
         let r = ctx.migrator(&db, t, modules).apply_pending().await;
         db.close().await;
         r?;

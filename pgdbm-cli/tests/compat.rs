@@ -1,0 +1,487 @@
+//! `pgdbm prepare --check-compat`: the built binary checking a previous release's `.sqlx/`
+//! against the current migrations (and the other way round) on scratch databases of a real
+//! server.
+//!
+//! The "previous release" is a small workspace outside this repository, in a directory or in a
+//! git repository of its own. Its `.sqlx/` files are written the way sqlx-cli writes them: each
+//! query described (sqlx's `Executor::describe`) on a database migrated with the workspace's
+//! migrations, serialised with sqlx's own serde form. That is what `cargo sqlx prepare` stores,
+//! without compiling the workspace; the library's tests read files sqlx-cli really wrote.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use pgdbm_core::testing::TestDatabase;
+use sqlx::{Connection, Executor, PgConnection, SqlSafeStr};
+use support::{Run, write};
+
+/// This repository's root.
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The URL of the `postgres` database of the server the tests use.
+fn test_server() -> String {
+    runtime().block_on(async {
+        pgdbm_core::testing::test_server()
+            .await
+            .expect("a server for tests")
+            .admin_url
+            .clone()
+    })
+}
+
+/// The scratch databases a `pgdbm prepare --check-compat` with process id `pid` left on the
+/// server at `admin_url`.
+fn scratch_databases_of(admin_url: &str, pid: u32) -> Vec<String> {
+    runtime().block_on(async {
+        let mut conn = PgConnection::connect(admin_url).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'pgdbm\\_test\\_%\\_' || $1 || '\\_compat%'",
+        )
+        .bind(pid.to_string())
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        names
+    })
+}
+
+/// `pgdbm ARGS` in `cwd` on the test server (DATABASE_URL, no other database settings); it must
+/// leave no scratch database behind.
+fn pgdbm(cwd: &Path, args: &[&str], admin_url: &str) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgdbm"));
+    c.current_dir(cwd).args(args).env("NO_COLOR", "1");
+    for var in [
+        "DB_HOST",
+        "DB_PORT",
+        "DB_NAME",
+        "DB_USER",
+        "DB_PASSWORD",
+        "DB_SCHEMA",
+        "PGDBM_SCHEMA",
+        "PGDBM_TEST_DATABASE_URL",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("DATABASE_URL", admin_url);
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pgdbm");
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        target: String::new(),
+    };
+    assert_eq!(
+        scratch_databases_of(admin_url, pid),
+        Vec::<String>::new(),
+        "scratch databases left behind by {run:?}"
+    );
+    run
+}
+
+const BY_ID: &str = "SELECT id, email FROM demo.users WHERE id = $1";
+const NAMES: &str = "SELECT id, name FROM demo.users ORDER BY id";
+const EVERYTHING: &str = "SELECT * FROM demo.users";
+const NICKNAMES: &str = "SELECT id, nickname FROM demo.users";
+
+/// A workspace of one crate whose `src/main.rs` runs `queries` with `sqlx::query!`, module
+/// `demo` in pgdbm.toml, one migration creating `demo.users`, and this repository's Cargo.lock
+/// and dev profile (should anyone build it, its dependencies are the ones already built).
+fn small_workspace(dir: &Path, queries: &[&str]) {
+    write(
+        dir,
+        "Cargo.toml",
+        r#"[package]
+name = "pgdbm-compat-test"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+[dependencies]
+sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }
+
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+opt-level = 1
+debug = false
+"#,
+    );
+    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    write(
+        dir,
+        "pgdbm.toml",
+        "[project]\nname = \"demo\"\n\n[modules.demo]\nmigrations_path = \"migrations\"\nschema = \"demo\"\n",
+    );
+    write(
+        dir,
+        "migrations/001_users.sql",
+        "CREATE TABLE {{tables.users}} (id bigint PRIMARY KEY, email text NOT NULL, name text);\n",
+    );
+    set_queries(dir, queries);
+}
+
+/// `src/main.rs` with one `sqlx::query!` per query, each on its own line (line 3, 4, …).
+fn set_queries(dir: &Path, queries: &[&str]) {
+    let calls: String = queries
+        .iter()
+        .map(|q| format!("    let _ = sqlx::query!(\"{q}\");\n"))
+        .collect();
+    write(
+        dir,
+        "src/main.rs",
+        &format!("#[allow(dead_code)]\nfn queries() {{\n{calls}}}\n\nfn main() {{}}\n"),
+    );
+}
+
+/// Writes `dir/.sqlx/` for `queries` as `cargo sqlx prepare` would: each described on a
+/// database migrated with `dir/migrations` (module and schema `demo`), in sqlx's serde form.
+fn record_queries(dir: &Path, queries: &[&str]) {
+    let sqlx_dir = dir.join(".sqlx");
+    let _ = std::fs::remove_dir_all(&sqlx_dir);
+    std::fs::create_dir_all(&sqlx_dir).unwrap();
+    runtime().block_on(async {
+        let db = TestDatabase::builder()
+            .migrations(dir.join("migrations"))
+            .module("demo")
+            .schema("demo")
+            .pool_size(0, 1)
+            .build()
+            .await
+            .expect("test database");
+        let mut conn = PgConnection::connect(&db.url()).await.unwrap();
+        for q in queries {
+            let describe = (&mut conn)
+                .describe(sqlx::AssertSqlSafe(q.to_string()).into_sql_str())
+                .await
+                .unwrap_or_else(|e| panic!("{q}: {e}"));
+            let hash = pgdbm_core::checked::sql_hash(q);
+            let file = serde_json::json!({
+                "db_name": "PostgreSQL",
+                "query": q,
+                "describe": describe,
+                "hash": hash,
+            });
+            std::fs::write(
+                sqlx_dir.join(format!("query-{hash}.json")),
+                serde_json::to_string_pretty(&file).unwrap(),
+            )
+            .unwrap();
+        }
+        conn.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_dropped_column_fails_naming_the_query_and_the_migration() {
+    let admin = test_server();
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    small_workspace(dir, &[BY_ID, NAMES]);
+    record_queries(dir, &[BY_ID, NAMES]);
+    // The release after: email dropped, then an unrelated index.
+    write(
+        dir,
+        "migrations/002_drop_email.sql",
+        "ALTER TABLE {{tables.users}} DROP COLUMN email;\n",
+    );
+    write(
+        dir,
+        "migrations/003_names_index.sql",
+        "CREATE INDEX users_name_idx ON {{tables.users}} (name);\n",
+    );
+
+    let r = pgdbm(dir, &["prepare", "--check-compat", ".sqlx"], &admin);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "old queries from the directory {}",
+            dir.canonicalize().unwrap().join(".sqlx").display()
+        )),
+        "{r:?}"
+    );
+    let block = format!(
+        "incompatible: {BY_ID}
+  .sqlx/query-{}.json
+  written at src/main.rs:3 (in {})
+  broken by migrations/002_drop_email.sql
+  does not prepare: column \"email\" does not exist (SQLSTATE 42703)
+",
+        pgdbm_core::checked::sql_hash(BY_ID),
+        dir.canonicalize().unwrap().display()
+    );
+    assert!(r.stdout.contains(&block), "{r:?}");
+    assert!(!r.stdout.contains(NAMES), "{r:?}");
+    assert!(
+        r.stdout
+            .ends_with("2 old queries checked, 1 incompatible\n"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("error: 1 query of"), "{r:?}");
+
+    // --json: the same, as a document.
+    let r = pgdbm(
+        dir,
+        &["prepare", "--check-compat", dir.to_str().unwrap(), "--json"],
+        &admin,
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["checked"], 2, "{doc}");
+    assert_eq!(doc["incompatible"], 1, "{doc}");
+    let q = &doc["queries"][0];
+    assert_eq!(q["query"], BY_ID);
+    assert_eq!(q["migration"], "migrations/002_drop_email.sql");
+    assert_eq!(q["rejected"]["code"], "42703");
+    assert_eq!(q["location"]["line"], 3);
+}
+
+#[test]
+fn a_nullable_column_added_passes_and_select_star_is_noted() {
+    let admin = test_server();
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    small_workspace(dir, &[BY_ID, NAMES, EVERYTHING]);
+    record_queries(dir, &[BY_ID, NAMES, EVERYTHING]);
+    write(
+        dir,
+        "migrations/002_add_nickname.sql",
+        "ALTER TABLE {{tables.users}} ADD COLUMN nickname text;\n",
+    );
+
+    let r = pgdbm(dir, &["prepare", "--check-compat", ".sqlx"], &admin);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(!r.stdout.contains("incompatible:"), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "changed, still compatible: {EVERYTHING}\n  .sqlx/query-{}.json\n  written at src/main.rs:5",
+            pgdbm_core::checked::sql_hash(EVERYTHING)
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .contains("  columns: 3 → 4; also returned now: 4 \"nickname\" (compatible)\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .ends_with("3 old queries checked, 0 incompatible, 1 changed compatibly\n"),
+        "{r:?}"
+    );
+
+    // A type change is not compatible, and is spelled out: email NOT NULL text becomes a
+    // nullable varchar.
+    write(
+        dir,
+        "migrations/003_email_varchar.sql",
+        "ALTER TABLE {{tables.users}} ALTER COLUMN email TYPE varchar(200), ALTER COLUMN email DROP NOT NULL;\n",
+    );
+    let r = pgdbm(dir, &["prepare", "--check-compat", ".sqlx"], &admin);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!(
+            "incompatible: {BY_ID}\n  .sqlx/query-{}.json\n  written at src/main.rs:3 (in {})\n  broken by migrations/003_email_varchar.sql\n  column 2 \"email\": text → varchar\n  column 2 \"email\" nullable: NOT NULL → nullable\n",
+            pgdbm_core::checked::sql_hash(BY_ID),
+            dir.canonicalize().unwrap().display()
+        )),
+        "{r:?}"
+    );
+}
+
+/// `git ARGS` in `dir`, which must succeed.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=pgdbm tests",
+            "-c",
+            "user.email=tests@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+/// A git repository whose workspace is in `service/` (not at the top), with release `v1`
+/// committed and tagged: the queries `v1` ran and their `.sqlx/`.
+fn released_repository(repo: &Path, queries: &[&str]) -> PathBuf {
+    let dir = repo.join("service");
+    small_workspace(&dir, queries);
+    record_queries(&dir, queries);
+    git(repo, &["init", "-q"]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "v1"]);
+    git(repo, &["tag", "v1"]);
+    dir
+}
+
+#[test]
+fn a_git_ref_is_the_previous_release() {
+    let admin = test_server();
+    let repo = tempfile::tempdir().unwrap();
+    let dir = released_repository(repo.path(), &[BY_ID, NAMES]);
+    // The next release: email dropped, committed; the working tree's main.rs no longer has
+    // the query (it moved on), so its call site can only come from the ref.
+    write(
+        &dir,
+        "migrations/002_drop_email.sql",
+        "ALTER TABLE {{tables.users}} DROP COLUMN email;\n",
+    );
+    set_queries(&dir, &[NAMES]);
+    record_queries(&dir, &[NAMES]);
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "v2"]);
+
+    for previous in ["v1", "HEAD~1"] {
+        let r = pgdbm(&dir, &["prepare", "--check-compat", previous], &admin);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "old queries from the git ref `{previous}` (commit "
+            )),
+            "{r:?}"
+        );
+        assert!(r.stderr.contains(", its service/.sqlx/"), "{r:?}");
+        assert!(
+            r.stdout.contains(&format!(
+                "incompatible: {BY_ID}\n  .sqlx/query-{}.json\n  written at src/main.rs:3 (in {previous})\n  broken by migrations/002_drop_email.sql\n  does not prepare: column \"email\" does not exist (SQLSTATE 42703)\n",
+                pgdbm_core::checked::sql_hash(BY_ID)
+            )),
+            "{r:?}"
+        );
+        assert!(
+            r.stdout
+                .ends_with("2 old queries checked, 1 incompatible\n"),
+            "{r:?}"
+        );
+    }
+    // The current release against itself passes.
+    let r = pgdbm(&dir, &["prepare", "--check-compat", "HEAD"], &admin);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout
+            .ends_with("1 old queries checked, 0 incompatible\n"),
+        "{r:?}"
+    );
+
+    // Neither a directory nor a ref: said so, nothing created.
+    let r = pgdbm(&dir, &["prepare", "--check-compat", "v9"], &admin);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains(
+            "error: `v9` is neither a directory nor a git ref (no commit of the repository in "
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn new_against_old_reports_a_new_query_the_old_schema_cannot_prepare() {
+    let admin = test_server();
+    let repo = tempfile::tempdir().unwrap();
+    let dir = released_repository(repo.path(), &[BY_ID, NAMES]);
+    // This release adds a column and a query that reads it; its code may reach replicas
+    // before the migration runs.
+    write(
+        &dir,
+        "migrations/002_add_nickname.sql",
+        "ALTER TABLE {{tables.users}} ADD COLUMN nickname text;\n",
+    );
+    set_queries(&dir, &[BY_ID, NAMES, NICKNAMES]);
+    record_queries(&dir, &[BY_ID, NAMES, NICKNAMES]);
+
+    // The other direction finds nothing wrong: the old queries work on the new schema.
+    let r = pgdbm(&dir, &["prepare", "--check-compat", "v1"], &admin);
+    assert_eq!(r.code, Some(0), "{r:?}");
+
+    let r = pgdbm(
+        &dir,
+        &["prepare", "--check-compat", "v1", "--new-against-old"],
+        &admin,
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("schema: the migrations of the git ref `v1` (commit "),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "incompatible: {NICKNAMES}\n  .sqlx/query-{}.json\n  written at src/main.rs:5\n  needs migrations/002_add_nickname.sql (the schema of v1 is older)\n  does not prepare: column \"nickname\" does not exist (SQLSTATE 42703)\n",
+            pgdbm_core::checked::sql_hash(NICKNAMES)
+        )),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .ends_with("3 new queries checked, 1 incompatible\n"),
+        "{r:?}"
+    );
+
+    // From a checkout directory of v1 as well; a bare .sqlx directory has no migrations.
+    let v1 = tempfile::tempdir().unwrap();
+    small_workspace(v1.path(), &[BY_ID, NAMES]);
+    let r = pgdbm(
+        &dir,
+        &[
+            "prepare",
+            "--check-compat",
+            v1.path().to_str().unwrap(),
+            "--new-against-old",
+        ],
+        &admin,
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.contains("needs migrations/002_add_nickname.sql"),
+        "{r:?}"
+    );
+    let bare = tempfile::tempdir().unwrap();
+    let copy = bare.path().join(".sqlx");
+    std::fs::create_dir(&copy).unwrap();
+    for f in std::fs::read_dir(dir.join(".sqlx")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+    }
+    let r = pgdbm(
+        &dir,
+        &[
+            "prepare",
+            "--check-compat",
+            copy.to_str().unwrap(),
+            "--new-against-old",
+        ],
+        &admin,
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("a bare .sqlx directory has none"),
+        "{r:?}"
+    );
+}
