@@ -485,3 +485,71 @@ fn new_against_old_reports_a_new_query_the_old_schema_cannot_prepare() {
         "{r:?}"
     );
 }
+
+/// What the check costs for a realistic service: 20 migration files, 200 queries (selects,
+/// joins, inserts, updates). Run by hand:
+/// `cargo test -p pgdbm-cli --test compat -- --ignored --nocapture cost`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn cost_of_200_queries_and_20_migrations() {
+    let admin = test_server();
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    small_workspace(dir, &[]);
+    write(
+        dir,
+        "migrations/002_posts.sql",
+        "CREATE TABLE {{tables.posts}} (id bigint PRIMARY KEY, user_id bigint NOT NULL REFERENCES {{tables.users}} (id), title text NOT NULL, body text);\n",
+    );
+    for n in 3..=20 {
+        write(
+            dir,
+            &format!("migrations/{n:03}_step.sql"),
+            &format!(
+                "ALTER TABLE {{{{tables.users}}}} ADD COLUMN c{n} int4;\nCREATE INDEX users_c{n}_idx ON {{{{tables.users}}}} (c{n});\n"
+            ),
+        );
+    }
+    let queries: Vec<String> = (0..200)
+        .map(|i| match i % 4 {
+            0 => format!("SELECT id, email, name, c{} FROM demo.users WHERE id = $1 AND {i} > 0", 3 + i % 18),
+            1 => format!("SELECT u.email, p.title, p.body FROM demo.users u JOIN demo.posts p ON p.user_id = u.id WHERE u.id = $1 LIMIT {i}"),
+            2 => format!("INSERT INTO demo.posts (id, user_id, title) VALUES ($1, $2, $3) RETURNING id, {i} AS n"),
+            _ => format!("UPDATE demo.users SET name = $2, c{} = $3 WHERE id = $1 AND {i} > 0", 3 + i % 18),
+        })
+        .collect();
+    let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+    record_queries(dir, &refs);
+
+    let timed = |what: &str| {
+        let started = std::time::Instant::now();
+        let r = pgdbm(dir, &["prepare", "--check-compat", ".sqlx"], &admin);
+        eprintln!(
+            "{what}: exit {:?} in {} ms\n{}",
+            r.code,
+            started.elapsed().as_millis(),
+            r.stderr
+                .lines()
+                .filter(|l| l.contains("described"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        r
+    };
+    let r = timed("200 queries, 20 files, none broken");
+    assert_eq!(r.code, Some(0), "{r:?}");
+    // A column 50 queries read dropped: the file-by-file walk runs for those 50.
+    write(
+        dir,
+        "migrations/021_drop_name.sql",
+        "ALTER TABLE {{tables.users}} DROP COLUMN name;\n",
+    );
+    let r = timed("200 queries, 21 files, 100 broken by the last");
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout
+            .ends_with("200 old queries checked, 100 incompatible\n"),
+        "{}",
+        r.stdout
+    );
+}
