@@ -46,7 +46,7 @@ pub struct Global {
     #[arg(long, global = true, value_name = "NAME")]
     pub env: Option<String>,
     /// Print JSON (status, pending, history, verify, tenants list and migrate, test-server status,
-    /// inspect)
+    /// inspect, prepare --check-compat)
     #[arg(long, global = true)]
     pub json: bool,
     /// When to colour the output [auto: on a terminal, unless NO_COLOR is set]
@@ -102,7 +102,7 @@ pub enum Command {
     /// pgdbm.toml says, or check a previous release's queries against the current migrations
     /// (--check-compat); without DATABASE_URL it uses the throwaway server
     #[command(after_help = "Examples:
-  pgdbm prepare                        write .sqlx/ for every query of the workspace (needs `cargo sqlx`)
+  pgdbm prepare                        write .sqlx/ for the workspace's queries (needs `cargo sqlx`)
   pgdbm prepare --check                exit with sqlx's status: non-zero if .sqlx/ is out of date
   pgdbm prepare --check-compat v1.4.0  exit 1 if a query of tag v1.4.0's .sqlx/ breaks on the
                                        current migrations (rolling deploys: old replicas run it)
