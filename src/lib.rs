@@ -13,7 +13,10 @@ pub use pgdbm_core::{
     Tenants, Transaction,
 };
 /// Compile-time checked queries and the test attribute; see the crate documentation.
-pub use pgdbm_macros::{embed_migrations, test, tsql, tsql_as, tsql_scalar, tsql_str};
+pub use pgdbm_macros::{
+    embed_migrations, test, tsql, tsql_as, tsql_file, tsql_file_as, tsql_file_scalar, tsql_scalar,
+    tsql_str,
+};
 
 /// How to reach the server: the enums of [`DatabaseConfig`].
 pub mod config {

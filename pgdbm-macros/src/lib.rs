@@ -3,6 +3,7 @@
 
 mod config;
 mod embed;
+mod named;
 mod test_attr;
 mod tsql;
 
@@ -73,6 +74,22 @@ tsql_macro!(
     ///     .fetch_one(&db)
     ///     .await?;
     /// ```
+    ///
+    /// Parameters can be named (here, and in `tsql_as!`, `tsql_scalar!` and the `tsql_file!`
+    /// forms): `:email` in the SQL is bound to the argument `email = …`, or, when no such
+    /// argument is given, to the variable `email` in scope (as `format!("{email}")` does). The
+    /// names are rewritten to `$1`, `$2` … in order of first use at compile time, so sqlx checks
+    /// and caches the same SQL as if it were written with `$n`. Colons in strings, comments,
+    /// casts (`::int8`), `:=` and array slices (`a[lo:hi]`) are not names.
+    ///
+    /// ```text
+    /// let user = pgdbm::tsql!("SELECT id FROM <<tables.users>> WHERE email = :email AND id > :after", after = 0_i64)
+    ///     .fetch_optional(&db) // :email is the variable `email`
+    ///     .await?;
+    /// ```
+    ///
+    /// A named argument the query does not use, a name given twice, a positional argument
+    /// among named ones, and `:name` mixed with `$n` in one query are compile errors.
     tsql,
     tsql::Kind::Query
 );
@@ -90,4 +107,54 @@ tsql_macro!(
     /// The rendered SQL as a `&'static str`, checked like `tsql!` (for the runtime API or another driver).
     tsql_str,
     tsql::Kind::Str
+);
+
+macro_rules! tsql_file_macro {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[proc_macro]
+        pub fn $name(input: TokenStream) -> TokenStream {
+            tsql::expand_file($kind, input.into())
+                .unwrap_or_else(syn::Error::into_compile_error)
+                .into()
+        }
+    };
+}
+
+tsql_file_macro!(
+    /// [`tsql!`] with the SQL read from a file: `tsql_file!("queries/find_user.sql", args…)`.
+    ///
+    /// The path is relative to the crate's directory (`CARGO_MANIFEST_DIR`, where `Cargo.toml`
+    /// is), as for sqlx's `query_file!`; `module = "NAME"` may come first. The file's text gets
+    /// everything a literal gets: placeholders rendered and checked against the migrations,
+    /// named parameters, sqlx's checks. Editing the file rebuilds the crate.
+    ///
+    /// ```text
+    /// // queries/find_user.sql: SELECT id, email FROM <<tables.users>> WHERE email = :email
+    /// let row = pgdbm::tsql_file!("queries/find_user.sql", email = "a@example.com")
+    ///     .fetch_optional(&db)
+    ///     .await?;
+    /// ```
+    ///
+    /// A file that cannot be read is an error naming the path it was looked for at. Errors
+    /// about the SQL are reported at the path literal (Rust cannot point into another file)
+    /// and start with `path:line:column` inside the file:
+    ///
+    /// ```text
+    /// error: tests/queries/unknown.sql:2:6: unknown table `accounts` in <<tables.accounts>>; …
+    /// ```
+    tsql_file,
+    tsql::Kind::Query
+);
+tsql_file_macro!(
+    /// [`tsql_as!`] with the SQL read from a file:
+    /// `tsql_file_as!(User, "queries/find_user.sql", args…)`; see [`tsql_file!`].
+    tsql_file_as,
+    tsql::Kind::QueryAs
+);
+tsql_file_macro!(
+    /// [`tsql_scalar!`] with the SQL read from a file:
+    /// `tsql_file_scalar!("queries/count_users.sql", args…)`; see [`tsql_file!`].
+    tsql_file_scalar,
+    tsql::Kind::Scalar
 );

@@ -1,5 +1,15 @@
-//! `tsql!`, `tsql_as!`, `tsql_scalar!`, `tsql_str!`: placeholders rendered at compile time,
-//! unknown tables rejected, the SQL handed to sqlx's macros as a literal.
+//! `tsql!`, `tsql_as!`, `tsql_scalar!`, `tsql_str!` and the `tsql_file!` forms: placeholders
+//! rendered at compile time, unknown tables rejected, named parameters rewritten to `$n`, the SQL
+//! handed to sqlx's macros as a literal.
+//!
+//! The `tsql_file!` forms read the SQL from a file instead of a literal and hand sqlx the file's
+//! rendered text as a literal too (not `query_file!`), so both spellings go through the same
+//! checks and the same `.sqlx/` data. Stable Rust cannot point a diagnostic into another file,
+//! so errors about a file's SQL are spanned at its path and name `file:line:column` in the
+//! message.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -7,9 +17,11 @@ use syn::parse::{Parse, ParseStream};
 use syn::{LitStr, Token};
 
 use pgdbm_core::compiled;
+use pgdbm_core::named_params;
 use pgdbm_core::template::{self, Target};
 
 use crate::config::{self, Config, Module};
+use crate::named;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -19,42 +31,84 @@ pub(crate) enum Kind {
     Str,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Query => "tsql!",
-            Kind::QueryAs => "tsql_as!",
-            Kind::Scalar => "tsql_scalar!",
-            Kind::Str => "tsql_str!",
-        }
+/// Where the SQL comes from: the literal itself, or the file a literal names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Literal,
+    File,
+}
+
+fn macro_name(kind: Kind, source: Source) -> &'static str {
+    match (source, kind) {
+        (Source::Literal, Kind::Query) => "tsql!",
+        (Source::Literal, Kind::QueryAs) => "tsql_as!",
+        (Source::Literal, Kind::Scalar) => "tsql_scalar!",
+        (_, Kind::Str) => "tsql_str!",
+        (Source::File, Kind::Query) => "tsql_file!",
+        (Source::File, Kind::QueryAs) => "tsql_file_as!",
+        (Source::File, Kind::Scalar) => "tsql_file_scalar!",
     }
 }
 
 struct Input {
+    name: &'static str,
     module: Option<LitStr>,
     record: Option<syn::Path>,
     sql: String,
+    /// The SQL literal, or the path literal of a query file.
     span: Span,
+    /// A query file: its path as written and as resolved.
+    file: Option<(String, PathBuf)>,
     rest: TokenStream,
 }
 
-fn parse_input(kind: Kind, input: ParseStream<'_>) -> syn::Result<Input> {
-    let mut module = None;
-    if input.peek(syn::Ident) && input.peek2(Token![=]) {
-        let key: syn::Ident = input.parse()?;
-        if key != "module" {
-            return Err(syn::Error::new(
-                key.span(),
-                format!(
-                    "{}: unknown option `{key}`; the only option is module = \"NAME\"",
-                    kind.name()
-                ),
-            ));
-        }
-        input.parse::<Token![=]>()?;
-        module = Some(input.parse()?);
-        input.parse::<Token![,]>()?;
+impl Input {
+    /// An error about the SQL, at byte `offset` of the text when known: for a query file the
+    /// message starts with `path:line:column`, since the span can only be the path literal.
+    fn sql_error(&self, offset: Option<usize>, msg: impl std::fmt::Display) -> syn::Error {
+        let msg = match (&self.file, offset) {
+            (None, _) => msg.to_string(),
+            (Some((shown, _)), None) => format!("{shown}: {msg}"),
+            (Some((shown, _)), Some(at)) => {
+                let (line, column) = line_column(&self.sql, at);
+                format!("{shown}:{line}:{column}: {msg}")
+            }
+        };
+        syn::Error::new(self.span, msg)
     }
+}
+
+/// 1-based line and column (in characters, as compilers count) of byte `offset` of `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
+}
+
+/// `module = "NAME",` if present.
+fn parse_module(name: &str, input: ParseStream<'_>) -> syn::Result<Option<LitStr>> {
+    if !(input.peek(syn::Ident) && input.peek2(Token![=])) {
+        return Ok(None);
+    }
+    let key: syn::Ident = input.parse()?;
+    if key != "module" {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("{name}: unknown option `{key}`; the only option is module = \"NAME\""),
+        ));
+    }
+    input.parse::<Token![=]>()?;
+    let module = input.parse()?;
+    input.parse::<Token![,]>()?;
+    Ok(Some(module))
+}
+
+fn parse_input(kind: Kind, source: Source, input: ParseStream<'_>) -> syn::Result<Input> {
+    let name = macro_name(kind, source);
+    let module = parse_module(name, input)?;
     let record = if kind == Kind::QueryAs {
         let p: syn::Path = input.parse()?;
         input.parse::<Token![,]>()?;
@@ -69,27 +123,31 @@ fn parse_input(kind: Kind, input: ParseStream<'_>) -> syn::Result<Input> {
             let e: syn::Expr = input.parse()?;
             syn::spanned::Spanned::span(&e)
         };
-        return Err(syn::Error::new(
-            span,
-            format!(
-                "{}: the SQL must be a string literal (raw strings and \"a\" + \"b\" are fine): it is read at compile time, so a variable, a const or a macro call cannot be used",
-                kind.name()
+        let msg = match source {
+            Source::Literal => format!(
+                "{name}: the SQL must be a string literal (raw strings and \"a\" + \"b\" are fine): it is read at compile time, so a variable, a const or a macro call cannot be used"
             ),
-        ));
+            Source::File => format!(
+                "{name}: the query file must be a string literal path, relative to the crate's directory (where Cargo.toml is): it is read at compile time"
+            ),
+        };
+        return Err(syn::Error::new(span, msg));
     }
     let first: LitStr = input.parse()?;
     let span = first.span();
-    let mut sql = first.value();
-    while input.peek(Token![+]) {
-        input.parse::<Token![+]>()?;
-        let more: LitStr = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                format!("{}: only string literals can be joined with +", kind.name()),
-            )
-        })?;
-        sql.push_str(&more.value());
-    }
+    let (sql, file) = match source {
+        Source::Literal => (joined_sql(name, first, input)?, None),
+        Source::File => {
+            if input.peek(Token![+]) {
+                return Err(syn::Error::new(
+                    span,
+                    format!("{name}: the path must be one string literal"),
+                ));
+            }
+            let (sql, path) = read_query_file(name, &first)?;
+            (sql, Some((first.value(), path)))
+        }
+    };
     let rest: TokenStream = input.parse()?;
     if kind == Kind::Str && !rest.is_empty() {
         return Err(syn::Error::new(
@@ -98,87 +156,102 @@ fn parse_input(kind: Kind, input: ParseStream<'_>) -> syn::Result<Input> {
         ));
     }
     Ok(Input {
+        name,
         module,
         record,
         sql,
         span,
+        file,
         rest,
     })
+}
+
+/// The SQL of `first` and any `+ "more"` literals after it.
+fn joined_sql(name: &str, first: LitStr, input: ParseStream<'_>) -> syn::Result<String> {
+    let mut sql = first.value();
+    while input.peek(Token![+]) {
+        input.parse::<Token![+]>()?;
+        let more: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("{name}: only string literals can be joined with +"),
+            )
+        })?;
+        sql.push_str(&more.value());
+    }
+    Ok(sql)
+}
+
+/// The text of the query file `lit` names (relative to `CARGO_MANIFEST_DIR`, as sqlx's
+/// `query_file!` reads it) and its absolute path.
+fn read_query_file(name: &str, lit: &LitStr) -> syn::Result<(String, PathBuf)> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            "CARGO_MANIFEST_DIR is not set; build with cargo",
+        )
+    })?;
+    let path = PathBuf::from(dir).join(lit.value());
+    match std::fs::read_to_string(&path) {
+        Ok(sql) => Ok((sql, path)),
+        Err(e) => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "{name}: cannot read the query file `{}`: {e}; the path is relative to the crate's directory (CARGO_MANIFEST_DIR, where Cargo.toml is)",
+                path.display()
+            ),
+        )),
+    }
 }
 
 struct Parsed(Input);
 
 pub(crate) fn expand(kind: Kind, input: TokenStream) -> syn::Result<TokenStream> {
-    let parser = |s: ParseStream<'_>| parse_input(kind, s).map(Parsed);
+    expand_from(kind, Source::Literal, input)
+}
+
+/// The `tsql_file!` forms: the same, with the SQL read from the file the literal names.
+pub(crate) fn expand_file(kind: Kind, input: TokenStream) -> syn::Result<TokenStream> {
+    expand_from(kind, Source::File, input)
+}
+
+fn expand_from(kind: Kind, source: Source, input: TokenStream) -> syn::Result<TokenStream> {
+    let parser = |s: ParseStream<'_>| parse_input(kind, source, s).map(Parsed);
     let Parsed(input) = syn::parse::Parser::parse2(parser, input)?;
-    let err = |msg: String| syn::Error::new(input.span, msg);
 
-    let config = config::load().map_err(err)?;
+    let config = config::load().map_err(|m| syn::Error::new(input.span, m))?;
     let (module_name, module) = select_module(&config, input.module.as_ref())?;
-    let mut tracked: Vec<std::path::PathBuf> = config.file.iter().cloned().collect();
+    let mut tracked: Vec<PathBuf> = config.file.iter().cloned().collect();
+    tracked.extend(input.file.iter().map(|(_, path)| path.clone()));
+    check_tables(
+        &input,
+        &config,
+        module_name.as_deref(),
+        module,
+        &mut tracked,
+    )?;
 
-    let found = template::placeholders(&input.sql).map_err(|e| err(e.to_string()))?;
-    if let Some((dir, shown)) = &module.migrations {
-        let (relations, files) = config::relations(dir).map_err(err)?;
-        tracked.extend(files);
-        for p in &found {
-            let Target::Table { schema, name } = &p.target else {
-                continue;
-            };
-            let known = match schema {
-                None => relations.contains(name),
-                Some(s) => {
-                    relations.contains_in(s, name)
-                        || match other_module_with_schema(&config, s) {
-                            Some(other) => match &other.migrations {
-                                Some((odir, _)) => {
-                                    let (orel, ofiles) = config::relations(odir).map_err(err)?;
-                                    tracked.extend(ofiles);
-                                    orel.contains(name)
-                                }
-                                None => true,
-                            },
-                            // A schema no module manages: nothing to check against.
-                            None => true,
-                        }
-                }
-            };
-            if !known {
-                let created: Vec<&str> = relations.own().collect();
-                let mut msg = format!(
-                    "unknown table `{name}` in {}; migrations in {}/ create: {}",
-                    p.text,
-                    shown.trim_end_matches('/'),
-                    if created.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        created.join(", ")
-                    }
-                );
-                if schema.is_none()
-                    && let Some(s) = relations.suggest(name)
-                {
-                    msg.push_str(&format!("; did you mean `{s}`?"));
-                }
-                if let Some(m) = &module_name {
-                    msg.push_str(&format!(" (module `{m}`)"));
-                }
-                return Err(err(msg));
-            }
-        }
-    }
+    // tsql_str! binds nothing, so it leaves `:name` as written (for a driver that takes names).
+    let (sql, args) = if kind == Kind::Str {
+        (Cow::Borrowed(input.sql.as_str()), TokenStream::new())
+    } else {
+        let r =
+            named_params::rewrite(&input.sql).map_err(|e| input.sql_error(Some(e.offset), &e))?;
+        let args = named::bind(input.name, &r, input.rest.clone(), input.span)?;
+        (r.sql, args)
+    };
     // Marked with the schema, so that the runtime can run it on a tenant's schema or refuse a
     // handle of another schema (see `pgdbm_core::compiled`).
     let rendered = match module.schema.as_deref() {
-        Some(schema) => compiled::render_marked(&input.sql, schema),
-        None => template::render(&input.sql, None).map(|r| r.into_owned()),
+        Some(schema) => compiled::render_marked(&sql, schema),
+        None => template::render(&sql, None).map(|r| r.into_owned()),
     }
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|e| input.sql_error(None, e))?;
 
     let mut lit = Literal::string(&rendered);
     lit.set_span(input.span);
 
-    // Rebuild when the schema variable, the config or a migration file changes.
+    // Rebuild when the schema variable, the config, a migration file or the query file changes.
     let includes = tracked.iter().map(|p| {
         let p = p.to_string_lossy();
         quote! { const _: &[u8] = ::core::include_bytes!(#p); }
@@ -192,22 +265,91 @@ pub(crate) fn expand(kind: Kind, input: TokenStream) -> syn::Result<TokenStream>
         return Ok(quote_spanned! {input.span=> { #tracking #lit } });
     }
     if !config::has_sqlx_dependency() {
-        return Err(err(format!(
-            "{} expands to sqlx's query macros, which refer to `::sqlx`: add sqlx to this crate's [dependencies], e.g. sqlx = {{ version = \"0.9\", default-features = false, features = [\"macros\", \"postgres\", \"runtime-tokio\"] }}",
-            kind.name()
-        )));
+        return Err(syn::Error::new(
+            input.span,
+            format!(
+                "{} expands to sqlx's query macros, which refer to `::sqlx`: add sqlx to this crate's [dependencies], e.g. sqlx = {{ version = \"0.9\", default-features = false, features = [\"macros\", \"postgres\", \"runtime-tokio\"] }}",
+                input.name
+            ),
+        ));
     }
-    let rest = &input.rest;
     let call = match kind {
-        Kind::Query => quote_spanned! {input.span=> ::sqlx::query!(#lit #rest) },
-        Kind::Scalar => quote_spanned! {input.span=> ::sqlx::query_scalar!(#lit #rest) },
+        Kind::Query => quote_spanned! {input.span=> ::sqlx::query!(#lit #args) },
+        Kind::Scalar => quote_spanned! {input.span=> ::sqlx::query_scalar!(#lit #args) },
         Kind::QueryAs => {
             let record = input.record.as_ref().expect("parsed for tsql_as!");
-            quote_spanned! {input.span=> ::sqlx::query_as!(#record, #lit #rest) }
+            quote_spanned! {input.span=> ::sqlx::query_as!(#record, #lit #args) }
         }
         Kind::Str => unreachable!(),
     };
     Ok(quote_spanned! {input.span=> { #tracking #call } })
+}
+
+/// Every `{{tables.x}}` must be a table the module's migrations create (or, for an explicit
+/// schema, the migrations of the module owning that schema); the migration files read are
+/// added to `tracked`.
+fn check_tables(
+    input: &Input,
+    config: &Config,
+    module_name: Option<&str>,
+    module: &Module,
+    tracked: &mut Vec<PathBuf>,
+) -> syn::Result<()> {
+    let found =
+        template::placeholders(&input.sql).map_err(|e| input.sql_error(Some(e.offset), &e))?;
+    let Some((dir, shown)) = &module.migrations else {
+        return Ok(());
+    };
+    let err = |m: String| syn::Error::new(input.span, m);
+    let (relations, files) = config::relations(dir).map_err(err)?;
+    tracked.extend(files);
+    for p in &found {
+        let Target::Table { schema, name } = &p.target else {
+            continue;
+        };
+        let known = match schema {
+            None => relations.contains(name),
+            Some(s) => {
+                relations.contains_in(s, name)
+                    || match other_module_with_schema(config, s) {
+                        Some(Module {
+                            migrations: Some((odir, _)),
+                            ..
+                        }) => {
+                            let (orel, ofiles) = config::relations(odir).map_err(err)?;
+                            tracked.extend(ofiles);
+                            orel.contains(name)
+                        }
+                        // A module without migrations, or a schema no module manages: nothing
+                        // to check against.
+                        _ => true,
+                    }
+            }
+        };
+        if !known {
+            let created: Vec<&str> = relations.own().collect();
+            let mut msg = format!(
+                "unknown table `{name}` in {}; migrations in {}/ create: {}",
+                p.text,
+                shown.trim_end_matches('/'),
+                if created.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    created.join(", ")
+                }
+            );
+            if schema.is_none()
+                && let Some(s) = relations.suggest(name)
+            {
+                msg.push_str(&format!("; did you mean `{s}`?"));
+            }
+            if let Some(m) = module_name {
+                msg.push_str(&format!(" (module `{m}`)"));
+            }
+            return Err(input.sql_error(Some(p.start), msg));
+        }
+    }
+    Ok(())
 }
 
 fn select_module<'c>(
