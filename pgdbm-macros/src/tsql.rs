@@ -505,6 +505,88 @@ mod tests {
     }
 
     #[test]
+    fn named_parameters_are_rewritten_except_by_tsql_str() {
+        let out = expand_str(
+            Kind::Str,
+            quote!("SELECT id FROM <<tables.users>> WHERE id = :id"),
+        )
+        .unwrap();
+        assert!(out.contains("WHERE id = :id"), "{out}");
+        let e = expand_str(
+            Kind::Query,
+            quote!("SELECT id FROM <<tables.users>> WHERE id = :id AND x = $1"),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("the query mixes the named parameter `:id`"),
+            "{e}"
+        );
+        let e = expand_str(
+            Kind::Query,
+            quote!(
+                "SELECT id FROM <<tables.users>> WHERE id = :id",
+                id = 1,
+                x = 2
+            ),
+        )
+        .unwrap_err();
+        assert!(e.contains("the named argument `x` is not used"), "{e}");
+    }
+
+    #[test]
+    fn query_files_are_read_and_their_errors_located() {
+        // CARGO_MANIFEST_DIR is pgdbm-macros/: the repository's tests/queries is one level up.
+        let e = expand_file(
+            Kind::Query,
+            quote!("../tests/queries/ui_unknown_table.sql", id = 1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "../tests/queries/ui_unknown_table.sql:4:6: unknown table `accounts` in <<tables.accounts>>"
+            ),
+            "{e}"
+        );
+        // A good file gets as far as the sqlx check (this crate has no sqlx dependency).
+        let e = expand_file(
+            Kind::QueryAs,
+            quote!(
+                module = "myservice",
+                User,
+                "../tests/queries/find_user_by_email.sql"
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("tsql_file_as! expands to sqlx's query macros"),
+            "{e}"
+        );
+        let e = expand_file(Kind::Scalar, quote!("queries/missing.sql"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("tsql_file_scalar!: cannot read the query file `")
+                && e.contains("pgdbm-macros/queries/missing.sql`"),
+            "{e}"
+        );
+        let e = expand_file(Kind::Query, quote!("a.sql" + "b.sql"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "tsql_file!: the path must be one string literal");
+    }
+
+    #[test]
+    fn offsets_become_lines_and_character_columns() {
+        let text = "SELECT\n  ö, <<tables.x>>\nFROM";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 7), (2, 1));
+        assert_eq!(line_column(text, text.find("<<").unwrap()), (2, 6));
+        assert_eq!(line_column(text, text.len()), (3, 5));
+    }
+
+    #[test]
     fn sees_sqlx_in_any_dependency_section() {
         let has = |t: &str| crate::config::manifest_has_sqlx(&t.parse().unwrap());
         assert!(has("[dependencies]\nsqlx = \"0.9\""));
