@@ -81,13 +81,7 @@ pub async fn run(ctx: &Context, previous_arg: &str, new_against_old: bool) -> Re
     let (recorded, schema) = inputs(direction, &previous, &workspace, &targets, files.path())?;
     let (queries, skipped): (Vec<_>, Vec<_>) =
         recorded.into_iter().partition(RecordedQuery::is_postgres);
-    for q in &skipped {
-        anstream::eprintln!(
-            "pgdbm: skipped a query recorded for {}, not PostgreSQL: {}",
-            q.db_name,
-            report::short(&q.query)
-        );
-    }
+    notes(&queries, &skipped);
 
     let server_url = prepare::server_url(ctx, project).await?;
     let differences = prepare::with_scratch_database(&server_url, "compat", async |url| {
@@ -172,6 +166,26 @@ fn inputs(
             (queries, previous.migrations(workspace, targets, scratch)?)
         }
     })
+}
+
+/// Says which recorded queries are skipped (recorded for another database) or look edited by
+/// hand.
+fn notes(queries: &[RecordedQuery], skipped: &[RecordedQuery]) {
+    for q in queries.iter().filter(|q| !q.hash_matches()) {
+        anstream::eprintln!(
+            "{} .sqlx/query-{}.json holds SQL that does not hash to its name (edited by hand?); sqlx would refuse it, pgdbm checks it anyway: {}",
+            crate::output::styled(crate::output::PENDING, "warning:"),
+            q.hash,
+            report::short(&q.query)
+        );
+    }
+    for q in skipped {
+        anstream::eprintln!(
+            "pgdbm: skipped a query recorded for {}, not PostgreSQL: {}",
+            q.db_name,
+            report::short(&q.query)
+        );
+    }
 }
 
 /// Describes every query on the scratch database at `url`: its difference from the record, if

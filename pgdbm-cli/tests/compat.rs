@@ -266,6 +266,19 @@ fn a_nullable_column_added_passes_and_select_star_is_noted() {
     let dir = ws.path();
     small_workspace(dir, &[BY_ID, NAMES, EVERYTHING]);
     record_queries(dir, &[BY_ID, NAMES, EVERYTHING]);
+    // A query another driver recorded says nothing about this schema: skipped, with a note.
+    let mysql = "SELECT 1 FROM dual";
+    write(
+        dir,
+        &format!(".sqlx/query-{}.json", pgdbm_core::checked::sql_hash(mysql)),
+        &serde_json::json!({
+            "db_name": "MySQL",
+            "query": mysql,
+            "describe": {"columns": [], "parameters": {"Right": 0}, "nullable": []},
+            "hash": pgdbm_core::checked::sql_hash(mysql),
+        })
+        .to_string(),
+    );
     write(
         dir,
         "migrations/002_add_nickname.sql",
@@ -289,7 +302,13 @@ fn a_nullable_column_added_passes_and_select_star_is_noted() {
     );
     assert!(
         r.stdout
-            .ends_with("3 old queries checked, 0 incompatible, 1 changed compatibly\n"),
+            .ends_with("3 old queries checked, 0 incompatible, 1 changed compatibly, 1 skipped (not PostgreSQL)\n"),
+        "{r:?}"
+    );
+    assert!(
+        r.stderr.contains(
+            "pgdbm: skipped a query recorded for MySQL, not PostgreSQL: SELECT 1 FROM dual"
+        ),
         "{r:?}"
     );
 
