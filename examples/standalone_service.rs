@@ -1,8 +1,10 @@
 //! A service that owns its database: the Rust twin of pgdbm's FastAPI example.
 //!
 //! `cargo run --example standalone_service` — reads config (environment and `.env`), connects,
-//! applies `migrations/` for module `myservice`, serves on 127.0.0.1:8000 (`PORT`, `BIND`), and on
-//! Ctrl-C / SIGTERM stops taking requests, finishes those in flight and closes the pool.
+//! applies `migrations/` for module `myservice`, verifies the queries it was compiled with against
+//! the live schema (and refuses to start when one no longer fits), serves on 127.0.0.1:8000
+//! (`PORT`, `BIND`), and on Ctrl-C / SIGTERM stops taking requests, finishes those in flight and
+//! closes the pool.
 //! Without `DATABASE_URL` it uses a local server (see `pgdbm::testing::database_url_or_local`).
 //!
 //! Routes: `POST /users` (`{"email", "name"}` → 201 `{"id", "email"}`; 409 duplicate email; 422 bad
@@ -222,6 +224,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .apply_pending()
     .await?;
     tracing::info!(applied = report.applied.len(), "migrations up to date");
+    // The queries this binary was compiled with, against the schema it is about to serve: a
+    // hand-made ALTER or a newer release's migration that breaks one stops the start here,
+    // not at the first request that runs it (and `health_check()` reports it from now on).
+    let verified = db.verify_checked_queries(pgdbm::checked_queries!()).await?;
+    if !verified.is_compatible() {
+        for d in verified.breaking() {
+            tracing::error!(query = %d.query, "{d}");
+        }
+        return Err(format!("refusing to start: {verified}").into());
+    }
+    tracing::info!(
+        checked = verified.checked,
+        elapsed_ms = verified.elapsed.as_millis() as u64,
+        "checked queries match the schema"
+    );
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "8000".into());

@@ -14,9 +14,21 @@ pub use pgdbm_core::{
 };
 /// Compile-time checked queries and the test attribute; see the crate documentation.
 pub use pgdbm_macros::{
-    embed_migrations, test, tsql, tsql_as, tsql_file, tsql_file_as, tsql_file_scalar, tsql_scalar,
-    tsql_str,
+    checked_queries, embed_migrations, test, tsql, tsql_as, tsql_file, tsql_file_as,
+    tsql_file_scalar, tsql_scalar, tsql_str,
 };
+
+/// Checked queries against a schema that moved on: what sqlx recorded for each query at build
+/// time ([`RecordedQuery`](checked::RecordedQuery), embedded by [`checked_queries!`]) compared
+/// with what the server says now ([`Database::verify_checked_queries`], `pgdbm prepare
+/// --check-compat`).
+pub mod checked {
+    pub use pgdbm_core::checked::{
+        Change, CheckedQueries, Column, DescribeError, Description, DifferenceKind,
+        QueryDifference, RecordError, RecordedQuery, Rejection, SqlType, VerifyReport, check,
+        compare, describe, sql_hash,
+    };
+}
 
 /// How to reach the server: the enums of [`DatabaseConfig`].
 pub mod config {
@@ -100,6 +112,13 @@ pub mod project {
         Environment, FILE_NAME, Location, MigrationsDir, ModuleConfig, ModuleMode, Project,
         ProjectError, ProjectInfo, SharedPoolConfig,
     };
+}
+
+/// For `build.rs`: rebuild when a migration file is added. Depend on `pgdbm-core` with
+/// `default-features = false` in `[build-dependencies]` (no database driver built for the host)
+/// and call `pgdbm_core::build::rerun_if_migrations_change()`; this is the same module.
+pub mod build {
+    pub use pgdbm_core::build::{rerun_if_migrations_change, watched_paths};
 }
 
 /// What the macros expand to; not part of the API.

@@ -1,6 +1,7 @@
 //! Procedural macros of pgdbm. Use them through the `pgdbm` crate.
 #![deny(missing_docs)]
 
+mod checked;
 mod config;
 mod embed;
 mod named;
@@ -19,11 +20,31 @@ use proc_macro::TokenStream;
 ///     .await?;
 /// ```
 ///
-/// Cargo does not notice a *new* file in the directory by itself; add a `build.rs` with
-/// `fn main() { println!("cargo:rerun-if-changed=migrations"); }`.
+/// Cargo does not notice a *new* file in the directory by itself; a `build.rs` calling
+/// `pgdbm_core::build::rerun_if_migrations_change()` watches the directories `pgdbm.toml`
+/// names (print `cargo::rerun-if-changed=DIR` for another).
 #[proc_macro]
 pub fn embed_migrations(input: TokenStream) -> TokenStream {
     embed::expand(input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// What sqlx recorded about the workspace's queries (its `.sqlx/` directory, as `pgdbm prepare`
+/// writes it), compiled into the binary, for `Database::verify_checked_queries`: a
+/// `&'static pgdbm::checked::CheckedQueries`.
+///
+/// ```text
+/// let report = db.verify_checked_queries(pgdbm::checked_queries!()).await?;
+/// ```
+///
+/// The directory is `SQLX_OFFLINE_DIR`, else the crate's `.sqlx`, else the nearest one up to
+/// the workspace root (where `cargo sqlx prepare --workspace` writes); `dir = "…"` (relative to
+/// `Cargo.toml`) names another. Each file is embedded with `include_str!`, so a refreshed file
+/// rebuilds the crate; a file that is not sqlx's query data is a compile error.
+#[proc_macro]
+pub fn checked_queries(input: TokenStream) -> TokenStream {
+    checked::expand(input.into())
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

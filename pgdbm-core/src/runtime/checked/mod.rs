@@ -28,6 +28,7 @@
 
 mod compare;
 mod description;
+mod verify;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 pub use compare::{Change, compare};
 pub use description::{Column, Description, SqlType};
+pub use verify::{CheckedQueries, VerifyReport};
 
 /// The `db_name` sqlx records for PostgreSQL queries.
 pub const POSTGRES: &str = "PostgreSQL";

@@ -256,6 +256,8 @@ impl Database {
             replay_delay: delay.map(from_secs),
         };
         report.warnings = warnings(&report);
+        // What `verify_checked_queries` found: the service runs queries the schema broke.
+        report.warnings.extend(shared.verification_warnings());
         if !report.warnings.is_empty() {
             report.status = HealthStatus::Degraded;
         }

@@ -69,6 +69,8 @@ pub(crate) struct PoolShared {
     begin_sql: Option<sqlx::SqlStr>,
     /// The read replicas of a primary's pool.
     pub(crate) replicas: std::sync::OnceLock<Arc<ReplicaSet>>,
+    /// What the last `verify_checked_queries` of each schema found wrong, for `health_check`.
+    verified: std::sync::Mutex<std::collections::BTreeMap<Option<String>, String>>,
 }
 
 impl std::fmt::Debug for PoolShared {
@@ -200,6 +202,7 @@ impl PoolShared {
             timeouts,
             begin_sql,
             replicas: std::sync::OnceLock::new(),
+            verified: Default::default(),
         }))
     }
 
@@ -286,6 +289,22 @@ impl PoolShared {
                 tokio::time::sleep(period).await;
             }
         });
+    }
+
+    /// Records the outcome of verifying the checked queries in `schema`: `warning` when they no
+    /// longer match, `None` when they do (which clears an earlier warning for that schema).
+    pub(crate) fn note_verification(&self, schema: Option<&str>, warning: Option<String>) {
+        let mut v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        match warning {
+            Some(w) => v.insert(schema.map(str::to_string), w),
+            None => v.remove(&schema.map(str::to_string)),
+        };
+    }
+
+    /// The warnings [`note_verification`](Self::note_verification) holds, one per schema.
+    pub(crate) fn verification_warnings(&self) -> Vec<String> {
+        let v = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        v.values().cloned().collect()
     }
 
     /// A new connection set up like the pool's (settings, init commands) but not part of it.
