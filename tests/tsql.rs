@@ -2,7 +2,10 @@
 //! from pgdbm.toml), so each test runs in a database of its own rather than a schema.
 
 use pgdbm::testing::TestDatabase;
-use pgdbm::{Database, Migrator, tsql, tsql_as, tsql_scalar, tsql_str};
+use pgdbm::{
+    Database, Migrator, tsql, tsql_as, tsql_file, tsql_file_as, tsql_file_scalar, tsql_scalar,
+    tsql_str,
+};
 
 #[derive(Debug, PartialEq)]
 struct User {
@@ -305,4 +308,165 @@ async fn errors_on_the_tsql_path_come_back_as_pgdbm_errors() {
     );
     let e = Error::from(e);
     assert!(e.is_unique_violation(), "{e:?}");
+}
+
+#[tokio::test]
+async fn named_parameters_bind_by_name() {
+    let t = service_db().await;
+    let db: Database = t.database();
+
+    // Given in any order; sqlx gets them in `$n` order ($1 = email, $2 = name).
+    let email = "bob@example.com".to_string();
+    let row = tsql!(
+        "INSERT INTO <<tables.users>> (email, name) VALUES (:email, :name) RETURNING id",
+        name = "Bob",
+        email = email.as_str(),
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let id = row.id;
+
+    // Not given: taken from the variable `id` in scope. This is the same SQL as the `$1`
+    // query above, so it shares its .sqlx/ entry.
+    let user = tsql_as!(
+        User,
+        "SELECT id, email, name FROM <<tables.users>> WHERE id = :id"
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        user,
+        User {
+            id,
+            email: email.clone(),
+            name: Some("Bob".into())
+        }
+    );
+
+    // A name used twice binds one value; `::text` after a name is a cast.
+    let found = tsql_as!(
+        User,
+        "SELECT id, email, name FROM <<tables.users>> WHERE (:name::text IS NULL OR name = :name) AND id >= :min_id ORDER BY id",
+        name = Some("Bob"),
+        min_id = 1_i64
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].email, email);
+    let none: Option<&str> = None;
+    let all = tsql_scalar!(
+        "SELECT count(*) FROM <<tables.users>> WHERE :name::text IS NULL OR name = :name",
+        name = none
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(all, Some(1));
+
+    // Colons that are not parameters reach the server as written: array elements are
+    // parameters, a slice's colon is not, nor a string's, a comment's or `:=`.
+    let row = tsql!(
+        r#"SELECT (ARRAY[:a, :b, :c]::int8[])[2:3] AS "slice!", ':not_a_param' AS "text!", /* :nor_this */ extract(day FROM make_interval(days := :days))::int8 AS "days!""#,
+        a = 1_i64,
+        b = 2_i64,
+        c = 3_i64,
+        days = 5_i32
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(row.slice, vec![2_i64, 3]);
+    assert_eq!(row.text, ":not_a_param");
+    assert_eq!(row.days, 5);
+
+    // In another module too.
+    let billing = t.with_schema(Some("billing")).unwrap();
+    let cents = 700_i64;
+    let inv = tsql!(
+        module = "billing",
+        "INSERT INTO <<tables.invoices>> (customer_email, amount_cents) VALUES (:email, :cents) RETURNING id",
+        email = email.as_str()
+    )
+    .fetch_one(&billing)
+    .await
+    .unwrap();
+    assert_eq!(inv.id, 1);
+}
+
+#[tokio::test]
+async fn queries_from_files_run() {
+    let t = service_db().await;
+    let db: Database = t.database();
+    tsql!(
+        "INSERT INTO <<tables.users>> (email, name) VALUES ($1, $2) RETURNING id",
+        "carol@example.com",
+        "Carol"
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+
+    let carol = tsql_file_as!(
+        User,
+        "tests/queries/find_user_by_email.sql",
+        email = "carol@example.com"
+    )
+    .fetch_optional(&db)
+    .await
+    .unwrap()
+    .expect("carol");
+    assert_eq!(carol.name.as_deref(), Some("Carol"));
+    let nobody = tsql_file_as!(
+        User,
+        "tests/queries/find_user_by_email.sql",
+        email = "nobody@example.com"
+    )
+    .fetch_optional(&db)
+    .await
+    .unwrap();
+    assert_eq!(nobody, None);
+
+    let user_id = carol.id;
+    for (title, body) in [("First", "one"), ("Second", "two"), ("Third", "three")] {
+        // `user_id` from scope, the others given.
+        let row = tsql_file!("tests/queries/insert_post.sql", title = title, body = body)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert!(row.id > 0);
+    }
+    let titles = tsql_file_scalar!(
+        "tests/queries/posts_by_user.sql",
+        user_id = user_id,
+        first = "Third",
+        second = "First"
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(titles, vec!["First".to_string(), "Third".to_string()]);
+
+    let billing = t.with_schema(Some("billing")).unwrap();
+    tsql!(
+        module = "billing",
+        "INSERT INTO <<tables.invoices>> (customer_email, amount_cents) VALUES ($1, $2) RETURNING id",
+        "carol@example.com",
+        1250_i64
+    )
+    .fetch_one(&billing)
+    .await
+    .unwrap();
+    let total = tsql_file_scalar!(
+        module = "billing",
+        "tests/queries/billing_total.sql",
+        email = "carol@example.com"
+    )
+    .fetch_one(&billing)
+    .await
+    .unwrap();
+    assert_eq!(total, Some(1250));
 }
