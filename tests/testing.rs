@@ -53,6 +53,50 @@ async fn isolation_second(db: Database) -> pgdbm::Result<()> {
     Ok(())
 }
 
+// `project`: every module of pgdbm.toml (myservice, then billing, which depends on it), each in
+// its schema and recorded under its name: the set `tsql!` checks against, so queries of both
+// modules run on the test's database, which renders into the top-level schema.
+#[pgdbm::test(project)]
+async fn project_migrates_every_module_the_macros_check_against(db: Database) -> pgdbm::Result<()> {
+    assert_eq!(db.schema(), Some("myservice"));
+    let users = pgdbm::tsql_scalar!("SELECT count(*) FROM <<tables.users>>")
+        .fetch_one(&db)
+        .await?;
+    assert_eq!(users, Some(0));
+    // (A billing query runs on a handle of billing's schema; ours refuses it.)
+    let billing = db.with_schema(Some("billing"))?;
+    let cents = pgdbm::tsql_scalar!(
+        module = "billing",
+        "SELECT sum(amount_cents)::int8 FROM <<tables.invoices>>"
+    )
+    .fetch_one(&billing)
+    .await?;
+    assert_eq!(cents, None);
+    for (schema, module, files) in [("myservice", "myservice", 3), ("billing", "billing", 1)] {
+        let handle = db.with_schema(Some(schema))?;
+        let applied = pgdbm::Migrator::new(&handle, "./no-such-dir", module)
+            .history(100)
+            .await?;
+        assert_eq!(applied.len(), files, "{schema}: {applied:?}");
+    }
+    Ok(())
+}
+
+#[pgdbm::test(project, transaction)]
+async fn project_works_for_transactional_tests(tx: &mut Transaction<'static>) -> pgdbm::Result<()> {
+    // Placeholders render into the top-level schema; billing's table is there too.
+    tx.execute(
+        "INSERT INTO {{tables.users}} (email) VALUES ('t@example.com')",
+        (),
+    )
+    .await?;
+    let n: Option<i64> = tx
+        .fetch_value("SELECT count(*) FROM billing.invoices", ())
+        .await?;
+    assert_eq!(n, Some(0));
+    Ok(())
+}
+
 #[pgdbm::test(migrations = "./migrations", module = "tenant", schema = "tenant_a")]
 async fn schema_option_renders_into_the_schema(db: Database) {
     assert_eq!(db.schema(), Some("tenant_a"));

@@ -13,10 +13,8 @@
 //! ```
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     pgdbm_core::build::rerun_if_migrations_change();
-//! }
+//! // build.rs: the whole of its `fn main`
+//! pgdbm_core::build::rerun_if_migrations_change();
 //! ```
 //!
 //! Pure: reads files and prints cargo directives; built without the `runtime` feature.

@@ -61,7 +61,10 @@ pub fn checked_queries(input: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// Options: `migrations = "dir"` (relative to `Cargo.toml`), `module = "name"`,
+/// Options: `project` (every module of the crate's `pgdbm.toml`, each into its schema, in the
+/// order `pgdbm prepare` uses: the set `tsql!` checks against; the `Database` renders into the
+/// top-level schema; `project = "path"` names another file), or `migrations = "dir"` (relative
+/// to `Cargo.toml`) and `module = "name"`;
 /// `schema = "name"` (the `Database` renders into it), `fixtures("a.sql", "b.sql")` (run after the
 /// migrations), and `transaction`: the test takes `tx: &mut pgdbm::Transaction<'static>` in a
 /// database shared by the process, and everything it does is rolled back.

@@ -7,6 +7,8 @@ use syn::{ItemFn, LitStr};
 
 #[derive(Default)]
 struct Args {
+    /// `project` (the crate's pgdbm.toml) or `project = "path"`.
+    project: Option<Option<LitStr>>,
     migrations: Option<LitStr>,
     module: Option<LitStr>,
     schema: Option<LitStr>,
@@ -17,7 +19,13 @@ struct Args {
 fn parse_args(attr: TokenStream) -> syn::Result<Args> {
     let mut args = Args::default();
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("migrations") {
+        if meta.path.is_ident("project") {
+            args.project = Some(if meta.input.peek(syn::Token![=]) {
+                Some(meta.value()?.parse()?)
+            } else {
+                None
+            });
+        } else if meta.path.is_ident("migrations") {
             args.migrations = Some(meta.value()?.parse()?);
         } else if meta.path.is_ident("module") {
             args.module = Some(meta.value()?.parse()?);
@@ -37,7 +45,7 @@ fn parse_args(attr: TokenStream) -> syn::Result<Args> {
             args.transaction = true;
         } else {
             return Err(meta.error(
-                "unknown #[pgdbm::test] option; use migrations = \"…\", module = \"…\", schema = \"…\", fixtures(\"…\"), transaction",
+                "unknown #[pgdbm::test] option; use project, migrations = \"…\", module = \"…\", schema = \"…\", fixtures(\"…\"), transaction",
             ));
         }
         Ok(())
@@ -106,7 +114,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let output = &func.sig.output;
     let block = &func.block;
 
+    if args.project.is_some() && (args.migrations.is_some() || args.module.is_some()) {
+        return Err(syn::Error::new(
+            func.sig.ident.span(),
+            "#[pgdbm::test]: `project` migrates every module of pgdbm.toml; give it or migrations = \"…\" / module = \"…\", not both",
+        ));
+    }
     let mut builder = quote! { ::pgdbm::testing::TestDatabase::builder() };
+    match &args.project {
+        Some(Some(p)) => {
+            builder = quote! { #builder.project(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #p)) };
+        }
+        Some(None) => {
+            builder = quote! { #builder.project(::core::env!("CARGO_MANIFEST_DIR")) };
+        }
+        None => {}
+    }
     if let Some(m) = &args.migrations {
         builder = quote! { #builder.migrations(::core::concat!(::core::env!("CARGO_MANIFEST_DIR"), "/", #m)) };
     }

@@ -33,12 +33,13 @@ pub use server::{ServerDiscovery, ServerSource, TestServer, stop_throwaway};
 
 use crate::ident::{IdentifierKind, validate_identifier};
 use crate::migrations::MigrationSet;
+use crate::project::{FILE_NAME, Project};
 use crate::runtime::config::DatabaseConfig;
 use crate::runtime::database::Database;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::params::Params;
 use crate::runtime::transaction::Transaction;
-use template_db::TemplateSpec;
+use template_db::{ModuleSpec, TemplateSpec};
 
 static SERVER: tokio::sync::OnceCell<TestServer> = tokio::sync::OnceCell::const_new();
 static SWEPT: OnceLock<()> = OnceLock::new();
@@ -58,6 +59,7 @@ pub async fn test_server() -> Result<&'static TestServer> {
 /// Options for a test database: migrations, module, schema, fixtures.
 #[derive(Clone, Debug, Default)]
 pub struct TestDatabaseBuilder {
+    project: Option<PathBuf>,
     migrations: Option<PathBuf>,
     module: Option<String>,
     schema: Option<String>,
@@ -73,6 +75,20 @@ impl TestDatabaseBuilder {
     #[must_use = "the builder does nothing until `build().await`"]
     pub fn migrations(mut self, dir: impl Into<PathBuf>) -> Self {
         self.migrations = Some(dir.into());
+        self
+    }
+
+    /// Migrate every module of a `pgdbm.toml` into its schema, in the order `pgdbm prepare`
+    /// and `pgdbm migrate apply --all` use ([`Project::module_set`]): the set `tsql!` checks
+    /// queries against. `path` is the file, or a directory to look for it from (as the macros
+    /// do: that directory, then up to the workspace root); the test's `Database` renders into
+    /// the top-level `schema` unless [`schema`](Self::schema) says otherwise. Instead of
+    /// [`migrations`](Self::migrations) and [`module`](Self::module).
+    ///
+    /// [`Project::module_set`]: crate::project::Project::module_set
+    #[must_use = "the builder does nothing until `build().await`"]
+    pub fn project(mut self, path: impl Into<PathBuf>) -> Self {
+        self.project = Some(path.into());
         self
     }
 
@@ -120,21 +136,14 @@ impl TestDatabaseBuilder {
     }
 
     /// Builds the template if needed and returns its name (`None` when there is nothing to
-    /// apply: the test database starts empty).
-    async fn template(&self, admin_url: &str) -> Result<Option<String>> {
+    /// apply: the test database starts empty), with the schema the test's `Database` uses.
+    async fn template(&self, admin_url: &str) -> Result<(Option<String>, Option<String>)> {
         if let Some(s) = &self.schema {
             validate_identifier(s, IdentifierKind::Schema)?;
         }
-        let dir = match &self.migrations {
-            Some(d) => Some(absolute(d)?),
-            None => None,
-        };
-        let set = match &dir {
-            Some(d) => Some(
-                MigrationSet::from_dir(d)
-                    .map_err(|e| Error::config("migrations", e.to_string()))?,
-            ),
-            None => None,
+        let (modules, schema) = match &self.project {
+            Some(path) => self.project_modules(path)?,
+            None => (self.own_module()?, self.schema.clone()),
         };
         let mut fixtures = Vec::new();
         for f in &self.fixtures {
@@ -146,23 +155,76 @@ impl TestDatabaseBuilder {
             })?;
             fixtures.push((f.display().to_string(), content));
         }
-        if set.is_none() && fixtures.is_empty() && self.schema.is_none() {
-            return Ok(None);
+        if modules.is_empty() && fixtures.is_empty() && schema.is_none() {
+            return Ok((None, schema));
         }
+        let spec = TemplateSpec {
+            modules,
+            schema: schema.as_deref(),
+            fixtures,
+        };
+        let name = template_db::ensure_template(admin_url, &spec).await?;
+        Ok((Some(name), schema))
+    }
+
+    /// The module of [`migrations`](Self::migrations), if given.
+    fn own_module(&self) -> Result<Vec<ModuleSpec>> {
+        let Some(d) = &self.migrations else {
+            return Ok(Vec::new());
+        };
+        let dir = absolute(d)?;
+        let set =
+            MigrationSet::from_dir(&dir).map_err(|e| Error::config("migrations", e.to_string()))?;
         let module = self
             .module
             .clone()
             .or_else(|| self.schema.clone())
             .unwrap_or_else(|| "default".into());
-        let spec = TemplateSpec {
-            migrations: dir.as_deref().zip(set),
-            module: &module,
-            schema: self.schema.as_deref(),
-            fixtures,
+        Ok(vec![ModuleSpec {
+            dir,
+            set,
+            module,
+            schema: self.schema.clone(),
+        }])
+    }
+
+    /// Every module of the `pgdbm.toml` at or above `path`, and the schema the test uses.
+    fn project_modules(&self, path: &Path) -> Result<(Vec<ModuleSpec>, Option<String>)> {
+        let path = absolute(path)?;
+        let file = if path.is_dir() {
+            Project::find(&path).ok_or_else(|| {
+                Error::config(
+                    "project",
+                    format!(
+                        "no {FILE_NAME} in {} or above it (up to the workspace root)",
+                        path.display()
+                    ),
+                )
+            })?
+        } else {
+            path
         };
-        template_db::ensure_template(admin_url, &spec)
-            .await
-            .map(Some)
+        let project = Project::load(&file).map_err(|e| Error::config("project", e.to_string()))?;
+        let mut modules = Vec::new();
+        for m in project
+            .module_set()
+            .map_err(|e| Error::config("project", e.to_string()))?
+        {
+            let Some(dir) = &m.migrations else { continue };
+            let set = MigrationSet::from_dir(&dir.path)
+                .map_err(|e| Error::config("migrations", e.to_string()))?;
+            modules.push(ModuleSpec {
+                dir: dir.path.clone(),
+                set,
+                module: m.name.clone(),
+                schema: m.schema.clone(),
+            });
+        }
+        let schema = self
+            .schema
+            .clone()
+            .or_else(|| project.default_module.schema.clone());
+        Ok((modules, schema))
     }
 
     /// Creates the database (a clone of the template) and connects to it.
@@ -176,7 +238,7 @@ impl TestDatabaseBuilder {
     pub async fn build(self) -> Result<TestDatabase> {
         let admin_url = self.admin_url().await?;
         sweep_once(&admin_url).await;
-        let template = self.template(&admin_url).await?;
+        let (template, schema) = self.template(&admin_url).await?;
         let name = template_db::create_test_db(&admin_url, template.as_deref()).await?;
         // From here on the guard drops the database whatever happens.
         let mut guard = TestDatabase {
@@ -189,7 +251,7 @@ impl TestDatabaseBuilder {
             .min_connections(self.min_connections.unwrap_or(1))
             .max_connections(self.max_connections.unwrap_or(5))
             .retry_attempts(1);
-        if let Some(s) = &self.schema {
+        if let Some(s) = &schema {
             config = config.schema(s);
         }
         guard.db = Some(Database::connect(config).await?);
@@ -567,13 +629,13 @@ where
 {
     let rt = runtime();
     let outcome = rt.block_on(async move {
-        let url = shared_database(&options)
+        let (url, schema) = shared_database(&options)
             .await
             .unwrap_or_else(|e| panic!("pgdbm test database: {e}"));
         let mut config = DatabaseConfig::new(url)
             .min_connections(1)
             .max_connections(2);
-        if let Some(s) = &options.schema {
+        if let Some(s) = &schema {
             config = config.schema(s);
         }
         let db = Database::connect(config)
@@ -600,28 +662,30 @@ where
     }
 }
 
-/// One database per process and option set for transactional tests, cloned from the template.
-async fn shared_database(options: &TestDatabaseBuilder) -> Result<String> {
+/// One database per process and option set for transactional tests, cloned from the template,
+/// and the schema its `Database` uses.
+async fn shared_database(options: &TestDatabaseBuilder) -> Result<(String, Option<String>)> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    static SHARED: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    type Shared = (String, Option<String>);
+    static SHARED: OnceLock<Mutex<HashMap<String, Shared>>> = OnceLock::new();
     let key = format!("{options:?}");
     let map = SHARED.get_or_init(Default::default);
-    if let Some(url) = map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(url.clone());
+    if let Some(shared) = map.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(shared.clone());
     }
     let admin_url = options.admin_url().await?;
     sweep_once(&admin_url).await;
-    let template = options.template(&admin_url).await?;
+    let (template, schema) = options.template(&admin_url).await?;
     let name = template_db::create_test_db(&admin_url, template.as_deref()).await?;
-    let url = template_db::url_for(&admin_url, &name);
+    let ours = (template_db::url_for(&admin_url, &name), schema);
     // Another test may have raced us here; keep the first and drop ours.
     let existing = {
         let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&key) {
             Some(existing) => Some(existing.clone()),
             None => {
-                map.insert(key, url.clone());
+                map.insert(key, ours.clone());
                 None
             }
         }
@@ -631,7 +695,7 @@ async fn shared_database(options: &TestDatabaseBuilder) -> Result<String> {
             let _ = template_db::drop_test_db(&admin_url, &name).await;
             Ok(existing)
         }
-        None => Ok(url),
+        None => Ok(ours),
     }
 }
 

@@ -19,22 +19,34 @@ pub(crate) const TEMPLATE_PREFIX: &str = "pgdbm_tpl_";
 
 /// What a template is built from.
 pub(crate) struct TemplateSpec<'a> {
-    pub(crate) migrations: Option<(&'a std::path::Path, MigrationSet)>,
-    pub(crate) module: &'a str,
+    /// The modules migrated into it, in order.
+    pub(crate) modules: Vec<ModuleSpec>,
+    /// The schema of the test's `Database` (fixtures render into it).
     pub(crate) schema: Option<&'a str>,
     pub(crate) fixtures: Vec<(String, String)>,
+}
+
+/// One module of a template: its migrations, recorded under `module`, rendered into `schema`.
+pub(crate) struct ModuleSpec {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) set: MigrationSet,
+    pub(crate) module: String,
+    pub(crate) schema: Option<String>,
 }
 
 impl TemplateSpec<'_> {
     /// A name that changes whenever anything that goes into the template changes.
     pub(crate) fn name(&self) -> String {
         let mut h = Sha256::new();
-        h.update(b"pgdbm-template-v1\0");
-        if let Some((_, set)) = &self.migrations {
-            h.update(set.set_checksum().as_bytes());
+        h.update(b"pgdbm-template-v2\0");
+        for m in &self.modules {
+            h.update(m.set.set_checksum().as_bytes());
+            h.update(b"\0");
+            h.update(m.module.as_bytes());
+            h.update(b"\0");
+            h.update(m.schema.as_deref().unwrap_or("").as_bytes());
+            h.update(b"\0");
         }
-        h.update(b"\0");
-        h.update(self.module.as_bytes());
         h.update(b"\0");
         h.update(self.schema.unwrap_or("").as_bytes());
         for (name, content) in &self.fixtures {
@@ -161,8 +173,9 @@ async fn build(
         }
         let db = Database::connect(config).await?;
         let r = async {
-            if let Some((dir, _)) = &spec.migrations {
-                Migrator::new(&db, *dir, spec.module)
+            for m in &spec.modules {
+                let handle = db.with_schema(m.schema.as_deref())?;
+                Migrator::new(&handle, &m.dir, &m.module)
                     .apply_pending()
                     .await?;
             }
