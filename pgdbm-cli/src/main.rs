@@ -42,7 +42,11 @@ fn main() -> ExitCode {
             Command::TestServer { command } => test_server::run(&ctx, command).await,
             Command::Test { command } => test_server::run_test(&ctx, command).await,
             Command::Inspect { command } => inspect::run(&ctx, command).await,
-            Command::Prepare(args) => prepare::run(&ctx, args).await,
+            // --check-compat builds on prepare's scratch database; prepare knows nothing of it.
+            Command::Prepare(args) => match &args.check_compat {
+                Some(previous) => compat::run(&ctx, previous, args.new_against_old).await,
+                None => prepare::run(&ctx, args).await,
+            },
             Command::Completions { .. } => unreachable!("handled above"),
         }
     });

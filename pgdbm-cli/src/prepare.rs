@@ -26,9 +26,6 @@ use crate::test_server::{binaries, masked, throwaway};
 pub const INSTALL_SQLX_CLI: &str = "cargo install sqlx-cli --version 0.9.0 --no-default-features --features postgres,rustls --locked";
 
 pub async fn run(ctx: &Context, args: PrepareArgs) -> Result<Code> {
-    if let Some(previous) = &args.check_compat {
-        return crate::compat::run(ctx, previous, args.new_against_old).await;
-    }
     // Everything that can be checked without a server is checked first: the modules and their
     // files, the cargo workspace and sqlx-cli.
     let (project, targets, modules) = modules(ctx, "pgdbm prepare")?;
