@@ -505,11 +505,11 @@ fn new_against_old_reports_a_new_query_the_old_schema_cannot_prepare() {
     );
 }
 
-/// What the check costs for a realistic service: 20 migration files, 200 queries (selects,
-/// joins, inserts, updates). Run by hand:
-/// `cargo test -p pgdbm-cli --test compat -- --ignored --nocapture cost`.
+/// A realistic service: 20 migration files, 200 queries (selects, joins, inserts, updates);
+/// every query passes, then the 100 that read a dropped column are each named. It also prints
+/// what the check cost (`cargo test -p pgdbm-cli --test compat -- --nocapture cost`); the
+/// figures are read, never asserted.
 #[test]
-#[ignore = "a measurement, not a check"]
 fn cost_of_200_queries_and_20_migrations() {
     let admin = test_server();
     let ws = tempfile::tempdir().unwrap();
