@@ -6,29 +6,18 @@ mod support;
 
 use pgdbm::checked::{Change, CheckedQueries, DifferenceKind, VerifyReport};
 use pgdbm::testing::TestDatabase;
-use pgdbm::{Database, DatabaseConfig, Migrator, SharedPool, Tenants};
+use pgdbm::{Database, DatabaseConfig, SharedPool, Tenants};
 
 const MIGRATIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
 
-/// A database migrated like the service's: `myservice`, then `billing`.
+/// A database migrated like the service's: every module of pgdbm.toml (`myservice`, then
+/// `billing`), rendering into `myservice`.
 async fn service_db() -> TestDatabase {
-    let t = TestDatabase::builder()
-        .migrations(MIGRATIONS)
-        .module("myservice")
-        .schema("myservice")
+    TestDatabase::builder()
+        .project(env!("CARGO_MANIFEST_DIR"))
         .build()
         .await
-        .unwrap();
-    let billing = t.with_schema(Some("billing")).unwrap();
-    Migrator::new(
-        &billing,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/billing_migrations"),
-        "billing",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    t
+        .unwrap()
 }
 
 fn queries() -> &'static CheckedQueries {

@@ -3,8 +3,7 @@
 
 use pgdbm::testing::TestDatabase;
 use pgdbm::{
-    Database, Migrator, tsql, tsql_as, tsql_file, tsql_file_as, tsql_file_scalar, tsql_scalar,
-    tsql_str,
+    Database, tsql, tsql_as, tsql_file, tsql_file_as, tsql_file_scalar, tsql_scalar, tsql_str,
 };
 
 #[derive(Debug, PartialEq)]
@@ -14,24 +13,14 @@ struct User {
     name: Option<String>,
 }
 
+/// Every module of pgdbm.toml (`myservice`, then `billing`), each in its schema; the handle
+/// renders into `myservice`.
 async fn service_db() -> TestDatabase {
-    let t = TestDatabase::builder()
-        .migrations(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
-        .module("myservice")
-        .schema("myservice")
+    TestDatabase::builder()
+        .project(env!("CARGO_MANIFEST_DIR"))
         .build()
         .await
-        .unwrap();
-    let billing = t.with_schema(Some("billing")).unwrap();
-    Migrator::new(
-        &billing,
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/billing_migrations"),
-        "billing",
-    )
-    .apply_pending()
-    .await
-    .unwrap();
-    t
+        .unwrap()
 }
 
 #[test]

@@ -15,50 +15,8 @@ use std::process::{Command, Stdio};
 
 use pgdbm_core::testing::TestDatabase;
 use sqlx::{Connection, Executor, PgConnection, SqlSafeStr};
+use support::scratch::{repository, runtime, scratch_databases_of, test_server};
 use support::{Run, write};
-
-/// This repository's root.
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The URL of the `postgres` database of the server the tests use.
-fn test_server() -> String {
-    runtime().block_on(async {
-        pgdbm_core::testing::test_server()
-            .await
-            .expect("a server for tests")
-            .admin_url
-            .clone()
-    })
-}
-
-/// The scratch databases a `pgdbm prepare --check-compat` with process id `pid` left on the
-/// server at `admin_url`.
-fn scratch_databases_of(admin_url: &str, pid: u32) -> Vec<String> {
-    runtime().block_on(async {
-        let mut conn = PgConnection::connect(admin_url).await.unwrap();
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE 'pgdbm\\_test\\_%\\_' || $1 || '\\_compat%'",
-        )
-        .bind(pid.to_string())
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-        names
-    })
-}
 
 /// `pgdbm ARGS` in `cwd` on the test server (DATABASE_URL, no other database settings); it must
 /// leave no scratch database behind.
@@ -92,7 +50,7 @@ fn pgdbm(cwd: &Path, args: &[&str], admin_url: &str) -> Run {
         target: String::new(),
     };
     assert_eq!(
-        scratch_databases_of(admin_url, pid),
+        scratch_databases_of(admin_url, pid, "compat"),
         Vec::<String>::new(),
         "scratch databases left behind by {run:?}"
     );

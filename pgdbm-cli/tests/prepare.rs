@@ -14,61 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use sqlx::{Connection, PgConnection};
+use support::scratch::{repository, scratch_databases_of, target_dir, test_server};
 use support::{Run, write};
 
 static ONE_PREPARE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const INSTALL: &str = "cargo install sqlx-cli --version 0.9.0 --no-default-features --features postgres,rustls --locked";
-
-/// This repository's root.
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The target directory this test was built into.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repository().join("target"))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The URL of the `postgres` database of the server the tests use.
-fn test_server() -> String {
-    runtime().block_on(async {
-        pgdbm_core::testing::test_server()
-            .await
-            .expect("a server for tests")
-            .admin_url
-            .clone()
-    })
-}
-
-/// The databases on the server at `admin_url` that a `pgdbm prepare` with process id `pid` made.
-fn scratch_databases_of(admin_url: &str, pid: u32) -> Vec<String> {
-    runtime().block_on(async {
-        let mut conn = PgConnection::connect(admin_url).await.unwrap();
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datname LIKE 'pgdbm\\_test\\_%\\_' || $1 || '\\_prepare'",
-        )
-        .bind(pid.to_string())
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        conn.close().await.unwrap();
-        names
-    })
-}
 
 /// `pgdbm ARGS` in `cwd` with `env` and no other database settings; the run and its process id.
 fn pgdbm(cwd: &Path, args: &[&str], env: &[(&str, OsString)]) -> (Run, u32) {
@@ -159,7 +110,10 @@ fn without_cargo_sqlx_it_says_how_to_install_it_and_creates_nothing() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert!(r.stderr.contains("`cargo sqlx` is not installed"), "{r:?}");
     assert!(r.stderr.contains(INSTALL), "{r:?}");
-    assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+    assert_eq!(
+        scratch_databases_of(&admin, pid, "prepare"),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -209,7 +163,7 @@ fn check_passes_on_this_repository_with_the_throwaway_server() {
     let (url, _) = pgdbm(&repository(), &["test-server", "url"], &env);
     assert_eq!(url.code, Some(0), "{url:?}");
     assert_eq!(
-        scratch_databases_of(url.stdout.trim(), pid),
+        scratch_databases_of(url.stdout.trim(), pid, "prepare"),
         Vec::<String>::new()
     );
 }
@@ -347,7 +301,10 @@ fn check_fails_after_a_query_changes_without_a_refresh() {
     assert_eq!(r.code, Some(0), "{r:?}");
 
     for pid in pids {
-        assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+        assert_eq!(
+            scratch_databases_of(&admin, pid, "prepare"),
+            Vec::<String>::new()
+        );
     }
 }
 
@@ -476,7 +433,10 @@ fn a_service_crate_whose_top_level_is_its_module_prepares_builds_offline_and_che
         assert_eq!(r.code, Some(0), "{r:?}");
         assert!(r.stderr.contains(migrated), "{r:?}");
         assert_eq!(offline_queries(dir), queries);
-        assert_eq!(scratch_databases_of(&admin, pid), Vec::<String>::new());
+        assert_eq!(
+            scratch_databases_of(&admin, pid, "prepare"),
+            Vec::<String>::new()
+        );
 
         let b = offline_build(dir);
         assert_eq!(b.code, Some(0), "the offline build failed: {b:?}");

@@ -2,6 +2,8 @@
 //! binary, and a look at what is really in the database.
 #![allow(dead_code)]
 
+pub mod scratch;
+
 use std::path::Path;
 
 use pgdbm_core::testing::TestDatabase;
