@@ -123,8 +123,11 @@ impl Database {
     /// the server says with what sqlx recorded when the binary was built.
     ///
     /// ```no_run
-    /// # async fn demo(db: pgdbm::Database) -> pgdbm::Result<()> {
-    /// let report = db.verify_checked_queries(pgdbm::checked_queries!()).await?;
+    /// # async fn demo(db: pgdbm_core::Database) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgdbm_core::checked::{CheckedQueries, RecordedQuery};
+    /// // A service compiles them in with `pgdbm::checked_queries!()`; read at run time here.
+    /// let queries = CheckedQueries::new(RecordedQuery::read_dir(".sqlx".as_ref())?);
+    /// let report = db.verify_checked_queries(&queries).await?;
     /// if !report.is_compatible() {
     ///     for d in report.breaking() {
     ///         eprintln!("{}\n  {d}", d.query);
