@@ -15,7 +15,9 @@ use std::process::{Command, Stdio};
 
 use pgdbm_core::testing::TestDatabase;
 use sqlx::{Connection, Executor, PgConnection, SqlSafeStr};
-use support::scratch::{repository, runtime, scratch_databases_of, test_server};
+use support::scratch::{
+    SQLX_DEPENDENCY, cargo_project, runtime, scratch_databases_of, test_server,
+};
 use support::{Run, write};
 
 /// `pgdbm ARGS` in `cwd` on the test server (DATABASE_URL, no other database settings); it must
@@ -66,29 +68,11 @@ const NICKNAMES: &str = "SELECT id, nickname FROM demo.users";
 /// `demo` in pgdbm.toml, one migration creating `demo.users`, and this repository's Cargo.lock
 /// and dev profile (should anyone build it, its dependencies are the ones already built).
 fn small_workspace(dir: &Path, queries: &[&str]) {
-    write(
+    cargo_project(
         dir,
-        "Cargo.toml",
-        r#"[package]
-name = "pgdbm-compat-test"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[workspace]
-
-[dependencies]
-sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }
-
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-opt-level = 1
-debug = false
-"#,
+        "pgdbm-compat-test",
+        &format!("[dependencies]\n{SQLX_DEPENDENCY}\n"),
     );
-    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     write(
         dir,
         "pgdbm.toml",

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
-use support::scratch::{repository, scratch_databases_of, target_dir, test_server};
+use support::scratch::{
+    SQLX_DEPENDENCY, cargo_project, repository, scratch_databases_of, target_dir, test_server,
+};
 use support::{Run, write};
 
 static ONE_PREPARE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -174,29 +176,11 @@ const USERS_QUERY: &str = "SELECT email FROM demo.users WHERE id = $1";
 /// repository's Cargo.lock and dev profile (the same dependency versions and settings, built into
 /// the same target directory, so only the crate itself compiles after the first run).
 fn small_workspace(dir: &Path, query: &str) {
-    write(
+    cargo_project(
         dir,
-        "Cargo.toml",
-        r#"[package]
-name = "pgdbm-prepare-test"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[workspace]
-
-[dependencies]
-sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }
-
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-opt-level = 1
-debug = false
-"#,
+        "pgdbm-prepare-test",
+        &format!("[dependencies]\n{SQLX_DEPENDENCY}\n"),
     );
-    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     write(
         dir,
         "pgdbm.toml",
@@ -312,34 +296,13 @@ fn check_fails_after_a_query_changes_without_a_refresh() {
 /// `tsql!` queries, and a `pgdbm.toml` whose top level is the service's own module (schema
 /// `shop`), optionally beside a `[modules.billing]` section.
 fn service_crate(dir: &Path, with_billing: bool) {
-    write(
+    let repo = repository();
+    cargo_project(
         dir,
-        "Cargo.toml",
+        "pgdbm-shop-test",
         &format!(
-            r#"[package]
-name = "pgdbm-shop-test"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[workspace]
-
-[dependencies]
-pgdbm = {{ path = "{}" }}
-sqlx = {{ version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate", "time"] }}
-
-[build-dependencies]
-pgdbm-core = {{ path = "{}/pgdbm-core", default-features = false }}
-
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-opt-level = 1
-debug = false
-"#,
-            repository().display(),
-            repository().display()
+            "[dependencies]\npgdbm = {{ path = \"{0}\" }}\n{SQLX_DEPENDENCY}\n\n[build-dependencies]\npgdbm-core = {{ path = \"{0}/pgdbm-core\", default-features = false }}\n",
+            repo.display()
         ),
     );
     write(
@@ -347,7 +310,6 @@ debug = false
         "build.rs",
         "fn main() {\n    pgdbm_core::build::rerun_if_migrations_change();\n}\n",
     );
-    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     let mut config = "schema = \"shop\"\nmigrations = \"migrations\"\n".to_string();
     let mut queries = r#"
 #[allow(dead_code)]

@@ -94,19 +94,7 @@ fn find_dir(manifest_dir: &Path) -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("SQLX_OFFLINE_DIR").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d));
     }
-    for dir in manifest_dir.ancestors() {
-        let candidate = dir.join(".sqlx");
-        if candidate.is_dir() {
-            return Some(candidate);
-        }
-        if dir != manifest_dir
-            && std::fs::read_to_string(dir.join("Cargo.toml"))
-                .is_ok_and(|t| t.contains("[workspace]"))
-        {
-            break;
-        }
-    }
-    None
+    pgdbm_core::project::find_near(manifest_dir, ".sqlx", Path::is_dir)
 }
 
 /// The `query-*.json` files of `dir`, sorted (a stable order: the binary does not change when

@@ -55,3 +55,33 @@ pub fn scratch_databases_of(admin_url: &str, pid: u32, kind: &str) -> Vec<String
         names
     })
 }
+
+/// The sqlx dependency of the crates these tests build outside the repository.
+pub const SQLX_DEPENDENCY: &str = r#"sqlx = { version = "0.9", default-features = false, features = ["postgres", "runtime-tokio", "tls-rustls-ring-webpki", "macros", "derive", "migrate"] }"#;
+
+/// Writes `dir/Cargo.toml` for a one-crate workspace `name` with `sections` (its
+/// `[dependencies]` and whatever else), this repository's dev profile and its Cargo.lock: the
+/// same dependency versions and settings, built into the same target directory, so that only
+/// the crate itself compiles after the first run.
+pub fn cargo_project(dir: &Path, name: &str, sections: &str) {
+    let manifest = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[workspace]
+
+{sections}
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+opt-level = 1
+debug = false
+"#
+    );
+    super::write(dir, "Cargo.toml", &manifest);
+    std::fs::copy(repository().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+}

@@ -190,24 +190,31 @@ pub struct SharedPoolConfig {
     pub modules: Vec<String>,
 }
 
+/// The nearest `name` that `found` accepts, in `start_dir` or an ancestor, stopping after the
+/// Cargo workspace root (the first ancestor other than `start_dir` whose `Cargo.toml` has a
+/// `[workspace]` section): where a crate's `pgdbm.toml` or `.sqlx/` is looked for.
+pub fn find_near(start_dir: &Path, name: &str, found: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    for dir in start_dir.ancestors() {
+        let candidate = dir.join(name);
+        if found(&candidate) {
+            return Some(candidate);
+        }
+        if dir != start_dir
+            && std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|t| t.contains("[workspace]"))
+        {
+            break;
+        }
+    }
+    None
+}
+
 impl Project {
     /// The `pgdbm.toml` for `start_dir`: in it or the nearest ancestor that has one, stopping
     /// after the Cargo workspace root (the first ancestor other than `start_dir` whose
     /// `Cargo.toml` has a `[workspace]` section).
     pub fn find(start_dir: &Path) -> Option<PathBuf> {
-        for dir in start_dir.ancestors() {
-            let candidate = dir.join(FILE_NAME);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-            if dir != start_dir
-                && std::fs::read_to_string(dir.join("Cargo.toml"))
-                    .is_ok_and(|t| t.contains("[workspace]"))
-            {
-                break;
-            }
-        }
-        None
+        find_near(start_dir, FILE_NAME, Path::is_file)
     }
 
     /// Reads and parses the file at `path`.

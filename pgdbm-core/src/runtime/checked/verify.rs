@@ -12,7 +12,6 @@
 //! statement looked like before the schema changed, and the verification would otherwise fill
 //! the caches of the connections the service is about to use.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -167,15 +166,16 @@ impl Database {
             .max_size
             .clamp(1, MAX_WORKERS)
             .min(work.len().max(1));
+        let checked = work.len();
         let mut shares: Vec<Vec<(usize, String)>> = vec![Vec::new(); workers];
-        for (n, item) in work.iter().cloned().enumerate() {
+        for (n, item) in work.into_iter().enumerate() {
             shares[n % workers].push(item);
         }
-        let recorded = Arc::new(queries.queries().to_vec());
-        let runs = shares.into_iter().filter(|s| !s.is_empty()).map(|share| {
-            let recorded = recorded.clone();
-            async move { self.describe_share(&recorded, share).await }
-        });
+        let recorded = queries.queries();
+        let runs = shares
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(|share| self.describe_share(recorded, share));
         let mut found: Vec<(usize, QueryDifference)> = Vec::new();
         for r in join_all(runs).await {
             found.extend(r?);
@@ -183,7 +183,7 @@ impl Database {
         found.sort_by_key(|(i, _)| *i);
         let report = VerifyReport {
             schema: self.schema().map(str::to_string),
-            checked: work.len(),
+            checked,
             skipped,
             differences: found.into_iter().map(|(_, d)| d).collect(),
             elapsed: started.elapsed(),
