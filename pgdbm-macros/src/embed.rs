@@ -29,7 +29,8 @@ pub(crate) fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         MigrationSet::from_dir(&dir).map_err(|e| syn::Error::new(lit.span(), e.to_string()))?;
     let names = set
         .iter()
-        .flat_map(|m| std::iter::once(&m.filename).chain(m.down.as_ref().map(|d| &d.filename)));
+        .flat_map(|m| std::iter::once(&m.filename).chain(m.down.as_ref().map(|d| &d.filename)))
+        .chain(set.repeatable().iter().map(|r| &r.filename));
     let entries = names.map(|name| {
         let path = dir.join(name);
         let path = path.to_string_lossy();

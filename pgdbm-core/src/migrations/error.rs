@@ -126,4 +126,12 @@ pub enum SourceError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A file in `repeatable/` cannot be used as a repeatable migration.
+    #[error("repeatable migration `{filename}` {problem}")]
+    Repeatable {
+        /// The path inside the migrations directory, e.g. `repeatable/views.sql`.
+        filename: String,
+        /// What is wrong with it, and what to do.
+        problem: &'static str,
+    },
 }

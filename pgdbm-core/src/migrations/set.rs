@@ -5,21 +5,25 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::file::{hex, python_strip};
+use super::repeatable::{self, is_repeatable};
 use super::{
-    DOWN_DIR, DOWN_SUFFIX, DownMigration, Migration, SourceError, is_no_transaction,
-    new_migration_filename,
+    DOWN_DIR, DOWN_SUFFIX, DownMigration, Migration, RepeatableMigration, SourceError,
+    is_no_transaction, new_migration_filename,
 };
 
 /// An ordered, validated set of migrations: by version number, then by file name; version
-/// numbers unique.
+/// numbers unique. The repeatable files of `repeatable/` are kept apart
+/// ([`repeatable`](Self::repeatable)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationSet {
     migrations: Vec<Migration>,
+    repeatable: Vec<RepeatableMigration>,
 }
 
 impl MigrationSet {
     /// The `*.sql` regular files at the top of `dir`, in apply order, with their down files from
-    /// `dir/down/` (see [`DownMigration`]).
+    /// `dir/down/` (see [`DownMigration`]) and the repeatable files of `dir/repeatable/` (see
+    /// [`RepeatableMigration`]).
     ///
     /// Hidden files (`.name.sql`), other extensions and other subdirectories are ignored. A missing
     /// directory is an error (not an empty set), so a wrong path cannot pass for "nothing to do".
@@ -45,12 +49,13 @@ impl MigrationSet {
             let prefix = format!("{DOWN_DIR}/");
             files.extend(read_sql_files(&root, &down, &prefix)?);
         }
+        files.extend(repeatable::read_dir(&root)?);
         Self::build(files)
     }
 
     /// A set from `(filename, content)` pairs, e.g. files embedded at compile time; validated and
     /// ordered like [`MigrationSet::from_dir`], whatever order the pairs come in. Down files are
-    /// named `down/NNN_name.down.sql`.
+    /// named `down/NNN_name.down.sql`, repeatable files `repeatable/NAME.sql`.
     ///
     /// # Errors
     ///
@@ -58,7 +63,8 @@ impl MigrationSet {
     /// or version given twice ([`DuplicateFile`](SourceError::DuplicateFile),
     /// [`DuplicateVersion`](SourceError::DuplicateVersion)), a `.down.sql` file outside `down/`
     /// ([`DownAmongUpFiles`](SourceError::DownAmongUpFiles)), or a down file with no up file of its
-    /// name ([`DownWithoutUp`](SourceError::DownWithoutUp)).
+    /// name ([`DownWithoutUp`](SourceError::DownWithoutUp)), or an invalid repeatable file (see
+    /// [`RepeatableMigration::new`]).
     pub fn from_embedded(files: &[(&str, &str)]) -> Result<MigrationSet, SourceError> {
         Self::build(
             files
@@ -70,6 +76,9 @@ impl MigrationSet {
 
     fn build(files: Vec<(String, String)>) -> Result<MigrationSet, SourceError> {
         let prefix = format!("{DOWN_DIR}/");
+        let (repeatables, files): (Vec<_>, Vec<_>) =
+            files.into_iter().partition(|(n, _)| is_repeatable(n));
+        let repeatable = repeatable::build(repeatables)?;
         let (downs, ups): (Vec<_>, Vec<_>) =
             files.into_iter().partition(|(n, _)| n.starts_with(&prefix));
         if let Some((n, _)) = ups.iter().find(|(n, _)| n.ends_with(DOWN_SUFFIX)) {
@@ -122,7 +131,10 @@ impl MigrationSet {
                 content,
             });
         }
-        Ok(MigrationSet { migrations })
+        Ok(MigrationSet {
+            migrations,
+            repeatable,
+        })
     }
 
     /// The migrations in apply order.
@@ -130,12 +142,22 @@ impl MigrationSet {
         self.migrations.iter()
     }
 
-    /// How many there are.
+    /// The repeatable files (`repeatable/*.sql`), in apply order (by file name).
+    pub fn repeatable(&self) -> &[RepeatableMigration] {
+        &self.repeatable
+    }
+
+    /// The repeatable file with this path (`repeatable/NAME.sql`).
+    pub fn get_repeatable(&self, filename: &str) -> Option<&RepeatableMigration> {
+        self.repeatable.iter().find(|r| r.filename == filename)
+    }
+
+    /// How many versioned migrations there are (repeatable files aside).
     pub fn len(&self) -> usize {
         self.migrations.len()
     }
 
-    /// Whether there are none.
+    /// Whether there are no versioned migrations (repeatable files aside).
     pub fn is_empty(&self) -> bool {
         self.migrations.is_empty()
     }
@@ -147,7 +169,8 @@ impl MigrationSet {
 
     /// One SHA-256 (lowercase hex) over every file name and checksum, in apply order: identifies
     /// the set, e.g. to key a template database built from it. Renaming, editing (beyond what
-    /// [`checksum`](super::checksum) ignores), adding or removing a file changes it.
+    /// [`checksum`](super::checksum) ignores), adding or removing a file (repeatable files
+    /// included) changes it.
     pub fn set_checksum(&self) -> String {
         let mut h = Sha256::new();
         for m in &self.migrations {
@@ -155,6 +178,13 @@ impl MigrationSet {
             h.update(m.filename.as_bytes());
             h.update([0]);
             h.update(m.checksum.as_bytes());
+            h.update([b'\n']);
+        }
+        // Their names start with `repeatable/`, which no versioned file's does.
+        for r in &self.repeatable {
+            h.update(r.filename.as_bytes());
+            h.update([0]);
+            h.update(r.checksum.as_bytes());
             h.update([b'\n']);
         }
         hex(&h.finalize())
@@ -180,7 +210,7 @@ impl<'a> IntoIterator for &'a MigrationSet {
 
 /// `(name, content)` of the `*.sql` regular files directly in `dir` (which is `root` or inside
 /// it), sorted, each name prefixed with `prefix`. Every file must resolve inside `root`.
-fn read_sql_files(
+pub(super) fn read_sql_files(
     root: &Path,
     dir: &Path,
     prefix: &str,
