@@ -7,6 +7,7 @@ pub mod checked;
 mod config;
 mod copy;
 mod database;
+mod drift;
 mod error;
 mod executor;
 mod health;
@@ -25,6 +26,9 @@ mod transaction;
 
 pub use config::{DatabaseConfig, PoolerMode, SslMode, TargetSessionAttrs};
 pub use database::{Database, SharedPool};
+pub use drift::{
+    Difference, Drift, DriftReport, ObjectKind, SchemaObject, SchemaSnapshot, compare_schemas,
+};
 pub use error::{
     Aftermath, ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind,
     TimeoutError, TransactionLost, sqlstate,

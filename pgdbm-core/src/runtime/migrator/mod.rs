@@ -324,4 +324,25 @@ impl Migrator {
     pub(super) async fn dedicated(&self) -> Result<PgConnection> {
         self.db.inner.pool.dedicated_connection().await
     }
+
+    /// This migrator (same files, module, history table and settings) on another handle: what
+    /// drift detection migrates a shadow database with. No progress callback: the caller's is
+    /// for its own database.
+    pub(crate) fn on(&self, db: &Database) -> Migrator {
+        Migrator {
+            db: db.clone(),
+            progress: None,
+            ..self.clone()
+        }
+    }
+
+    /// The handle this migrator applies to.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The history table's name (unqualified).
+    pub(crate) fn history_table(&self) -> &str {
+        &self.table
+    }
 }

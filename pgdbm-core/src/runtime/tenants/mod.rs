@@ -10,6 +10,7 @@
 //! Here: the type, its settings, lookups and the registry. `lifecycle` creates and drops one
 //! tenant; `fleet` reads the registry a page at a time and migrates every tenant.
 
+mod drift;
 mod fleet;
 mod lifecycle;
 
