@@ -40,8 +40,8 @@ pub mod error {
     pub use pgdbm_core::ident::InvalidIdentifier;
     pub use pgdbm_core::template::{TemplateError, TemplateErrorKind};
     pub use pgdbm_core::{
-        Aftermath, ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind,
-        TimeoutError, TransactionLost, sqlstate,
+        Aftermath, BlockingSession, ConnectError, Error, LockWaitError, MigrationError, QueryError,
+        Result, TenantErrorKind, TimeoutError, TransactionLost, sqlstate,
     };
 }
 
@@ -55,12 +55,18 @@ pub mod migrate {
     pub use pgdbm_core::{
         AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
         MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
+    };    /// Drift: a live schema compared with what its files make ([`Migrator::drift`]).
+    pub use pgdbm_core::{
+        Difference, Drift, DriftReport, ObjectKind, SchemaObject, SchemaSnapshot, compare_schemas,
     };
 }
 
 /// Schema-per-tenant on one shared pool: [`Tenants`] and what its fleet operations report.
 pub mod tenants {
-    pub use pgdbm_core::{TenantErrorKind, TenantMigration, TenantPage, TenantProgress, Tenants};
+    pub use pgdbm_core::{
+        FleetOptions, FleetReport, TenantErrorKind, TenantMigration, TenantPage, TenantProgress,
+        Tenants,
+    };
 }
 
 /// What the pool and the server say about themselves: health checks, statement plans, lock

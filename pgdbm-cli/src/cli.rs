@@ -160,6 +160,13 @@ pub struct ModuleArgs {
     /// Seconds to wait for another runner's lock
     #[arg(long, global = true, value_name = "SECONDS")]
     pub lock_timeout: Option<f64>,
+    /// Seconds each migration statement may wait for a table lock before its file is rolled
+    /// back and retried (default 2; 0 waits as long as it takes)
+    #[arg(long, global = true, value_name = "SECONDS")]
+    pub ddl_lock_timeout: Option<f64>,
+    /// How many times a file is tried when it keeps running into --ddl-lock-timeout (default 8)
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub ddl_lock_attempts: Option<u32>,
     /// Accept history rows whose file is gone
     #[arg(long, global = true)]
     pub allow_missing: bool,
@@ -296,8 +303,15 @@ pub enum TenantsCommand {
         #[command(flatten)]
         args: TenantArgs,
     },
-    /// Apply pending migrations to one tenant, or every tenant (a progress bar on a terminal);
-    /// a failing tenant does not stop the others, and each failure is named at the end
+    /// Apply pending migrations to one tenant, or every tenant (a progress bar on a terminal):
+    /// lint first (no tenant touched if a file fails it), then an optional canary, then the
+    /// rest; a failing tenant does not stop the others, each failure is named at the end, and
+    /// a run cut short is resumed by the next run of the same files
+    #[command(after_help = "Examples:
+  pgdbm tenants migrate --all                  every tenant, 2 at a time
+  pgdbm tenants migrate --all --canary 5       the first 5 with files pending, then (if none
+                                               failed) the others
+  pgdbm tenants migrate acme                   one tenant")]
     Migrate {
         /// The tenant (default: every tenant)
         name: Option<String>,
@@ -307,6 +321,13 @@ pub enum TenantsCommand {
         /// How many tenants to migrate at once
         #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
+        /// Migrate the first N tenants with files pending first; if any of them fails, stop
+        /// there and touch no other tenant (exit 1)
+        #[arg(long, value_name = "N", conflicts_with = "name", value_parser = clap::value_parser!(u32).range(1..))]
+        canary: Option<u32>,
+        /// Check every tenant again instead of resuming an unfinished run of the same files
+        #[arg(long, conflicts_with = "name")]
+        no_resume: bool,
         #[command(flatten)]
         args: TenantArgs,
     },

@@ -456,6 +456,12 @@ impl Context {
         if let Some(secs) = args.lock_timeout {
             m = m.lock_timeout(Duration::from_secs_f64(secs.max(0.0)));
         }
+        if let Some(secs) = args.ddl_lock_timeout {
+            m = m.ddl_lock_timeout(Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0))));
+        }
+        if let Some(n) = args.ddl_lock_attempts {
+            m = m.ddl_lock_attempts(n);
+        }
         if args.transaction_pooler {
             m = m.transaction_pooler(true);
         } else if args.direct {

@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod database;
 mod inspect;
+mod lock_waits;
 mod migration_tools;
 mod migrations;
 mod pool;

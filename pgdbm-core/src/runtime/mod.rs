@@ -30,8 +30,8 @@ pub use drift::{
     Difference, Drift, DriftReport, ObjectKind, SchemaObject, SchemaSnapshot, compare_schemas,
 };
 pub use error::{
-    Aftermath, ConnectError, Error, MigrationError, QueryError, Result, TenantErrorKind,
-    TimeoutError, TransactionLost, sqlstate,
+    Aftermath, BlockingSession, ConnectError, Error, LockWaitError, MigrationError, QueryError,
+    Result, TenantErrorKind, TimeoutError, TransactionLost, sqlstate,
 };
 pub use health::{Health, HealthStatus};
 pub use inspect::{
@@ -47,7 +47,9 @@ pub use observe::stats::{QueryRecord, QueryStats};
 pub use params::{CopyRow, Params};
 pub use pool::{PoolConnection, PoolStats};
 pub use replicas::ReplicaStatus;
-pub use tenants::{TenantMigration, TenantPage, TenantProgress, Tenants};
+pub use tenants::{
+    FleetOptions, FleetReport, TenantMigration, TenantPage, TenantProgress, Tenants,
+};
 pub use transaction::Transaction;
 
 /// The sqlx crate pgdbm is built on, for types such as `sqlx::FromRow` and `PgConnection`.

@@ -8,8 +8,10 @@ use sqlx::postgres::PgDatabaseError;
 use crate::ident::InvalidIdentifier;
 use crate::template::TemplateError;
 
+mod lock_wait;
 mod lost;
 
+pub use lock_wait::{BlockingSession, LockWaitError};
 pub use lost::TimeoutError;
 pub(crate) use lost::{Cut, CutReason, is_connection_lost, outcome_unknown, session_terminated};
 
@@ -296,6 +298,18 @@ impl Aftermath {
                 "; this is a no-transaction file: the statements before this one stay applied and the history row was kept, so make them idempotent (IF EXISTS) and run again"
             }
         }
+    }
+}
+
+impl MigrationError {
+    /// Why the file gave up waiting for a lock, and which sessions held it, when that is what
+    /// failed: every attempt ran into `lock_timeout` ([`Migrator::ddl_lock_timeout`],
+    /// [`Migrator::ddl_lock_attempts`]).
+    ///
+    /// [`Migrator::ddl_lock_timeout`]: crate::Migrator::ddl_lock_timeout
+    /// [`Migrator::ddl_lock_attempts`]: crate::Migrator::ddl_lock_attempts
+    pub fn lock_wait(&self) -> Option<&LockWaitError> {
+        self.source.as_deref()?.downcast_ref::<LockWaitError>()
     }
 }
 

@@ -2,11 +2,12 @@
 
 use std::time::Instant;
 
+use sqlx::Connection;
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Connection};
 
+use super::lock_wait::is_lock_timeout;
 use crate::migrations::{Migration, MigrationSet, line_col};
-use crate::runtime::error::{Aftermath, Error, MigrationError, Result};
+use crate::runtime::error::{Aftermath, BlockingSession, Error, MigrationError, Result};
 use crate::runtime::observe::metrics::migration_run;
 use crate::template;
 
@@ -57,9 +58,16 @@ impl Migrator {
         let started = Instant::now();
         self.check_names()?;
         let set = self.files()?;
+        self.check_repeatables(&set)?;
         let mut conn = self.dedicated().await?;
         if !dry_run && self.behind_transaction_pooler() {
-            let result = self.run_pooled(&mut conn, &set, started).await;
+            let result = match self.run_pooled(&mut conn, &set, started).await {
+                Ok(r) => {
+                    self.with_repeatables(&mut conn, &set, false, started, r)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             let _ = conn.close().await;
             return result;
         }
@@ -95,6 +103,8 @@ impl Migrator {
                         Vec::new()
                     },
                     skipped,
+                    repeatable: Vec::new(),
+                    repeatable_pending: Vec::new(),
                     total: set.len(),
                     total_time: started.elapsed(),
                 });
@@ -107,10 +117,13 @@ impl Migrator {
                 .collect::<Result<Vec<_>>>()?;
             let mut done = Vec::with_capacity(pending.len());
             let total = pending.len();
+            // The session is the run's own (closed at the end), so its lock_timeout is set once.
+            self.set_ddl_lock_timeout(&mut conn, false).await?;
+            let pid = self.backend_pid(&mut conn).await?;
             for (m, (sql, map)) in pending.into_iter().zip(rendered) {
                 self.report_progress(done.len() + 1, total, &m.filename);
                 let t = Instant::now();
-                self.apply_one(&mut conn, m, &sql, &map).await?;
+                self.apply_one(&mut conn, pid, m, &sql, &map).await?;
                 let file = AppliedFile {
                     filename: m.filename.clone(),
                     execution_time: t.elapsed(),
@@ -123,11 +136,21 @@ impl Migrator {
                 applied: done,
                 pending: Vec::new(),
                 skipped,
+                repeatable: Vec::new(),
+                repeatable_pending: Vec::new(),
                 total: set.len(),
                 total_time: started.elapsed(),
             })
         }
         .await;
+        // Repeatable files last, still under the session lock.
+        let result = match result {
+            Ok(r) => {
+                self.with_repeatables(&mut conn, &set, dry_run, started, r)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         // Closing the session releases the advisory lock whatever happened; if this future is
         // dropped or panics instead, dropping the connection closes the socket, which does too.
         let _ = conn.close().await;
@@ -157,6 +180,7 @@ impl Migrator {
         }
         let mut done = Vec::new();
         let mut first = true;
+        let mut attempt = 1;
         let skipped = loop {
             self.begin_step(conn, first).await?;
             let step = async {
@@ -169,7 +193,7 @@ impl Migrator {
                     .iter()
                     .find(|m| !applied.iter().any(|a| a.0 == m.filename))
                 else {
-                    return Ok(Err(applied));
+                    return Ok(Step::UpToDate(applied));
                 };
                 if m.no_transaction {
                     return Err(pooler_refuses(&m.filename));
@@ -183,15 +207,22 @@ impl Migrator {
                 let t = Instant::now();
                 // The row goes first: a file that commits by itself commits its row with it.
                 let id = self.insert_history(conn, m, None).await?;
-                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                    .execute(&mut *conn)
-                    .await
-                {
+                // SET LOCAL: the server connection goes back to the pooler's other clients.
+                self.set_ddl_lock_timeout(conn, true).await?;
+                let pid = match self.ddl_lock_timeout {
+                    Some(_) => self.backend_pid(conn).await?,
+                    None => 0,
+                };
+                let (r, blockers) = self.execute_watched(conn, pid, &sql).await;
+                if let Err(e) = r {
                     let _ = exec(conn, "ROLLBACK").await;
+                    if is_lock_timeout(&e) {
+                        return Ok(Step::LockTimeout(m, map, e, blockers));
+                    }
                     return Err(self.file_error(conn, m, &sql, &map, e, false).await);
                 }
                 self.set_execution_time(conn, id, elapsed_ms(t)).await?;
-                Ok(Ok(AppliedFile {
+                Ok(Step::Applied(AppliedFile {
                     filename: m.filename.clone(),
                     execution_time: t.elapsed(),
                 }))
@@ -199,14 +230,28 @@ impl Migrator {
             .await;
             first = false;
             match step {
-                Ok(Ok(file)) => {
+                Ok(Step::Applied(file)) => {
                     exec(conn, "COMMIT").await?;
                     self.log_applied(&file);
                     done.push(file);
+                    attempt = 1;
                 }
-                Ok(Err(applied)) => {
+                Ok(Step::UpToDate(applied)) => {
                     exec(conn, "COMMIT").await?;
                     break applied;
+                }
+                // Rolled back already; the next step takes the locks and reads the history
+                // again, so another runner may have applied the file meanwhile.
+                Ok(Step::LockTimeout(m, map, e, blockers)) => {
+                    if !self.may_retry(attempt) {
+                        let after = Aftermath::RolledBack;
+                        return Err(
+                            self.lock_wait_exhausted(m, &map, None, e, attempt, blockers, after)
+                        );
+                    }
+                    self.pause_before_retry(&m.filename, attempt, &blockers)
+                        .await;
+                    attempt += 1;
                 }
                 Err(e) => {
                     let _ = exec(conn, "ROLLBACK").await;
@@ -231,6 +276,8 @@ impl Migrator {
             applied: done,
             pending: Vec::new(),
             skipped,
+            repeatable: Vec::new(),
+            repeatable_pending: Vec::new(),
             total: set.len(),
             total_time: started.elapsed(),
         })
@@ -270,9 +317,13 @@ impl Migrator {
         })
     }
 
+    /// Applies one file with its history row. A statement that runs into the lock timeout
+    /// rolls the file back and the file is tried again (see `lock_wait.rs`); `pid` is the
+    /// connection's backend, whose blockers are named if every attempt fails.
     pub(super) async fn apply_one(
         &self,
         conn: &mut PgConnection,
+        pid: i32,
         m: &Migration,
         rendered: &str,
         map: &template::OffsetMap,
@@ -280,20 +331,38 @@ impl Migrator {
         let started = Instant::now();
         if m.no_transaction {
             tracing::warn!(file = %m.filename, "pgdbm: running a no-transaction migration statement by statement; a failure leaves earlier statements applied");
-            if let Err((offset, text, e)) = run_statements(conn, rendered).await {
-                return Err(self.statement_error(m, map, offset, text, e, false));
+            if let Err(f) = self
+                .run_statements_retried(conn, &m.filename, rendered)
+                .await
+            {
+                if is_lock_timeout(&f.error) {
+                    let at = Some((f.offset, f.text));
+                    let after = Aftermath::PartlyApplied;
+                    return Err(self
+                        .lock_wait_exhausted(m, map, at, f.error, f.attempts, f.blockers, after));
+                }
+                return Err(self.statement_error(m, map, f.offset, f.text, f.error, false));
             }
             self.insert_history(conn, m, Some(elapsed_ms(started)))
                 .await?;
             return Ok(());
         }
-        exec(conn, "BEGIN").await?;
-        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(rendered.to_string()))
-            .execute(&mut *conn)
-            .await
-        {
+        let mut attempt = 1;
+        loop {
+            exec(conn, "BEGIN").await?;
+            let (r, blockers) = self.execute_watched(conn, pid, rendered).await;
+            let Err(e) = r else { break };
             let _ = exec(conn, "ROLLBACK").await;
-            return Err(self.file_error(conn, m, rendered, map, e, false).await);
+            if !is_lock_timeout(&e) {
+                return Err(self.file_error(conn, m, rendered, map, e, false).await);
+            }
+            if !self.may_retry(attempt) {
+                let after = Aftermath::RolledBack;
+                return Err(self.lock_wait_exhausted(m, map, None, e, attempt, blockers, after));
+            }
+            self.pause_before_retry(&m.filename, attempt, &blockers)
+                .await;
+            attempt += 1;
         }
         if let Err(e) = self
             .insert_history(conn, m, Some(elapsed_ms(started)))
@@ -306,6 +375,21 @@ impl Migrator {
         // committed already; COMMIT then only warns.
         exec(conn, "COMMIT").await
     }
+}
+
+/// How one transaction of a pooler-mode run ended.
+enum Step<'m, A> {
+    /// The next pending file was applied (not committed yet).
+    Applied(AppliedFile),
+    /// Nothing was pending: the history read in this transaction.
+    UpToDate(A),
+    /// The file ran into the lock timeout and was rolled back.
+    LockTimeout(
+        &'m Migration,
+        template::OffsetMap,
+        sqlx::Error,
+        Vec<BlockingSession>,
+    ),
 }
 
 /// The refusal of a no-transaction file in pooler mode.

@@ -11,6 +11,8 @@ mod apply;
 mod errors;
 mod history;
 mod lock;
+mod lock_wait;
+mod repeatable;
 mod revert;
 mod tools;
 
@@ -108,13 +110,19 @@ pub struct MigrationReport {
     pub pending: Vec<String>,
     /// Files that were already applied.
     pub skipped: Vec<String>,
+    /// Repeatable files (`repeatable/*.sql`) applied now, after the versioned files, because
+    /// their text changed (or they were never applied), in order.
+    pub repeatable: Vec<AppliedFile>,
+    /// Repeatable files that would be applied (dry run) — empty otherwise.
+    pub repeatable_pending: Vec<String>,
     /// Files in the set.
     pub total: usize,
     /// Wall time of the run, lock wait included.
     pub total_time: Duration,
 }
 
-/// The state of one migration file (or history row) in [`Migrator::status`].
+/// The state of one migration file (or history row) in [`Migrator::status`]; repeatable files
+/// are `Applied`, `Pending` (never applied), `Changed` or `Missing`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FileState {
@@ -132,10 +140,19 @@ pub enum FileState {
         /// The checksum of the file now.
         current: String,
     },
-    /// Recorded as applied, but no such file exists any more.
+    /// Recorded as applied, but no such file exists any more. (A repeatable file's row is
+    /// forgotten by the next run; a versioned file's stops the run.)
     Missing {
         /// When it was applied.
         applied_at: PrimitiveDateTime,
+    },
+    /// A repeatable file whose text changed since it was last applied: the next run applies it
+    /// again. (Not an error, unlike [`Modified`](Self::Modified) for a versioned file.)
+    Changed {
+        /// The checksum in the history.
+        recorded: String,
+        /// The checksum of the file now.
+        current: String,
     },
 }
 
@@ -184,6 +201,8 @@ pub struct Migrator {
     table: String,
     lock_timeout: Duration,
     lock_poll: Duration,
+    ddl_lock_timeout: Option<Duration>,
+    ddl_lock_attempts: u32,
     allow_missing: bool,
     pooler: Option<bool>,
     progress: Option<Progress>,
@@ -208,6 +227,8 @@ impl Migrator {
             table: "schema_migrations".into(),
             lock_timeout: Duration::from_secs(300),
             lock_poll: Duration::from_millis(100),
+            ddl_lock_timeout: Some(Duration::from_secs(2)),
+            ddl_lock_attempts: 8,
             allow_missing: false,
             pooler: None,
             progress: None,
@@ -225,6 +246,32 @@ impl Migrator {
     #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// The `lock_timeout` each migration statement runs with (default 2 s; `None` or zero waits
+    /// as long as it takes).
+    ///
+    /// A statement that cannot get its lock in time gives up, the file's transaction rolls back
+    /// and the file is tried again after a jittered pause (0.5 s, doubling up to 10 s), up to
+    /// [`ddl_lock_attempts`](Self::ddl_lock_attempts) times. So an `ALTER TABLE` stuck behind a
+    /// long transaction never makes the service's queries on that table wait longer than this.
+    /// When every attempt fails, the error's [`MigrationError::lock_wait`] names the sessions
+    /// that held the lock. A file that sets its own `lock_timeout` keeps it.
+    ///
+    /// [`MigrationError::lock_wait`]: crate::MigrationError::lock_wait
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
+    pub fn ddl_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.ddl_lock_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// How many times a file (a statement, in a `-- pgdbm:no-transaction` file) is tried when
+    /// it keeps running into [`ddl_lock_timeout`](Self::ddl_lock_timeout) (default 8, about a
+    /// minute in all with the default timeout; at least 1).
+    #[must_use = "a migrator does nothing until a method such as `apply_pending` runs"]
+    pub fn ddl_lock_attempts(mut self, attempts: u32) -> Self {
+        self.ddl_lock_attempts = attempts.max(1);
         self
     }
 
