@@ -12,6 +12,8 @@
 pub mod build;
 pub mod compiled;
 pub mod ident;
+#[cfg(feature = "lint")]
+pub mod lint;
 pub mod migrations;
 pub mod named_params;
 pub mod project;

@@ -21,6 +21,8 @@
 //! depends_on = ["myservice"]
 //!
 //! [shared_pool]               # Python's: min_connections, max_connections, modules
+//!
+//! [lint]                      # ours: policy = "deny" | "warn" | "off", exclude, include
 //! ```
 //!
 //! pgdbm (Python) ignores keys it does not know, so it reads this file; we accept every key it
@@ -35,12 +37,16 @@ use std::path::{Path, PathBuf};
 mod env;
 mod error;
 mod fields;
+mod lint;
 mod order;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 pub use error::{Location, ProjectError};
+pub use lint::{LintConfig, LintPolicy, UnknownLintPolicy};
+#[cfg(feature = "lint")]
+pub(crate) use lint::rule_names;
 
 /// The file name looked for by [`Project::find`].
 pub const FILE_NAME: &str = "pgdbm.toml";
@@ -65,6 +71,8 @@ pub struct Project {
     pub modules: Vec<ModuleConfig>,
     /// `[shared_pool]`, if present.
     pub shared_pool: Option<SharedPoolConfig>,
+    /// `[lint]` (ours): what `apply` does with migration lint findings (default: deny).
+    pub lint: LintConfig,
 }
 
 /// `[project]`.

@@ -21,6 +21,7 @@ const TOP: &[&str] = &[
     "environments",
     "modules",
     "shared_pool",
+    "lint",
 ];
 const PROJECT: &[&str] = &["name", "default_env"];
 const DATABASE: &[&str] = &["migrations_table"];
@@ -75,6 +76,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Project, ProjectError> {
         environments: Vec::new(),
         modules: Vec::new(),
         shared_pool: None,
+        lint: Default::default(),
     };
     let mut refs = Vec::new();
     for f in fields(doc.get_ref(), "") {
@@ -101,6 +103,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Project, ProjectError> {
                 }
             }
             "shared_pool" => project.shared_pool = Some(cx.shared_pool(&f, &mut refs)?),
+            "lint" => project.lint = cx.lint(&f)?,
             _ => return Err(cx.unknown(&f, "the top level", TOP)),
         }
     }

@@ -208,7 +208,7 @@ fn an_unknown_key_names_key_section_file_line_and_choices() {
     );
     assert_eq!(
         s,
-        "`/srv/app/pgdbm.toml` line 2: unknown key `schemas` in the top level (did you mean `schema`?); the top level takes: schema, migrations, module, project, database, environments, modules, shared_pool"
+        "`/srv/app/pgdbm.toml` line 2: unknown key `schemas` in the top level (did you mean `schema`?); the top level takes: schema, migrations, module, project, database, environments, modules, shared_pool, lint"
     );
     let (_, s) = err("[environments.dev]\nhost = \"h\"\nusername = \"u\"\n");
     assert!(
