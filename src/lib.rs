@@ -49,13 +49,15 @@ pub mod error {
 /// themselves (reading, ordering, splitting, creating).
 pub mod migrate {
     pub use pgdbm_core::migrations::{
-        DownMigration, Migration, MigrationSet, MigrationVersion, SourceError, Statement, checksum,
-        create_migration_file, new_migration_filename, split_statements,
+        DownMigration, Migration, MigrationSet, MigrationVersion, REPEATABLE_DIR,
+        RepeatableMigration, SourceError, Statement, checksum, create_migration_file,
+        is_repeatable, new_migration_filename, split_statements,
     };
     pub use pgdbm_core::{
         AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
         MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,
-    };    /// Drift: a live schema compared with what its files make ([`Migrator::drift`]).
+    };
+    /// Drift: a live schema compared with what its files make ([`Migrator::drift`]).
     pub use pgdbm_core::{
         Difference, Drift, DriftReport, ObjectKind, SchemaObject, SchemaSnapshot, compare_schemas,
     };

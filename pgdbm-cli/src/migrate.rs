@@ -131,6 +131,11 @@ async fn apply(m: &Migrator, json: bool) -> Outcome {
         .iter()
         .map(|a| json!({"file": a.filename, "ms": a.execution_time.as_millis() as u64}))
         .collect();
+    let repeatable: Vec<Value> = report
+        .repeatable
+        .iter()
+        .map(|a| json!({"file": a.filename, "ms": a.execution_time.as_millis() as u64}))
+        .collect();
     if !json {
         if report.status == ReportStatus::UpToDate {
             anstream::println!(
@@ -140,22 +145,29 @@ async fn apply(m: &Migrator, json: bool) -> Outcome {
             );
         }
         crate::output::applied(&report.applied);
+        crate::output::applied(&report.repeatable);
     }
-    Ok((Code::Ok, json.then(|| json!({"applied": applied}))))
+    Ok((
+        Code::Ok,
+        json.then(|| json!({"applied": applied, "repeatable": repeatable})),
+    ))
 }
 
 /// `migrate apply --dry-run`, `migrate dry-run`.
 async fn dry_run(m: &Migrator, json: bool) -> Outcome {
     let report = m.dry_run().await?;
     if !json {
-        if report.pending.is_empty() {
+        if report.pending.is_empty() && report.repeatable_pending.is_empty() {
             anstream::println!("{}", styled(GOOD, "up to date"));
         }
-        for f in &report.pending {
+        for f in report.pending.iter().chain(&report.repeatable_pending) {
             anstream::println!("{} {f}", styled(PENDING, "would apply"));
         }
     }
-    Ok((Code::Ok, json.then(|| json!({"pending": report.pending}))))
+    Ok((
+        Code::Ok,
+        json.then(|| json!({"pending": report.pending, "repeatable": report.repeatable_pending})),
+    ))
 }
 
 /// `migrate pending`.
@@ -190,6 +202,31 @@ async fn status(m: &Migrator, json: bool, check: bool) -> Outcome {
                 ),
                 json!({"recorded": recorded, "current": current}),
             ),
+            FileState::Changed { recorded, current } => (
+                "changed",
+                styled(
+                    PENDING,
+                    format!(
+                        "changed, applied again next run (recorded {recorded}, file {current})"
+                    ),
+                ),
+                json!({"recorded": recorded, "current": current}),
+            ),
+            FileState::Missing { applied_at }
+                if pgdbm_core::migrations::is_repeatable(&s.filename) =>
+            {
+                (
+                    "missing",
+                    styled(
+                        PENDING,
+                        format!(
+                            "removed (applied {}; the next run forgets it)",
+                            timestamp(applied_at)
+                        ),
+                    ),
+                    json!({"applied_at": timestamp(applied_at)}),
+                )
+            }
             FileState::Missing { applied_at } => (
                 "missing",
                 styled(BAD, format!("MISSING (applied {})", timestamp(applied_at))),

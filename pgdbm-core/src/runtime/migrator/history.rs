@@ -135,7 +135,8 @@ impl Migrator {
             .map_err(|e| Error::query(sql, e))
     }
 
-    /// Removes the history row of `filename` in this module; whether there was one.
+    /// Removes the history row of `filename` in this module (a repeatable file's, for
+    /// `repeatable/NAME.sql`); whether there was one.
     pub(super) async fn delete_history(
         &self,
         conn: &mut PgConnection,
@@ -145,9 +146,14 @@ impl Migrator {
             "DELETE FROM {} WHERE filename = $1 AND module_name = $2",
             self.qualified_table()
         );
+        let module = if crate::migrations::is_repeatable(filename) {
+            self.repeatable_module()
+        } else {
+            self.module.clone()
+        };
         let n = sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(filename)
-            .bind(&self.module)
+            .bind(module)
             .persistent(false)
             .execute(&mut *conn)
             .await

@@ -18,7 +18,8 @@ impl Migrator {
         Ok(self.dry_run().await?.pending)
     }
 
-    /// Every file and history row with its state.
+    /// Every file and history row with its state: the versioned files in order, then the
+    /// history rows whose file is missing, then the repeatable files (`repeatable/*.sql`).
     ///
     /// # Errors
     ///
@@ -30,8 +31,10 @@ impl Migrator {
         let set = self.files()?;
         let mut conn = self.dedicated().await?;
         let applied = self.read_applied(&mut conn).await;
+        let repeatable = self.read_repeatable_rows(&mut conn).await;
         let _ = conn.close().await;
         let applied = applied?;
+        let repeatable = repeatable?;
         let mut out = Vec::new();
         for m in set.iter() {
             let state = match applied.iter().find(|a| a.0 == m.filename) {
@@ -57,6 +60,7 @@ impl Migrator {
                 });
             }
         }
+        out.extend(self.repeatable_status(&set, &repeatable));
         Ok(out)
     }
 
@@ -75,7 +79,8 @@ impl Migrator {
         self.check_drift(&set, &applied?)
     }
 
-    /// The last `limit` history rows of this module, newest first.
+    /// The last `limit` history rows of this module, newest first, repeatable files' rows
+    /// (module `<module>:repeatable`) included.
     ///
     /// # Errors
     ///
@@ -94,7 +99,7 @@ impl Migrator {
             let sql = format!(
                 "SELECT filename::text, checksum::text, module_name::text, \
                  applied_at, applied_by::text, execution_time_ms \
-                 FROM {} WHERE module_name = $1 OR module_name IS NULL \
+                 FROM {} WHERE module_name = $1 OR module_name IS NULL OR module_name = $3 \
                  ORDER BY applied_at DESC, id DESC LIMIT $2",
                 self.qualified_table()
             );
@@ -109,6 +114,7 @@ impl Migrator {
             let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(&self.module)
                 .bind(limit)
+                .bind(self.repeatable_module())
                 .persistent(false)
                 .fetch_all(&mut conn)
                 .await
@@ -132,7 +138,8 @@ impl Migrator {
     }
 
     /// Forgets that `filename` was applied (for development: the next run applies it again).
-    /// Returns whether a row was removed. It does not undo the file's changes.
+    /// Returns whether a row was removed. It does not undo the file's changes. A repeatable
+    /// file is named by its path, `repeatable/NAME.sql`.
     ///
     /// # Errors
     ///
@@ -182,6 +189,13 @@ impl Migrator {
 
     async fn repair_inner(&self, filename: &str, dry_run: bool) -> Result<Repair> {
         self.check_names()?;
+        if crate::migrations::is_repeatable(filename) {
+            return Err(Error::migration(
+                Some(filename),
+                "a repeatable file needs no repair: the next run applies it again with its new text; nothing was changed",
+                None,
+            ));
+        }
         let set = self.files()?;
         let Some(m) = set.get(filename) else {
             return Err(Error::migration(
