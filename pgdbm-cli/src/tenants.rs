@@ -2,7 +2,9 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pgdbm_core::migrations::MigrationSet;
-use pgdbm_core::{Error, MigrationReport, SharedPool, TenantMigration, Tenants};
+use pgdbm_core::{
+    Error, FleetOptions, FleetReport, MigrationReport, SharedPool, TenantMigration, Tenants,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{ModuleArgs, TenantArgs, TenantsCommand};
@@ -116,7 +118,18 @@ async fn one(
             }
             Ok(Code::Ok)
         }
-        TenantsCommand::Migrate { name: None, .. } => migrate_all(ctx, tenants, target).await,
+        TenantsCommand::Migrate {
+            name: None,
+            canary,
+            no_resume,
+            ..
+        } => {
+            let args = FleetArgs {
+                canary,
+                resume: !no_resume,
+            };
+            migrate_all(ctx, tenants, target, args).await
+        }
         TenantsCommand::Drop { name, .. } => {
             // --yes was checked first; the library wants the name repeated as confirmation.
             let schema = tenants.schema_for(&name)?;
@@ -190,9 +203,21 @@ async fn list(
     Ok(Code::Ok)
 }
 
-/// `tenants migrate [--all]`: every tenant, with a progress bar on a terminal; one line per
-/// tenant at the end, each failure on stderr, and a summary naming the failed tenants.
-async fn migrate_all(ctx: &Context, tenants: &Tenants, target: &Target) -> Result<Code> {
+/// What `tenants migrate --all` was asked for beside the tenants.
+struct FleetArgs {
+    canary: Option<u32>,
+    resume: bool,
+}
+
+/// `tenants migrate [--all]`: every tenant through [`Tenants::migrate_fleet_with`], with a
+/// progress bar on a terminal; one line per tenant migrated at the end, each failure on stderr
+/// with its error, the counts, and a closing error naming the failed tenants.
+async fn migrate_all(
+    ctx: &Context,
+    tenants: &Tenants,
+    target: &Target,
+    args: FleetArgs,
+) -> Result<Code> {
     let bar = (!ctx.json && crate::output::stderr_is_terminal()).then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -201,8 +226,12 @@ async fn migrate_all(ctx: &Context, tenants: &Tenants, target: &Target) -> Resul
         );
         bar
     });
-    let done = tenants
-        .migrate_all_with(|p| {
+    let mut options = FleetOptions::new().resume(args.resume);
+    if let Some(n) = args.canary {
+        options = options.canary(n as usize);
+    }
+    let report = tenants
+        .migrate_fleet_with(&options, |p| {
             if let Some(bar) = &bar {
                 bar.set_length(p.total as u64);
                 bar.set_position(p.done as u64);
@@ -217,27 +246,21 @@ async fn migrate_all(ctx: &Context, tenants: &Tenants, target: &Target) -> Resul
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let done = done?;
-    let failed: Vec<&TenantMigration> = done.iter().filter(|t| t.outcome.is_err()).collect();
+    let report = report?;
+    let failed: Vec<&TenantMigration> = report.failed().collect();
     if ctx.json {
-        let rows: Vec<Value> = done
-            .iter()
-            .map(|t| tenant_json(&t.tenant, t.outcome.as_ref()))
-            .collect();
-        let failed: Vec<&str> = failed.iter().map(|t| t.tenant.as_str()).collect();
-        ctx.print_json(json!({"tenants": rows, "failed": failed}), None);
+        print_fleet_json(ctx, &report, &failed);
     } else {
-        if done.is_empty() {
-            println!("no tenants to migrate (module {})", target.module);
-        }
-        for t in &done {
-            match &t.outcome {
-                Ok(report) => print_report(&t.tenant, report),
-                Err(e) => {
-                    anstream::eprintln!("{} tenant `{}`: {e}", styled(BAD, "failed:"), t.tenant)
-                }
-            }
-        }
+        print_fleet(&report, target);
+    }
+    if report.canary_failed {
+        return fail(format!(
+            "the canary failed: {} of {} canary tenants failed to migrate: {}; the other {} tenants were not touched. Fix the errors above and run `pgdbm tenants migrate` again (the canary tenants that succeeded are not migrated again)",
+            failed.len(),
+            report.canary,
+            names_in_brief(&failed),
+            report.not_started.len()
+        ));
     }
     if failed.is_empty() {
         return Ok(Code::Ok);
@@ -245,9 +268,73 @@ async fn migrate_all(ctx: &Context, tenants: &Tenants, target: &Target) -> Resul
     fail(format!(
         "{} of {} tenants failed to migrate: {} (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again",
         failed.len(),
-        done.len(),
+        report.tenants.len(),
         names_in_brief(&failed)
     ))
+}
+
+/// One line per tenant migrated now (stdout), each failure (stderr), then the counts (stderr).
+fn print_fleet(report: &FleetReport, target: &Target) {
+    if report.tenants.is_empty() && report.not_started.is_empty() {
+        println!("no tenants to migrate (module {})", target.module);
+        return;
+    }
+    for t in report.tenants.iter().filter(|t| !t.resumed) {
+        match &t.outcome {
+            Ok(r) => print_report(&t.tenant, r),
+            Err(e) => {
+                anstream::eprintln!("{} tenant `{}`: {e}", styled(BAD, "failed:"), t.tenant)
+            }
+        }
+    }
+    let resumed = report.resumed();
+    if resumed > 0 {
+        eprintln!(
+            "resumed an unfinished run of these files: {resumed} tenants it had finished were skipped"
+        );
+    }
+    let mut counts = format!(
+        "{} applied, {} failed, {} up to date, {resumed} done by an earlier run",
+        report.applied(),
+        report.failed().count(),
+        report.up_to_date(),
+    );
+    if report.canary_failed {
+        counts.push_str(&format!(
+            ", {} not started (the canary failed)",
+            report.not_started.len()
+        ));
+    }
+    eprintln!("tenants: {counts}");
+}
+
+fn print_fleet_json(ctx: &Context, report: &FleetReport, failed: &[&TenantMigration]) {
+    let rows: Vec<Value> = report
+        .tenants
+        .iter()
+        .map(|t| {
+            let mut row = tenant_json(&t.tenant, t.outcome.as_ref());
+            row["resumed"] = json!(t.resumed);
+            row
+        })
+        .collect();
+    let failed: Vec<&str> = failed.iter().map(|t| t.tenant.as_str()).collect();
+    ctx.print_json(
+        json!({
+            "tenants": rows,
+            "failed": failed,
+            "not_started": report.not_started,
+            "canary": {"tenants": report.canary, "failed": report.canary_failed},
+            "summary": {
+                "applied": report.applied(),
+                "failed": failed.len(),
+                "up_to_date": report.up_to_date(),
+                "resumed": report.resumed(),
+                "not_started": report.not_started.len(),
+            },
+        }),
+        None,
+    );
 }
 
 /// The failed tenants' names, the first 20 of them and how many more.

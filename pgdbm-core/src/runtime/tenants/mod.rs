@@ -8,11 +8,15 @@
 //! one wins and the other finds the row and answers "exists".
 //!
 //! Here: the type, its settings, lookups and the registry. `lifecycle` creates and drops one
-//! tenant; `fleet` reads the registry a page at a time and migrates every tenant.
+//! tenant; `fleet` reads the registry a page at a time and migrates every tenant, through
+//! `fleet_run` (lint first, canary, resumable with `run_record`, planned by `fleet_plan`).
 
 mod drift;
 mod fleet;
+mod fleet_plan;
+mod fleet_run;
 mod lifecycle;
+mod run_record;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +28,7 @@ use super::migrator::{EmbeddedMigrations, MigrationReport, Migrator};
 use crate::ident::quote_identifier;
 
 pub use fleet::{TenantMigration, TenantPage, TenantProgress};
+pub use fleet_run::{FleetOptions, FleetReport};
 
 /// How long `create` and `drop` wait for another one working on the same tenant, and how often
 /// they look.
