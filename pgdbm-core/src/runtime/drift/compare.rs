@@ -7,7 +7,7 @@ use super::{Difference, Drift, ObjectKind, SchemaSnapshot};
 
 /// What differs between `expected` (a schema migrated from the files, e.g. a shadow database)
 /// and `actual` (the live schema), in a stable order: by kind (types and tables before what
-/// hangs on them), then name.
+/// hangs on them), then table, then name.
 ///
 /// A table that is missing or unexpected is one difference: its columns, indexes,
 /// constraints, triggers and owned sequences are not listed again.
@@ -62,7 +62,11 @@ pub fn compare_schemas(expected: &SchemaSnapshot, actual: &SchemaSnapshot) -> Ve
     out.retain(|d| {
         d.kind == ObjectKind::Table || d.table.as_deref().is_none_or(|t| !whole.contains(t))
     });
-    out.sort_by(|x, y| (x.kind, &x.name).cmp(&(y.kind, &y.name)));
+    // A table's columns (constraints, triggers, indexes) together, in the table's order.
+    out.sort_by(|x, y| {
+        let key = |d: &Difference| (d.kind, d.table.clone().unwrap_or_default(), d.name.clone());
+        key(x).cmp(&key(y))
+    });
     out
 }
 

@@ -336,8 +336,10 @@ pub(crate) async fn migrate_shadow(m: &Migrator) -> Result<SchemaSnapshot> {
     let shadow = m.database();
     let before = snapshot(shadow, m.history_table()).await?;
     if !before.is_empty() && history_rows(m).await? == 0 {
-        let some: Vec<String> = before
-            .objects()
+        // The schema's own objects say enough: a table's columns would only repeat it.
+        let top: Vec<&SchemaObject> = before.objects().filter(|o| o.table.is_none()).collect();
+        let some: Vec<String> = top
+            .iter()
             .take(3)
             .map(|o| format!("{} {}", o.kind, o.name))
             .collect();
@@ -346,7 +348,7 @@ pub(crate) async fn migrate_shadow(m: &Migrator) -> Result<SchemaSnapshot> {
             schema_of(shadow),
             shadow.config().get_database(),
             some.join(", "),
-            if before.len() > 3 { ", …" } else { "" }
+            if top.len() > 3 { ", …" } else { "" }
         )));
     }
     let other: Vec<String> = m
@@ -381,10 +383,10 @@ async fn history_rows(m: &Migrator) -> Result<i64> {
         quote_identifier(&schema_of(db)),
         quote_identifier(m.history_table())
     );
-    let exists: Option<String> = db
+    let exists: Option<Option<String>> = db
         .fetch_value("SELECT to_regclass($1)::text", (table.clone(),))
         .await?;
-    if exists.is_none() {
+    if exists.flatten().is_none() {
         return Ok(0);
     }
     let n: Option<i64> = db
