@@ -122,6 +122,16 @@ pub mod project {
     };
 }
 
+/// Migration lint: squawk's rules over the files `apply` is about to run ([`Migrator::lint`],
+/// [`Migrator::lint_pending`], `pgdbm migrate lint`).
+pub mod lint {
+    pub use pgdbm_core::lint::{
+        Finding, INVALID_PRAGMA, LintConfig, LintOptions, LintPolicy, LintReport, PARSE_ERROR,
+        Severity, TEMPLATE_ERROR, UNUSED_PRAGMA, UnknownLintPolicy, UnknownRule, lint_run,
+        lint_standalone,
+    };
+}
+
 /// For `build.rs`: rebuild when a migration file is added. Depend on `pgdbm-core` with
 /// `default-features = false` in `[build-dependencies]` (no database driver built for the host)
 /// and call `pgdbm_core::build::rerun_if_migrations_change()`; this is the same module.

@@ -128,6 +128,7 @@ const MIGRATE_EXAMPLES: &str = "Examples:
   pgdbm migrate repair 001_create_users.sql --dry-run
   pgdbm migrate baseline --to 002
   pgdbm migrate revert --steps 1
+  pgdbm migrate drift --all --tenants          exit 1 if a schema was changed by hand
   pgdbm migrate create \"add posts\"";
 
 /// `pgdbm migrate …`.
@@ -238,6 +239,25 @@ pub enum MigrateAction {
         /// Show what would be reverted, change nothing
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Compare the live schema (with --tenants, every tenant's too) with a shadow database
+    /// migrated from the same files: tables, columns, indexes, constraints, sequences, views,
+    /// functions, triggers and types; exit 1 if anything was added, dropped or changed by hand
+    #[command(after_help = "Examples:
+  pgdbm migrate drift                        the module's schema, against a scratch database on
+                                             the throwaway server (made and dropped)
+  pgdbm migrate drift --all --tenants        every module of pgdbm.toml and every tenant
+  pgdbm migrate drift --shadow-url postgresql://localhost/shadow --json")]
+    Drift {
+        /// Also compare every tenant of the module(s) (the module's own schema is skipped when
+        /// nothing was ever applied to it)
+        #[arg(long)]
+        tenants: bool,
+        /// The shadow database: an empty database (or one drift migrated before), migrated with
+        /// the files and left as it is [default: a scratch database on the throwaway server,
+        /// dropped afterwards]
+        #[arg(long, value_name = "URL")]
+        shadow_url: Option<String>,
     },
     /// Write the next migration file, NNN_name.sql
     Create {

@@ -4,6 +4,7 @@ mod cli;
 mod compat;
 mod context;
 mod db;
+mod drift;
 mod exit;
 mod inspect;
 mod migrate;

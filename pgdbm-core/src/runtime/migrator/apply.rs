@@ -80,6 +80,9 @@ impl Migrator {
                 self.applied(&mut conn).await?
             };
             self.check_drift(&set, &applied)?;
+            if !dry_run {
+                self.check_lint(&set, &applied)?;
+            }
             let skipped: Vec<String> = set
                 .iter()
                 .filter(|m| applied.iter().any(|a| a.0 == m.filename))
@@ -168,6 +171,7 @@ impl Migrator {
         // Before anything runs: drift, no-transaction files, placeholders.
         let applied = self.read_applied(conn).await?;
         self.check_drift(set, &applied)?;
+        self.check_lint(set, &applied)?;
         let pending: Vec<&Migration> = set
             .iter()
             .filter(|m| !applied.iter().any(|a| a.0 == m.filename))

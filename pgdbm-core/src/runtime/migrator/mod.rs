@@ -10,6 +10,7 @@
 mod apply;
 mod errors;
 mod history;
+mod lint;
 mod lock;
 mod lock_wait;
 mod repeatable;
@@ -206,6 +207,7 @@ pub struct Migrator {
     allow_missing: bool,
     pooler: Option<bool>,
     progress: Option<Progress>,
+    lint: lint::LintSetup,
 }
 
 impl Migrator {
@@ -232,6 +234,7 @@ impl Migrator {
             allow_missing: false,
             pooler: None,
             progress: None,
+            lint: Default::default(),
         }
     }
 
