@@ -129,7 +129,8 @@ const MIGRATE_EXAMPLES: &str = "Examples:
   pgdbm migrate baseline --to 002
   pgdbm migrate revert --steps 1
   pgdbm migrate drift --all --tenants          exit 1 if a schema was changed by hand
-  pgdbm migrate create \"add posts\"";
+  pgdbm migrate create \"add posts\"
+  pgdbm migrate lint --all --json              lint every module's files, no database needed";
 
 /// `pgdbm migrate …`.
 #[derive(Debug, Args)]
@@ -240,6 +241,10 @@ pub enum MigrateAction {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Lint the migration files (no database): statements that lock or rewrite a table in use,
+    /// each with its file:line:column, rule and safe rewrite; exit 1 unless every finding is
+    /// allowed by a `-- pgdbm:lint-allow RULE reason` line above it
+    Lint,
     /// Compare the live schema (with --tenants, every tenant's too) with a shadow database
     /// migrated from the same files: tables, columns, indexes, constraints, sequences, views,
     /// functions, triggers and types; exit 1 if anything was added, dropped or changed by hand
@@ -493,7 +498,7 @@ impl Command {
         use crate::context::Access::{Read, Write};
         Some(match self {
             Command::Migrate(m) => match &m.action {
-                MigrateAction::Create { .. } => return None,
+                MigrateAction::Create { .. } | MigrateAction::Lint => return None,
                 MigrateAction::Apply { dry_run: false } => Write("migrate apply"),
                 MigrateAction::MarkUnapplied { .. } => Write("migrate mark-unapplied"),
                 MigrateAction::Repair { dry_run: false, .. } => Write("migrate repair"),

@@ -462,6 +462,11 @@ impl Context {
         if let Some(n) = args.ddl_lock_attempts {
             m = m.ddl_lock_attempts(n);
         }
+        if let Some(p) = &self.project {
+            // [lint] (its rule names were checked when pgdbm.toml was read).
+            let options = pgdbm_core::lint::LintOptions::from_config(&p.lint).unwrap_or_default();
+            m = m.lint(p.lint.policy).lint_options(options);
+        }
         if args.transaction_pooler {
             m = m.transaction_pooler(true);
         } else if args.direct {

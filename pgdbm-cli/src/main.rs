@@ -7,6 +7,7 @@ mod db;
 mod drift;
 mod exit;
 mod inspect;
+mod lint;
 mod migrate;
 mod output;
 mod prepare;

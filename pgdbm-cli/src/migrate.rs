@@ -17,6 +17,9 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
         println!("created {}", path.display());
         return Ok(Code::Ok);
     }
+    if let MigrateAction::Lint = &cmd.action {
+        return crate::lint::run(ctx, &cmd.modules);
+    }
     let mut targets = ctx.targets(&cmd.modules)?;
     // Every module's files are read and checked before any connection is made.
     for t in &targets {
@@ -94,8 +97,8 @@ async fn one(ctx: &Context, action: &MigrateAction, m: &Migrator, target: &Targe
         MigrateAction::Repair { file, dry_run } => repair(m, file, *dry_run).await,
         MigrateAction::Baseline { to, dry_run } => baseline(m, *to, *dry_run).await,
         MigrateAction::Revert { dry_run, .. } => revert(m, revert_target(action), *dry_run).await,
-        MigrateAction::Create { .. } => fail(format!(
-            "internal: create is handled before connecting ({})",
+        MigrateAction::Create { .. } | MigrateAction::Lint => fail(format!(
+            "internal: create and lint are handled before connecting ({})",
             target.dir.display()
         )),
     }
