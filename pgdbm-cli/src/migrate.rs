@@ -17,6 +17,13 @@ pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
         println!("created {}", path.display());
         return Ok(Code::Ok);
     }
+    if let MigrateAction::Drift {
+        tenants,
+        shadow_url,
+    } = &cmd.action
+    {
+        return crate::drift::run(ctx, &cmd.modules, *tenants, shadow_url.as_deref()).await;
+    }
     if let MigrateAction::Lint = &cmd.action {
         return crate::lint::run(ctx, &cmd.modules);
     }
@@ -97,6 +104,7 @@ async fn one(ctx: &Context, action: &MigrateAction, m: &Migrator, target: &Targe
         MigrateAction::Repair { file, dry_run } => repair(m, file, *dry_run).await,
         MigrateAction::Baseline { to, dry_run } => baseline(m, *to, *dry_run).await,
         MigrateAction::Revert { dry_run, .. } => revert(m, revert_target(action), *dry_run).await,
+        MigrateAction::Drift { .. } => fail("internal: drift is handled before connecting"),
         MigrateAction::Create { .. } | MigrateAction::Lint => fail(format!(
             "internal: create and lint are handled before connecting ({})",
             target.dir.display()
