@@ -397,3 +397,56 @@ async fn pgdbm_python_ignores_repeatable_files_and_their_rows() {
     assert_eq!(view_columns(&db).await, ["id", "name"]);
     db.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeatable_file_waits_for_locks_in_short_retried_steps() {
+    use pgdbm::sqlx::{Connection, PgConnection};
+    let t = TestDatabase::builder()
+        .pool_size(0, 1)
+        .build()
+        .await
+        .unwrap();
+    let dir = project();
+    let db = connect(&t, "waits").await;
+    let m = Migrator::new(&db, dir.path(), "svc")
+        .ddl_lock_timeout(Some(std::time::Duration::from_millis(300)));
+    m.apply_pending().await.unwrap();
+    write(dir.path(), "repeatable/10_view.sql", VIEW_V2);
+
+    // A transaction holds the table the view reads.
+    let mut holder = PgConnection::connect(&t.url()).await.unwrap();
+    let pid: i32 = pgdbm::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    pgdbm::sqlx::raw_sql("BEGIN; LOCK TABLE waits.t IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    // It never ends within two attempts: the run fails naming the file and the holder.
+    let Err(Error::Migration(e)) = m.clone().ddl_lock_attempts(2).apply_pending().await else {
+        panic!("the run must give up");
+    };
+    assert_eq!(e.file.as_deref(), Some("repeatable/10_view.sql"), "{e}");
+    let wait = e
+        .lock_wait()
+        .unwrap_or_else(|| panic!("not a lock wait: {e}"));
+    assert_eq!(wait.attempts, 2);
+    assert!(wait.blockers.iter().any(|b| b.pid == pid), "{e}");
+
+    // It ends after a second: the file is retried and applied.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        pgdbm::sqlx::raw_sql("COMMIT")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        holder
+    });
+    let r = m.apply_pending().await.unwrap();
+    assert_eq!(names(&r.repeatable), ["repeatable/10_view.sql"]);
+    assert_eq!(view_columns(&db).await, ["id", "name"]);
+    release.await.unwrap().close().await.unwrap();
+    db.close().await;
+}

@@ -18,16 +18,25 @@ use std::time::Instant;
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
 
+use super::lock_wait::is_lock_timeout;
 use super::tools::finish;
 use super::*;
 use crate::migrations::{Migration, MigrationVersion, RepeatableMigration};
-use crate::runtime::error::{Error, Result};
+use crate::runtime::error::{Aftermath, BlockingSession, Error, Result};
 
 /// What is appended to the module name to record repeatable files.
 pub(super) const REPEATABLE_MODULE_SUFFIX: &str = ":repeatable";
 
 /// `(filename, checksum, applied_at)` of a repeatable file's history row.
 type Row = (String, String, PrimitiveDateTime);
+
+/// How one attempt at a repeatable file ended (errors aside).
+enum Attempt {
+    /// Applied (not committed yet), or `None`: already applied with this text.
+    Done(Option<AppliedFile>),
+    /// A statement gave up waiting for a lock; the transaction was rolled back.
+    LockTimeout(sqlx::Error, Vec<BlockingSession>),
+}
 
 impl Migrator {
     /// The module the history records this migrator's repeatable files under.
@@ -139,35 +148,63 @@ impl Migrator {
     }
 
     /// Runs one repeatable file and upserts its row, in one transaction; `None` when its row
-    /// already holds its checksum (another runner applied it between plan and step).
+    /// already holds its checksum (another runner applied it between plan and step). Like a
+    /// versioned file, each attempt waits at most `ddl_lock_timeout` for a lock and is retried
+    /// with backoff on a lock timeout.
     async fn apply_repeatable(
         &self,
         conn: &mut PgConnection,
         r: &RepeatableMigration,
     ) -> Result<Option<AppliedFile>> {
         let (sql, map) = self.render_file(&r.filename, &r.content, "applied")?;
-        self.begin_step(conn, false).await?;
-        let step = async {
-            if self.recorded_checksum(conn, &r.filename).await? == Some(r.checksum.clone()) {
-                return Ok(None);
+        let mut attempt = 1;
+        loop {
+            self.begin_step(conn, false).await?;
+            let step = async {
+                // SET LOCAL: this transaction only, in either mode.
+                self.set_ddl_lock_timeout(conn, true).await?;
+                if self.recorded_checksum(conn, &r.filename).await? == Some(r.checksum.clone()) {
+                    return Ok(Attempt::Done(None));
+                }
+                let pid = match self.ddl_lock_timeout {
+                    Some(_) => self.backend_pid(conn).await?,
+                    None => 0,
+                };
+                let t = Instant::now();
+                let (run, blockers) = self.execute_watched(conn, pid, &sql).await;
+                if let Err(e) = run {
+                    let _ = exec(conn, "ROLLBACK").await;
+                    if is_lock_timeout(&e) {
+                        return Ok(Attempt::LockTimeout(e, blockers));
+                    }
+                    let as_file = as_migration(r);
+                    return Err(self.file_error(conn, &as_file, &sql, &map, e, false).await);
+                }
+                self.record_repeatable(conn, r, elapsed_ms(t)).await?;
+                Ok(Attempt::Done(Some(AppliedFile {
+                    filename: r.filename.clone(),
+                    execution_time: t.elapsed(),
+                })))
             }
-            let t = Instant::now();
-            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-                .execute(&mut *conn)
-                .await
-            {
-                let _ = exec(conn, "ROLLBACK").await;
-                let as_file = as_migration(r);
-                return Err(self.file_error(conn, &as_file, &sql, &map, e, false).await);
+            .await;
+            match step {
+                Ok(Attempt::Done(file)) => return finish(conn, Ok(file)).await,
+                // Rolled back already.
+                Ok(Attempt::LockTimeout(e, blockers)) => {
+                    if !self.may_retry(attempt) {
+                        let as_file = as_migration(r);
+                        let after = Aftermath::RolledBack;
+                        return Err(self.lock_wait_exhausted(
+                            &as_file, &map, None, e, attempt, blockers, after,
+                        ));
+                    }
+                    self.pause_before_retry(&r.filename, attempt, &blockers)
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return finish(conn, Err(e)).await,
             }
-            self.record_repeatable(conn, r, elapsed_ms(t)).await?;
-            Ok(Some(AppliedFile {
-                filename: r.filename.clone(),
-                execution_time: t.elapsed(),
-            }))
         }
-        .await;
-        finish(conn, step).await
     }
 
     async fn recorded_checksum(
