@@ -51,7 +51,7 @@ pub mod migrate {
     pub use pgdbm_core::migrations::{
         DownMigration, Migration, MigrationSet, MigrationVersion, REPEATABLE_DIR,
         RepeatableMigration, SourceError, Statement, checksum, create_migration_file,
-        is_repeatable, new_migration_filename, split_statements,
+        create_repeatable_file, is_repeatable, new_migration_filename, split_statements,
     };
     pub use pgdbm_core::{
         AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,

@@ -264,10 +264,14 @@ pub enum MigrateAction {
         #[arg(long, value_name = "URL")]
         shadow_url: Option<String>,
     },
-    /// Write the next migration file, NNN_name.sql
+    /// Write the next migration file, NNN_name.sql (with --repeatable: repeatable/name.sql)
     Create {
         /// A short description, e.g. "add posts"
         name: String,
+        /// Write a repeatable file, applied again whenever it changes (views, functions,
+        /// grants): repeatable/name.sql, run in name order (start the name with a number)
+        #[arg(long)]
+        repeatable: bool,
     },
 }
 

@@ -10,10 +10,14 @@ use crate::exit::Code;
 use crate::output::{self, BAD, GOOD, PENDING, styled, timestamp};
 
 pub async fn run(ctx: &Context, cmd: MigrateCommand) -> Result<Code> {
-    if let MigrateAction::Create { name } = &cmd.action {
+    if let MigrateAction::Create { name, repeatable } = &cmd.action {
         let dir = ctx.targets(&cmd.modules)?.remove(0).dir;
-        let path = pgdbm_core::migrations::create_migration_file(&dir, name)
-            .map_err(|e| crate::context::Failure(e.to_string()))?;
+        let path = if *repeatable {
+            pgdbm_core::migrations::create_repeatable_file(&dir, name)
+        } else {
+            pgdbm_core::migrations::create_migration_file(&dir, name)
+        }
+        .map_err(|e| crate::context::Failure(e.to_string()))?;
         println!("created {}", path.display());
         return Ok(Code::Ok);
     }

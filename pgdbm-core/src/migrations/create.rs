@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{MAX_FILENAME_LEN, MigrationSet, SourceError};
+use super::{MAX_FILENAME_LEN, MigrationSet, REPEATABLE_DIR, SourceError};
 
 /// The file name the next migration called `name` gets: the highest version number in
 /// `existing` plus one, at least three digits (`004_add_posts.sql`).
@@ -87,7 +87,6 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
     })?;
     let set = MigrationSet::from_dir(dir)?;
     let filename = new_migration_filename(&set, name)?;
-    let path = dir.join(&filename);
     let body = format!(
         "-- Migration: {}\n\
          -- Write tables as {{{{tables.name}}}} so they land in the service's schema.\n\
@@ -95,8 +94,50 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
          -- `-- pgdbm:no-transaction` for statements such as CREATE INDEX CONCURRENTLY.\n\n",
         name.trim()
     );
+    write_new(&dir.join(&filename), &body)?;
+    Ok(dir.join(filename))
+}
+
+/// Creates the repeatable file `dir/repeatable/name.sql` (see
+/// [`RepeatableMigration`](super::RepeatableMigration)) with a short header comment, and returns
+/// its path. `name` is cleaned up as for [`new_migration_filename`]; no number is added: the
+/// files run in name order, so start the name with one to place it (`10 views`).
+///
+/// # Errors
+///
+/// As [`create_migration_file`]: the directory, the files already there, an invalid name, and
+/// [`SourceError::Create`] when the file exists already or cannot be written.
+pub fn create_repeatable_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBuf, SourceError> {
+    let dir = dir.as_ref();
+    let sub = dir.join(REPEATABLE_DIR);
+    std::fs::create_dir_all(&sub).map_err(|source| SourceError::Directory {
+        path: sub.clone(),
+        source,
+    })?;
+    MigrationSet::from_dir(dir)?;
+    let filename = format!("{REPEATABLE_DIR}/{}.sql", slug(name)?);
+    if filename.chars().count() > MAX_FILENAME_LEN {
+        return Err(SourceError::InvalidName {
+            name: name.to_string(),
+            reason: "the file name would be longer than the 255 characters the history table stores; use a shorter name",
+        });
+    }
+    let body = format!(
+        "-- Repeatable migration: {}\n\
+         -- Applied after the versioned files whenever this file changes, so keep it safe to\n\
+         -- run again: CREATE OR REPLACE, DROP ... IF EXISTS then CREATE, GRANT.\n\
+         -- Write tables as {{{{tables.name}}}}; repeatable files run in name order.\n\n",
+        name.trim()
+    );
+    let path = dir.join(filename);
+    write_new(&path, &body)?;
+    Ok(path)
+}
+
+/// Writes `body` to `path`, which must not exist yet.
+fn write_new(path: &Path, body: &str) -> Result<(), SourceError> {
     let create_err = |hint, source| SourceError::Create {
-        path: path.clone(),
+        path: path.to_path_buf(),
         hint,
         source,
     };
@@ -105,7 +146,7 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
                 "a file with that name already exists; try again or pick another name"
@@ -115,8 +156,7 @@ pub fn create_migration_file(dir: impl AsRef<Path>, name: &str) -> Result<PathBu
             create_err(hint, e)
         })?;
     std::io::Write::write_all(&mut f, body.as_bytes())
-        .map_err(|e| create_err("check the free disk space", e))?;
-    Ok(path)
+        .map_err(|e| create_err("check the free disk space", e))
 }
 
 #[cfg(test)]
@@ -216,6 +256,30 @@ mod tests {
             err.to_string().contains("`notes.sql` has no version"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn creates_repeatable_files() {
+        let dir = TempDir::new("create-repeatable");
+        std::fs::write(dir.0.join("001_a.sql"), "SELECT 1;").unwrap();
+        let path = create_repeatable_file(&dir.0, "10 Active users").unwrap();
+        assert_eq!(path, dir.0.join("repeatable/10_active_users.sql"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("-- Repeatable migration: 10 Active users\n"),
+            "{text}"
+        );
+        let set = MigrationSet::from_dir(&dir.0).unwrap();
+        assert_eq!(names(&set), ["001_a.sql"]);
+        assert_eq!(
+            set.repeatable()[0].filename,
+            "repeatable/10_active_users.sql"
+        );
+        let err = create_repeatable_file(&dir.0, "10 active-users").unwrap_err();
+        assert!(matches!(err, SourceError::Create { .. }), "{err}");
+        assert!(err.to_string().contains("already exists"), "{err}");
+        let err = create_repeatable_file(&dir.0, "a/b").unwrap_err();
+        assert!(matches!(err, SourceError::InvalidName { .. }), "{err}");
     }
 
     #[test]

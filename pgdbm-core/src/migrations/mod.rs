@@ -13,7 +13,7 @@ mod split;
 #[cfg(test)]
 mod test_dir;
 
-pub use create::{create_migration_file, new_migration_filename};
+pub use create::{create_migration_file, create_repeatable_file, new_migration_filename};
 pub use error::SourceError;
 pub use file::{
     DOWN_DIR, DOWN_SUFFIX, DownMigration, MAX_FILENAME_LEN, Migration, MigrationVersion, checksum,
