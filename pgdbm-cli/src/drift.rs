@@ -14,7 +14,7 @@ use crate::cli::ModuleArgs;
 use crate::context::{Context, Failure, Result, Target};
 use crate::exit::Code;
 use crate::output::{BAD, GOOD, HEADING, PENDING, styled};
-use crate::prepare::{connect_scratch, migrate, with_scratch_database};
+use crate::prepare::{connect_scratch, with_scratch_database};
 use crate::test_server::{binaries, masked, throwaway};
 
 /// How many tenant batches are read at once.
@@ -32,14 +32,16 @@ pub async fn run(
         MigrationSet::from_dir(&t.dir).map_err(|e| Failure(e.to_string()))?;
     }
     let reports = with_shadow(shadow_url, "drift", async |url: String| {
-        // Every module first, in pgdbm.toml's order: modules that share a schema are compared
-        // once, with all of theirs in the shadow.
-        migrate(ctx, &targets, modules, &url).await?;
+        // Every module in pgdbm.toml's order, each migrating the shadow (after the library's
+        // checks that it is empty or was migrated by these files). Modules that share a schema
+        // are reported once, by the last of them, when the shadow holds all of theirs.
         let mut reports = Vec::new();
         for (i, t) in targets.iter().enumerate() {
             let last_of_schema = !targets[i + 1..].iter().any(|o| o.schema == t.schema);
-            if last_of_schema {
-                reports.extend(live(ctx, t, modules, &url, tenants).await?);
+            if let Some(r) = live(ctx, t, modules, &url, tenants && last_of_schema).await?
+                && last_of_schema
+            {
+                reports.push(r);
             }
             if tenants {
                 reports.extend(tenant_reports(ctx, t, &url).await?);
@@ -71,15 +73,17 @@ pub(crate) async fn with_shadow<T>(
     with_scratch_database(&url, purpose, work).await
 }
 
-/// The live schema of `t` compared with the shadow (already migrated). `None` with a note
-/// when `--tenants` is on and the live schema never ran the module's files (a module whose
-/// schema only its tenants use).
+/// The live schema of `t` compared with the shadow, which [`Migrator::drift`] checks and
+/// migrates first. `None` with a note when `skip_unmigrated` (`--tenants`) and the live schema
+/// never ran the module's files (a module whose schema only its tenants use).
+///
+/// [`Migrator::drift`]: pgdbm_core::Migrator::drift
 async fn live(
     ctx: &Context,
     t: &Target,
     modules: &ModuleArgs,
     shadow_url: &str,
-    tenants: bool,
+    skip_unmigrated: bool,
 ) -> Result<Option<DriftReport>> {
     let db = ctx.connect(t).await?;
     let r = async {
@@ -89,7 +93,7 @@ async fn live(
             .iter()
             .filter(|f| f.state == FileState::Pending)
             .count();
-        if tenants && pending == status.len() {
+        if skip_unmigrated && pending == status.len() {
             note(ctx, &format!(
                 "module {} has applied nothing to schema {}: only its tenants are compared",
                 m.module(),
