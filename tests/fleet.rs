@@ -1,7 +1,8 @@
-//! A tenant fleet migrated with care (`Tenants::migrate_fleet`): 200 tenants, a canary of 5
-//! with a broken tenant among them stops before any other tenant is touched, and the rerun
-//! after the fix resumes the stopped run (the canary tenants that succeeded are not connected
-//! to again) and finishes every tenant exactly once.
+//! A tenant fleet migrated with care (`Tenants::migrate_fleet`): 200 tenants; lint refuses an
+//! unsafe file before any tenant is touched, each distinct set of pending files linted as its
+//! run applies it; a canary of 5 with a broken tenant among them stops before any other tenant
+//! is touched, and the rerun after the fix resumes the stopped run (the canary tenants that
+//! succeeded are not connected to again) and finishes every tenant exactly once.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use pgdbm::tenants::FleetOptions;
 use pgdbm::testing::TestDatabase;
-use pgdbm::{DatabaseConfig, SharedPool, Tenants};
+use pgdbm::{DatabaseConfig, Error, SharedPool, Tenants};
 
 const N: usize = 200;
 
@@ -84,13 +85,46 @@ async fn a_failing_canary_stops_the_fleet_and_the_rerun_resumes_it() {
     let names = create_fleet(&tenants).await;
     let create_time = started.elapsed();
 
+    // Lint first: an index built without CONCURRENTLY on a table in use is refused before any
+    // tenant is touched, and no run is recorded.
     write(
         dir.path(),
-        "002_note.sql",
-        "ALTER TABLE {{tables.items}} ADD COLUMN note text;\n",
+        "002_notes.sql",
+        "CREATE INDEX items_name ON {{tables.items}} (name);\n",
     );
-    // t003, the fourth of the canary, already has the column the new file adds.
-    t.execute("ALTER TABLE tenant_t003.items ADD COLUMN note text", ())
+    let err = tenants
+        .migrate_fleet(&FleetOptions::new().canary(5))
+        .await
+        .unwrap_err();
+    let lint = match &err {
+        Error::Migration(m) => m.lint().expect("a lint refusal").clone(),
+        other => panic!("{other}"),
+    };
+    assert!(
+        lint.denied()
+            .all(|f| f.rule == "require-concurrent-index-creation" && f.file == "002_notes.sql"),
+        "{lint}"
+    );
+    assert_eq!(
+        lint.denied().count(),
+        1,
+        "one finding, however many tenants: {lint}"
+    );
+    assert!(err.to_string().contains("200 tenant(s)"), "{err}");
+    assert_eq!(applied_count(&t, "002_notes.sql").await, (0, 0));
+    assert!(
+        !t.table_exists("pgdbm.tenant_migration_progress")
+            .await
+            .unwrap()
+    );
+
+    write(
+        dir.path(),
+        "002_notes.sql",
+        "CREATE TABLE {{tables.notes}} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text);\n",
+    );
+    // t003, the fourth of the canary, already has the table the new file creates.
+    t.execute("CREATE TABLE tenant_t003.notes (id int)", ())
         .await
         .unwrap();
 
@@ -113,27 +147,45 @@ async fn a_failing_canary_stops_the_fleet_and_the_rerun_resumes_it() {
     assert_eq!(failed, ["t003"]);
     let err = report.tenants[3].outcome.as_ref().unwrap_err().to_string();
     assert!(
-        err.contains("002_note.sql") && err.contains("note"),
+        err.contains("002_notes.sql") && err.contains("notes"),
         "{err}"
     );
     assert_eq!(report.applied(), 4);
     assert_eq!(report.not_started, names[5..]);
     assert!(!report.is_success());
     // The 195 others were not touched: their history lacks the new file, their table the column.
-    assert_eq!(applied_count(&t, "002_note.sql").await, (4, 1));
-    let with_column: Option<i64> = t
+    assert_eq!(applied_count(&t, "002_notes.sql").await, (4, 1));
+    let with_table: Option<i64> = t
         .fetch_value(
-            "SELECT count(*) FROM information_schema.columns WHERE table_schema LIKE 'tenant\\_%' AND table_name = 'items' AND column_name = 'note'",
+            "SELECT count(*) FROM pg_tables WHERE schemaname LIKE 'tenant\\_%' AND tablename = 'notes'",
             (),
         )
         .await
         .unwrap();
-    assert_eq!(with_column, Some(5), "4 migrated and the broken one");
+    assert_eq!(with_table, Some(5), "4 migrated and the broken one");
+
+    // The files pending differ now: 002 and 003 on 196 tenants, only 003 on the 4 the canary
+    // migrated. Each set is linted as its run applies it: the index on a table 002 creates in
+    // the same run is fine, on the 4 tenants where `notes` exists already it is refused.
+    write(
+        dir.path(),
+        "003_notes_body.sql",
+        "CREATE INDEX notes_body ON {{tables.notes}} (body);\n",
+    );
+    let err = tenants
+        .migrate_fleet(&FleetOptions::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("lint refused files pending on 4 tenant(s) (`t000` first)"),
+        "{err}"
+    );
+    assert_eq!(applied_count(&t, "003_notes_body.sql").await, (0, 0));
+    std::fs::remove_file(dir.path().join("003_notes_body.sql")).unwrap();
 
     // Fixed by hand; the rerun resumes: the 4 canary tenants that succeeded are skipped.
-    t.execute("ALTER TABLE tenant_t003.items DROP COLUMN note", ())
-        .await
-        .unwrap();
+    t.execute("DROP TABLE tenant_t003.notes", ()).await.unwrap();
     let started = Instant::now();
     let rerun = tenants
         .migrate_fleet(&FleetOptions::new().canary(5))
@@ -157,7 +209,7 @@ async fn a_failing_canary_stops_the_fleet_and_the_rerun_resumes_it() {
         .map(|t| t.tenant.as_str())
         .collect();
     assert_eq!(resumed, ["t000", "t001", "t002", "t004"]);
-    assert_eq!(applied_count(&t, "002_note.sql").await, (N as i64, 1));
+    assert_eq!(applied_count(&t, "002_notes.sql").await, (N as i64, 1));
     // A finished run leaves no record: the next run checks every tenant, and finds each up to date.
     let rows: Option<i64> = t
         .fetch_value("SELECT count(*) FROM pgdbm.tenant_migration_progress", ())

@@ -43,7 +43,17 @@ pub async fn run(ctx: &Context, cmd: TenantsCommand) -> Result<Code> {
     if let Some(schema) = &target.schema {
         tenants = tenants.compiled_schema(schema);
     }
-    let r = one(ctx, cmd, &tenants, &target).await;
+    // pgdbm.toml's [lint], for the fleet's lint first and each tenant's migrator.
+    let tenants = match &ctx.project {
+        Some(p) => tenants
+            .lint_config(&p.lint)
+            .map_err(|e| Failure(format!("{}: [lint]: {e}", p.path.display()))),
+        None => Ok(tenants),
+    };
+    let r = match tenants {
+        Ok(tenants) => one(ctx, cmd, &tenants, &target).await,
+        Err(e) => Err(e),
+    };
     pool.close().await;
     r
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use super::Tenants;
 use super::fleet::{TenantMigration, TenantProgress};
-use super::fleet_plan::{Pending, pending_groups};
+use super::fleet_plan::Pending;
 use super::run_record::RunRecord;
 use crate::migrations::MigrationSet;
 use crate::runtime::error::Result;
@@ -205,7 +205,7 @@ impl Tenants {
             .partition(|(_, n)| done.contains(*n));
         let todo_names: Vec<&str> = todo.iter().map(|(_, n)| *n).collect();
         let pending = self.pending_for(&todo_names, &set).await;
-        self.lint_first(&todo_names, &pending).await?;
+        self.lint_first(&todo_names, &pending, &set)?;
         if !todo.is_empty() {
             record.start().await?;
         }
@@ -275,17 +275,6 @@ impl Tenants {
         while let Some((i, t)) = work.next().await {
             progress.push(i, t);
         }
-    }
-
-    /// Lints the files pending anywhere before any tenant is touched: once per distinct set
-    /// of pending files, through the migrator of the first tenant that has it.
-    async fn lint_first(&self, names: &[&str], pending: &Pending) -> Result<()> {
-        for (_files, tenants) in pending_groups(names, pending) {
-            let handle = self.get(tenants[0]).await?;
-            let _migrator = self.migrator(&handle);
-            // TODO(lint): wire in Migrator::lint_pending once it lands.
-        }
-        Ok(())
     }
 }
 

@@ -26,6 +26,7 @@ use super::database::Database;
 use super::error::{Error, Result, TenantErrorKind};
 use super::migrator::{EmbeddedMigrations, MigrationReport, Migrator};
 use crate::ident::quote_identifier;
+use crate::lint::{LintConfig, LintOptions, LintPolicy};
 
 pub use fleet::{TenantMigration, TenantPage, TenantProgress};
 pub use fleet_run::{FleetOptions, FleetReport};
@@ -63,6 +64,9 @@ pub struct Tenants {
     prefix: String,
     registry: String,
     concurrency: usize,
+    /// What each tenant's migrator, and a fleet run before any tenant, does with lint findings.
+    lint_policy: LintPolicy,
+    lint_options: LintOptions,
     handles: RwLock<HashMap<String, Database>>,
     /// Bounds concurrent creates and drops: each holds its transaction's connection while its
     /// migrations take another, so unbounded creates could hold every connection of the pool
@@ -115,6 +119,8 @@ impl Tenants {
             prefix: "tenant_".into(),
             registry: "pgdbm".into(),
             concurrency: 4,
+            lint_policy: LintPolicy::default(),
+            lint_options: LintOptions::default(),
             handles: RwLock::new(HashMap::new()),
             writers,
         }
@@ -147,6 +153,29 @@ impl Tenants {
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
+    }
+
+    /// What the tenants' migrations do with lint findings in the files they are about to apply
+    /// (default [`LintPolicy::Deny`]): see [`Migrator::lint`]. A fleet run
+    /// ([`migrate_fleet`](Self::migrate_fleet)) lints every file pending on any tenant with it
+    /// before touching any tenant.
+    #[must_use = "`Tenants` does nothing until a method such as `create` or `get` is called"]
+    pub fn lint(mut self, policy: LintPolicy) -> Self {
+        self.lint_policy = policy;
+        self
+    }
+
+    /// The lint policy and rules of pgdbm.toml's `[lint]`, as [`Migrator::lint_config`] takes
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (field `lint`) naming a rule squawk does not know.
+    pub fn lint_config(mut self, config: &LintConfig) -> Result<Self> {
+        self.lint_options =
+            LintOptions::from_config(config).map_err(|e| Error::config("lint", e.to_string()))?;
+        self.lint_policy = config.policy;
+        Ok(self)
     }
 
     /// The schema of tenant `name`, after checking the name: lower-case letters, digits and
@@ -213,6 +242,8 @@ impl Tenants {
             Source::Dir(dir) => Migrator::new(tenant, dir.clone(), &self.module),
             Source::Embedded(files) => Migrator::embedded(tenant, *files, &self.module),
         }
+        .lint(self.lint_policy)
+        .lint_options(self.lint_options.clone())
     }
 
     /// Takes the transaction-level lock on (module, `name`), polling: a session blocked in
