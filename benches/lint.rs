@@ -77,20 +77,20 @@ fn main() {
     });
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("lint: {files} files, {} KiB, best of {runs}", bytes / 1024);
-    println!("  read the files:              {:8.1} ms", ms(read));
+    println!("  read the files:                 {:8.1} ms", ms(read));
     println!(
-        "  lint each alone (migrate lint): {:5.1} ms  ({:.0} us/file, {} unsafe)",
+        "  lint each alone (migrate lint): {:8.1} ms  ({:.0} us/file, {} unsafe)",
         ms(standalone),
         ms(standalone) * 1000.0 / files as f64,
         denied.0
     );
     println!(
-        "  lint as one run (apply):     {:8.1} ms  ({} unsafe)",
+        "  lint as one run (apply):        {:8.1} ms  ({} unsafe)",
         ms(run),
         denied.1
     );
     println!(
-        "  lint / read ratio:           {:8.1}x",
+        "  lint / read ratio:              {:8.1}x",
         ms(standalone) / ms(read).max(0.001)
     );
 }
