@@ -340,6 +340,7 @@ pub enum TenantsCommand {
   pgdbm tenants migrate --all                  every tenant, 2 at a time
   pgdbm tenants migrate --all --canary 5       the first 5 with files pending, then (if none
                                                failed) the others
+  pgdbm tenants migrate --all --drift          then compare every tenant with the migrations
   pgdbm tenants migrate acme                   one tenant")]
     Migrate {
         /// The tenant (default: every tenant)
@@ -357,6 +358,14 @@ pub enum TenantsCommand {
         /// Check every tenant again instead of resuming an unfinished run of the same files
         #[arg(long, conflicts_with = "name")]
         no_resume: bool,
+        /// After a run with no failure, compare every tenant's schema with a shadow migrated
+        /// from the same files, as `pgdbm migrate drift --tenants` does (exit 1 on drift)
+        #[arg(long, conflicts_with = "name")]
+        drift: bool,
+        /// The shadow database for --drift: an empty database (or one drift migrated before)
+        /// [default: a scratch database on the throwaway server, dropped afterwards]
+        #[arg(long, value_name = "URL", requires = "drift")]
+        shadow_url: Option<String>,
         #[command(flatten)]
         args: TenantArgs,
     },

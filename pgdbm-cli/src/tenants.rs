@@ -3,7 +3,8 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use pgdbm_core::migrations::MigrationSet;
 use pgdbm_core::{
-    Error, FleetOptions, FleetReport, MigrationReport, SharedPool, TenantMigration, Tenants,
+    DriftReport, Error, FleetOptions, FleetReport, MigrationReport, SharedPool, TenantMigration,
+    Tenants,
 };
 use serde_json::{Value, json};
 
@@ -132,11 +133,14 @@ async fn one(
             name: None,
             canary,
             no_resume,
+            drift,
+            shadow_url,
             ..
         } => {
             let args = FleetArgs {
                 canary,
                 resume: !no_resume,
+                drift: drift.then_some(shadow_url),
             };
             migrate_all(ctx, tenants, target, args).await
         }
@@ -217,6 +221,8 @@ async fn list(
 struct FleetArgs {
     canary: Option<u32>,
     resume: bool,
+    /// `--drift`, with `--shadow-url` when given.
+    drift: Option<Option<String>>,
 }
 
 /// `tenants migrate [--all]`: every tenant through [`Tenants::migrate_fleet_with`], with a
@@ -258,10 +264,25 @@ async fn migrate_all(
     }
     let report = report?;
     let failed: Vec<&TenantMigration> = report.failed().collect();
-    if ctx.json {
-        print_fleet_json(ctx, &report, &failed);
-    } else {
+    if !ctx.json {
         print_fleet(&report, target);
+    }
+    // Drift is compared only after a run that left every tenant migrated: otherwise the
+    // tenants still behind would show as drifted.
+    let drift = match &args.drift {
+        Some(shadow_url) if failed.is_empty() => {
+            Some(drift_after(tenants, target, shadow_url.as_deref()).await?)
+        }
+        Some(_) if !ctx.json => {
+            eprintln!("drift: not compared, since tenants failed to migrate");
+            None
+        }
+        _ => None,
+    };
+    if ctx.json {
+        print_fleet_json(ctx, &report, &failed, drift.as_deref());
+    } else if let Some(reports) = &drift {
+        crate::drift::print(ctx, reports);
     }
     if report.canary_failed {
         return fail(format!(
@@ -272,15 +293,30 @@ async fn migrate_all(
             report.not_started.len()
         ));
     }
-    if failed.is_empty() {
-        return Ok(Code::Ok);
+    if !failed.is_empty() {
+        return fail(format!(
+            "{} of {} tenants failed to migrate: {} (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again",
+            failed.len(),
+            report.tenants.len(),
+            names_in_brief(&failed)
+        ));
     }
-    fail(format!(
-        "{} of {} tenants failed to migrate: {} (the others were migrated); fix the errors above and run `pgdbm tenants migrate` again",
-        failed.len(),
-        report.tenants.len(),
-        names_in_brief(&failed)
-    ))
+    let drifted = drift.iter().flatten().any(|r| !r.is_clean());
+    Ok(if drifted { Code::Error } else { Code::Ok })
+}
+
+/// `--drift`: every tenant compared with a shadow migrated from the same files
+/// (`--shadow-url`, else a scratch database on the throwaway server, dropped afterwards), as
+/// `pgdbm migrate drift --tenants` compares them.
+async fn drift_after(
+    tenants: &Tenants,
+    target: &Target,
+    shadow_url: Option<&str>,
+) -> Result<Vec<DriftReport>> {
+    crate::drift::with_shadow(shadow_url, "tenants-drift", async |url: String| {
+        crate::drift::tenants_against_shadow(tenants, &target.module, &url).await
+    })
+    .await
 }
 
 /// One line per tenant migrated now (stdout), each failure (stderr), then the counts (stderr).
@@ -318,7 +354,14 @@ fn print_fleet(report: &FleetReport, target: &Target) {
     eprintln!("tenants: {counts}");
 }
 
-fn print_fleet_json(ctx: &Context, report: &FleetReport, failed: &[&TenantMigration]) {
+/// The run as one document: every tenant reached, the failed and the not started, the canary,
+/// the counts, and with `--drift` each tenant's drift report (`drift`, else null).
+fn print_fleet_json(
+    ctx: &Context,
+    report: &FleetReport,
+    failed: &[&TenantMigration],
+    drift: Option<&[DriftReport]>,
+) {
     let rows: Vec<Value> = report
         .tenants
         .iter()
@@ -342,6 +385,7 @@ fn print_fleet_json(ctx: &Context, report: &FleetReport, failed: &[&TenantMigrat
                 "resumed": report.resumed(),
                 "not_started": report.not_started.len(),
             },
+            "drift": drift.map(|d| serde_json::to_value(d).unwrap_or(Value::Null)),
         }),
         None,
     );

@@ -1,7 +1,7 @@
 //! `pgdbm tenants migrate --all` over a fleet of 200 tenants: the process killed (SIGKILL)
 //! half-way through a run, and the next run resuming it, every tenant migrated exactly once;
-//! `--canary 5` with a broken tenant among the five, stopping before the others; the summary
-//! and exit codes.
+//! `--canary 5` with a broken tenant among the five, stopping before the others; `--drift`
+//! naming a tenant changed by hand; the summary and exit codes.
 
 mod support;
 
@@ -244,7 +244,48 @@ async fn a_killed_run_resumes_and_a_failing_canary_stops_the_fleet() {
     assert_eq!(v["tenants"][0]["resumed"], true);
     assert_eq!(v["tenants"][2]["resumed"], false);
     assert_eq!(applied_count(&mut raw, "003_tags.sql").await, (N as i64, 1));
+
+    // --drift after a run with nothing pending: every tenant against a shadow migrated from the
+    // same files; a column added by hand on one tenant is named, and the exit code is 1.
+    let shadow = TestDb::new().await;
+    let drift = [
+        "tenants",
+        "migrate",
+        "--all",
+        "--drift",
+        "--shadow-url",
+        &shadow.url(),
+    ];
+    let r = run(&mut cmd(&t, dir.path()), &drift);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stdout
+            .ends_with("tenants: 200 tenant(s) compared, 0 with drift\n"),
+        "{}",
+        r.stdout
+    );
+    sqlx::raw_sql("ALTER TABLE tenant_t007.items ADD COLUMN extra int")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = run(&mut cmd(&t, dir.path()), &drift);
+    let drift_time = started.elapsed();
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stdout.contains(
+            "tenant t007 (schema tenant_t007, module app): 1 difference(s)\n  column items.extra"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .ends_with("tenants: 200 tenant(s) compared, 1 with drift\n"),
+        "{}",
+        r.stdout
+    );
     eprintln!(
-        "fleet (CLI, concurrency 2): created {N} tenants in {create_time:?}; a run of a 20 ms file killed after {killed_after:?} ({done} recorded), resumed in {resume_time:?}; canary of 5 stopped in {canary_time:?}; the other 196 tenants migrated in {fleet_time:?}"
+        "fleet (CLI, concurrency 2): created {N} tenants in {create_time:?}; a run of a 20 ms file killed after {killed_after:?} ({done} recorded), resumed in {resume_time:?}; canary of 5 stopped in {canary_time:?}; the other 196 tenants migrated in {fleet_time:?}; a run with nothing pending and --drift in {drift_time:?}"
     );
 }
