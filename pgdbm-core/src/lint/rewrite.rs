@@ -19,7 +19,7 @@ pub(super) fn for_rule(rule: &str, no_transaction: bool, help: Option<&str>) -> 
     } else {
         NO_TX
     };
-    let text = match rule {
+    match rule {
         "require-concurrent-index-creation" => format!(
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS … {place}; a failed concurrent build leaves an INVALID index, so drop it (DROP INDEX CONCURRENTLY IF EXISTS) before running again"
         ),
@@ -70,10 +70,9 @@ pub(super) fn for_rule(rule: &str, no_transaction: bool, help: Option<&str>) -> 
         "prefer-robust-stmts" => {
             "write it re-runnable (IF NOT EXISTS / IF EXISTS): in a `-- pgdbm:no-transaction` file a failure leaves the earlier statements applied and the file runs again from the top".into()
         }
-        _ => return help.map_or_else(
+        _ => help.map_or_else(
             || format!("see https://squawkhq.com/docs/{rule}"),
             |h| format!("{h} (https://squawkhq.com/docs/{rule})"),
         ),
-    };
-    text
+    }
 }
