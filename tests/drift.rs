@@ -175,7 +175,10 @@ async fn a_shadow_that_is_not_empty_or_is_the_live_schema_is_refused() {
     let dir = migrations();
     let (_live_db, db, m) = live(dir.path()).await;
     let refused = |e: Error| match e {
-        Error::InvalidInput { operation, message } if operation == "drift" => message,
+        Error::InvalidInput {
+            operation: "drift",
+            message,
+        } => message,
         other => panic!("expected a refusal, got {other}"),
     };
 
