@@ -63,6 +63,13 @@ pub mod migrate {
     };
 }
 
+/// LISTEN/NOTIFY: a [`Listener`](events::Listener) on a session of its own that reconnects by
+/// itself and says so ([`Event::Reconnected`](events::Event::Reconnected)), and
+/// [`Database::notify`] / [`Transaction::notify`] to send.
+pub mod events {
+    pub use pgdbm_core::{Event, Listener, ListenerState, ListenerStatus, MAX_PAYLOAD_BYTES};
+}
+
 /// Schema-per-tenant on one shared pool: [`Tenants`] and what its fleet operations report.
 pub mod tenants {
     pub use pgdbm_core::{

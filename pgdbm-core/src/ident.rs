@@ -22,6 +22,8 @@ pub enum IdentifierKind {
     Column,
     /// The migration history table name.
     MigrationsTable,
+    /// A LISTEN/NOTIFY channel name.
+    Channel,
 }
 
 impl fmt::Display for IdentifierKind {
@@ -32,6 +34,7 @@ impl fmt::Display for IdentifierKind {
             IdentifierKind::Database => "database name",
             IdentifierKind::Column => "column name",
             IdentifierKind::MigrationsTable => "migrations table name",
+            IdentifierKind::Channel => "channel name",
         })
     }
 }

@@ -12,6 +12,7 @@ mod error;
 mod executor;
 mod health;
 mod inspect;
+mod listen;
 pub mod local_server;
 mod migrator;
 mod observe;
@@ -37,6 +38,7 @@ pub use health::{Health, HealthStatus};
 pub use inspect::{
     BlockingQuery, Explain, ExplainOptions, HealthReport, LongRunningQuery, ReplicaLag, TableSize,
 };
+pub use listen::{Event, Listener, ListenerState, ListenerStatus, MAX_PAYLOAD_BYTES};
 pub use migrator::{
     AppliedFile, BaselineReport, EmbeddedMigrations, FileState, FileStatus, HistoryEntry,
     MigrationReport, Migrator, Repair, ReportStatus, RevertReport, RevertTarget, RevertedFile,

@@ -31,6 +31,7 @@ impl DatabaseConfig {
     /// | `DATABASE_REPLICA_URLS` | read replicas, comma-separated URLs |
     /// | `DB_MAX_REPLICA_LAG_MS` | lag above which a replica is skipped (`0`: any lag) |
     /// | `DB_PGBOUNCER` | `session` or `transaction`: the URL leads to PgBouncer in that mode |
+    /// | `DB_SESSION_URL` | a direct URL for sessions (listeners) when the URL leads to a transaction pooler |
     /// | `DB_TARGET_SESSION_ATTRS` | `any` or `read-write`, for a host list |
     /// | `DB_CONNECT_TIMEOUT_MS` | per-host connect deadline |
     /// | `DB_KEEPALIVES` | `false` turns TCP keepalives off |
@@ -163,6 +164,9 @@ impl DatabaseConfig {
         }
         if let Some(v) = get("DB_PGBOUNCER") {
             c.pooler = Some(v.parse().map_err(|e| renamed(e, "DB_PGBOUNCER"))?);
+        }
+        if let Some(v) = get("DB_SESSION_URL") {
+            c.session_url = Some(v);
         }
         if let Some(v) = get("DB_TARGET_SESSION_ATTRS") {
             c.target_session_attrs = Some(

@@ -49,6 +49,7 @@ struct ConfigFile {
     max_replica_lag_ms: Option<u64>,
     replica_check_interval_ms: Option<u64>,
     pgbouncer: Option<String>,
+    session_url: Option<String>,
     target_session_attrs: Option<String>,
     keepalives: Option<bool>,
     keepalives_idle_ms: Option<u64>,
@@ -170,6 +171,9 @@ impl<'de> serde::Deserialize<'de> for DatabaseConfig {
         }
         if let Some(m) = f.pgbouncer {
             c.pooler = Some(m.parse().map_err(serde::de::Error::custom)?);
+        }
+        if let Some(u) = f.session_url {
+            c.session_url = Some(u);
         }
         if let Some(a) = f.target_session_attrs {
             c.target_session_attrs = Some(a.parse().map_err(serde::de::Error::custom)?);

@@ -89,6 +89,8 @@ pub struct DatabaseConfig {
     pub(crate) observe: ObserveConfig,
     pub(crate) replicas: ReplicaConfig,
     pub(crate) pooler: Option<PoolerMode>,
+    /// A direct URL for sessions (LISTEN) when `url` leads to a transaction pooler.
+    session_url: Option<String>,
     target_session_attrs: Option<TargetSessionAttrs>,
     liveness: LivenessConfig,
 }
@@ -131,6 +133,7 @@ impl Default for DatabaseConfig {
             observe: ObserveConfig::default(),
             replicas: ReplicaConfig::default(),
             pooler: None,
+            session_url: None,
             target_session_attrs: None,
             liveness: LivenessConfig::default(),
         }
@@ -475,6 +478,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("query_stats", &self.observe.query_stats)
             .field("replicas", &self.replica_targets())
             .field("pgbouncer", &self.pooler)
+            .field("session_url", &self.session_url.as_deref().map(masked_url))
             .finish_non_exhaustive()
     }
 }

@@ -166,6 +166,46 @@ impl DatabaseConfig {
         self.pooler
     }
 
+    /// A direct URL (to PostgreSQL, or to a pooler in session mode) for what needs a session
+    /// of its own: a [`Listener`](crate::Listener). LISTEN keeps state on the server
+    /// connection, which a transaction pooler hands to other clients after each transaction,
+    /// so behind [`PoolerMode::Transaction`] a listener needs this URL. Its password is kept
+    /// apart and never printed; without one in it, the main URL's password is used.
+    /// Also `DB_SESSION_URL` and the serde key `session_url`.
+    #[must_use = "a config does nothing until passed to `Database::connect`"]
+    pub fn session_url(mut self, url: impl Into<String>) -> Self {
+        let url = url.into();
+        self.session_url = (!url.trim().is_empty()).then_some(url);
+        self
+    }
+
+    /// The URL set with [`session_url`](Self::session_url), its password masked.
+    pub fn get_session_url(&self) -> Option<String> {
+        self.session_url
+            .as_deref()
+            .map(super::connect::masked_url)
+    }
+
+    /// The config of a dedicated session (a listener): the session URL when there is one, as
+    /// a direct connection; else this config, unless it leads to a transaction pooler, where a
+    /// session's LISTEN would be lost after its first transaction.
+    pub(crate) fn for_sessions(&self) -> Result<DatabaseConfig> {
+        let Some(url) = &self.session_url else {
+            if self.pooler == Some(PoolerMode::Transaction) {
+                return Err(Error::config(
+                    "session_url",
+                    "a listener needs a session of its own, and the URL leads to PgBouncer in transaction mode, which hands the server connection to other clients after each transaction (LISTEN would silently stop hearing anything); set session_url (DB_SESSION_URL) to a direct URL to PostgreSQL or to a pooler in session mode",
+                ));
+            }
+            return Ok(self.clone());
+        };
+        let mut c = self.for_replica(url);
+        c.pooler = None;
+        c.target_session_attrs = self.target_session_attrs;
+        c.observe.pool_name = self.observe.pool_name.clone();
+        Ok(c)
+    }
+
     /// The replica URLs, passwords masked.
     pub fn replica_targets(&self) -> Vec<String> {
         self.replicas
@@ -217,6 +257,17 @@ impl DatabaseConfig {
                     Error::Config { message, .. } => Error::config(
                         "replicas",
                         format!("replica `{}`: {message}", super::connect::masked_url(url)),
+                    ),
+                    other => other,
+                })?;
+        }
+        if let Some(url) = &self.session_url {
+            self.for_replica(url)
+                .connect_targets()
+                .map_err(|e| match e {
+                    Error::Config { message, .. } => Error::config(
+                        "session_url",
+                        format!("`{}`: {message}", super::connect::masked_url(url)),
                     ),
                     other => other,
                 })?;

@@ -7,6 +7,7 @@ use super::{from_secs, ms_opt};
 use crate::runtime::database::Database;
 use crate::runtime::error::{Error, Result};
 use crate::runtime::health::HealthStatus;
+use crate::runtime::listen::ListenerStatus;
 use crate::runtime::pool::PoolStats;
 
 /// Statements not idle for longer than this count as long-running in the report.
@@ -72,6 +73,10 @@ pub struct HealthReport {
     /// received); `None` on a primary. JSON: `replay_delay_ms`.
     #[serde(rename = "replay_delay_ms", serialize_with = "ms_opt")]
     pub replay_delay: Option<Duration>,
+    /// The [`Listener`](crate::Listener)s made from this pool's handles: connected or
+    /// reconnecting (and for how long), their channels and counters. A reconnecting one is a
+    /// warning. Empty when the server could not be asked.
+    pub listeners: Vec<ListenerStatus>,
 }
 
 impl HealthReport {
@@ -96,6 +101,7 @@ impl HealthReport {
             long_running_queries: 0,
             replicas: Vec::new(),
             replay_delay: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -254,6 +260,7 @@ impl Database {
             long_running_queries: u64::try_from(long).unwrap_or(0),
             replicas,
             replay_delay: delay.map(from_secs),
+            listeners: shared.listeners.statuses(),
         };
         report.warnings = warnings(&report);
         // What `verify_checked_queries` found: the service runs queries the schema broke.
@@ -324,6 +331,16 @@ fn warnings(r: &HealthReport) -> Vec<String> {
             ));
         }
     }
+    for l in &r.listeners {
+        if let Some(since) = l.reconnecting_for {
+            w.push(format!(
+                "a listener ({}) has been reconnecting for {:.1} s: {}",
+                l.channels.join(", "),
+                since.as_secs_f64(),
+                l.last_error.as_deref().unwrap_or("")
+            ));
+        }
+    }
     if let Some(delay) = r.replay_delay.filter(|d| *d > LAG_WARNING) {
         w.push(format!(
             "this standby replays {:.0} s behind its primary",
@@ -361,6 +378,7 @@ mod tests {
             long_running_queries: 0,
             replicas: Vec::new(),
             replay_delay: None,
+            listeners: Vec::new(),
         }
     }
 

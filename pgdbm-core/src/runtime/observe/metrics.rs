@@ -53,6 +53,14 @@ pub mod metric_names {
     pub const MIGRATIONS_APPLIED: &str = "pgdbm_migrations_applied_total";
     /// Histogram (seconds): duration of a migration run, labelled `module`.
     pub const MIGRATION_DURATION: &str = "pgdbm_migration_duration_seconds";
+    /// Counter: notifications received by listeners ([`Listener`](crate::Listener)).
+    pub const LISTENER_NOTIFICATIONS: &str = "pgdbm_listener_notifications_total";
+    /// Counter: listener sessions re-established after a loss (each one an
+    /// [`Event::Reconnected`](crate::Event::Reconnected)).
+    pub const LISTENER_RECONNECTS: &str = "pgdbm_listener_reconnects_total";
+    /// Histogram (seconds): how long each event waited in a listener before the application
+    /// took it.
+    pub const LISTENER_LAG: &str = "pgdbm_listener_lag_seconds";
 }
 
 use metric_names as n;

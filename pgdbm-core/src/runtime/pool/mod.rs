@@ -46,6 +46,7 @@ pub(crate) use lanes::lane_key;
 use liveness::Watchdog;
 use manager::ConnManager;
 pub(crate) use manager::{PoolObject, PooledConn};
+pub(crate) use socket::SocketHandle;
 pub(crate) use watch::{ConnWatch, Deadline, watched_stream};
 
 /// Counters the pool keeps beside deadpool's status.
@@ -71,6 +72,8 @@ pub(crate) struct PoolShared {
     pub(crate) replicas: std::sync::OnceLock<Arc<ReplicaSet>>,
     /// What the last `verify_checked_queries` of each schema found wrong, for `health_check`.
     verified: std::sync::Mutex<std::collections::BTreeMap<Option<String>, String>>,
+    /// The listeners made from this pool's handles, for `health_check`.
+    pub(crate) listeners: super::listen::Registry,
 }
 
 impl std::fmt::Debug for PoolShared {
@@ -203,6 +206,7 @@ impl PoolShared {
             begin_sql,
             replicas: std::sync::OnceLock::new(),
             verified: Default::default(),
+            listeners: Default::default(),
         }))
     }
 
