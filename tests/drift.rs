@@ -258,3 +258,47 @@ async fn a_column_added_by_hand_on_one_tenant_is_reported_for_that_tenant_only()
         ["schema tenant_initech: missing (dropped by hand?)"]
     );
 }
+
+#[tokio::test]
+async fn the_shadow_is_not_linted() {
+    // Module `b` indexes a table of module `a` in the same schema: applied under `warn` (or with
+    // a pragma) on the live database. On the shadow that table is not new to `b`'s run, and a
+    // scratch database is never a table in use: lint must not refuse it there.
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(
+        a.path().join("001_t.sql"),
+        "CREATE TABLE {{tables.t}} (id bigint PRIMARY KEY, y bigint);",
+    )
+    .unwrap();
+    std::fs::write(
+        b.path().join("001_idx.sql"),
+        "CREATE INDEX t_y_idx ON {{tables.t}} (y);",
+    )
+    .unwrap();
+    let t = database().await;
+    let db = handle(&t, "app").await;
+    Migrator::new(&db, a.path(), "a")
+        .apply_pending()
+        .await
+        .unwrap();
+    let refused = Migrator::new(&db, b.path(), "b").apply_pending().await;
+    assert!(refused.is_err(), "lint denies it on the live database");
+    Migrator::new(&db, b.path(), "b")
+        .lint(pgdbm::lint::LintPolicy::Warn)
+        .apply_pending()
+        .await
+        .unwrap();
+
+    let shadow_db = database().await;
+    let shadow = handle(&shadow_db, "app").await;
+    Migrator::new(&db, a.path(), "a")
+        .drift(&shadow)
+        .await
+        .unwrap();
+    // The default policy (deny) on the live migrator, as a service would build it.
+    let report = Migrator::new(&db, b.path(), "b")
+        .drift(&shadow)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{:#?}", report.differences);
+}
