@@ -184,7 +184,7 @@ impl Tenants {
     /// counts so far and that tenant's outcome (from the task awaiting this method, one call
     /// at a time), e.g. for a progress bar. The registry is read a page of 1,000 names at a
     /// time, and every tenant's history in statements of 100 tenants, before the first
-    /// tenant is migrated (about 0.1 ms a tenant).
+    /// tenant is migrated (about 0.05 ms a tenant).
     ///
     /// ```no_run
     /// # async fn demo(tenants: pgdbm_core::Tenants) -> pgdbm_core::Result<()> {
