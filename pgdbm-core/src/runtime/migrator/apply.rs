@@ -5,7 +5,7 @@ use std::time::Instant;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-use super::lock_wait::is_lock_timeout;
+use super::lock_wait::{GaveUp, is_lock_timeout};
 use crate::migrations::{Migration, MigrationSet, line_col};
 use crate::runtime::error::{Aftermath, BlockingSession, Error, MigrationError, Result};
 use crate::runtime::observe::metrics::migration_run;
@@ -249,9 +249,17 @@ impl Migrator {
                 Ok(Step::LockTimeout(m, map, e, blockers)) => {
                     if !self.may_retry(attempt) {
                         let after = Aftermath::RolledBack;
-                        return Err(
-                            self.lock_wait_exhausted(m, &map, None, e, attempt, blockers, after)
-                        );
+                        return Err(self.lock_wait_exhausted(
+                            m,
+                            &map,
+                            None,
+                            GaveUp {
+                                error: e,
+                                attempts: attempt,
+                                blockers,
+                            },
+                            after,
+                        ));
                     }
                     self.pause_before_retry(&m.filename, attempt, &blockers)
                         .await;
@@ -342,8 +350,17 @@ impl Migrator {
                 if is_lock_timeout(&f.error) {
                     let at = Some((f.offset, f.text));
                     let after = Aftermath::PartlyApplied;
-                    return Err(self
-                        .lock_wait_exhausted(m, map, at, f.error, f.attempts, f.blockers, after));
+                    return Err(self.lock_wait_exhausted(
+                        m,
+                        map,
+                        at,
+                        GaveUp {
+                            error: f.error,
+                            attempts: f.attempts,
+                            blockers: f.blockers,
+                        },
+                        after,
+                    ));
                 }
                 return Err(self.statement_error(m, map, f.offset, f.text, f.error, false));
             }
@@ -362,7 +379,17 @@ impl Migrator {
             }
             if !self.may_retry(attempt) {
                 let after = Aftermath::RolledBack;
-                return Err(self.lock_wait_exhausted(m, map, None, e, attempt, blockers, after));
+                return Err(self.lock_wait_exhausted(
+                    m,
+                    map,
+                    None,
+                    GaveUp {
+                        error: e,
+                        attempts: attempt,
+                        blockers,
+                    },
+                    after,
+                ));
             }
             self.pause_before_retry(&m.filename, attempt, &blockers)
                 .await;

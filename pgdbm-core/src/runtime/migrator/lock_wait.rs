@@ -183,17 +183,21 @@ impl Migrator {
         tokio::time::sleep(pause).await;
     }
 
-    /// The error after the last attempt: the file, the statement, and who held the lock.
+    /// The error after the last attempt: the file, the statement (`(offset, text)` in the
+    /// rendered file, when one statement is known), and who held the lock.
     pub(super) fn lock_wait_exhausted(
         &self,
         m: &Migration,
         map: &template::OffsetMap,
         statement: Option<(usize, &str)>,
-        e: sqlx::Error,
-        attempts: u32,
-        blockers: Vec<BlockingSession>,
+        gave_up: GaveUp,
         aftermath: Aftermath,
     ) -> Error {
+        let GaveUp {
+            error: e,
+            attempts,
+            blockers,
+        } = gave_up;
         let hint = match blockers.first() {
             Some(b) => format!(
                 "end that transaction (SELECT pg_terminate_backend({})) or wait for it, then run again; or raise ddl_lock_timeout / ddl_lock_attempts",
@@ -332,6 +336,13 @@ fn leftover_of(statement: &str) -> Leftover {
             "REINDEX/DETACH … CONCURRENTLY leave intermediate state when they fail and are not retried",
         ),
     }
+}
+
+/// The last attempt's lock timeout, how many attempts were made, and who was seen blocking.
+pub(super) struct GaveUp {
+    pub(super) error: sqlx::Error,
+    pub(super) attempts: u32,
+    pub(super) blockers: Vec<BlockingSession>,
 }
 
 /// A no-transaction statement that failed, from [`Migrator::run_statements_retried`].

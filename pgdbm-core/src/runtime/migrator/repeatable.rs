@@ -18,7 +18,7 @@ use std::time::Instant;
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
 
-use super::lock_wait::is_lock_timeout;
+use super::lock_wait::{GaveUp, is_lock_timeout};
 use super::tools::finish;
 use super::*;
 use crate::migrations::{Migration, MigrationVersion, RepeatableMigration};
@@ -194,9 +194,12 @@ impl Migrator {
                     if !self.may_retry(attempt) {
                         let as_file = as_migration(r);
                         let after = Aftermath::RolledBack;
-                        return Err(self.lock_wait_exhausted(
-                            &as_file, &map, None, e, attempt, blockers, after,
-                        ));
+                        let gave_up = GaveUp {
+                            error: e,
+                            attempts: attempt,
+                            blockers,
+                        };
+                        return Err(self.lock_wait_exhausted(&as_file, &map, None, gave_up, after));
                     }
                     self.pause_before_retry(&r.filename, attempt, &blockers)
                         .await;
