@@ -144,22 +144,29 @@ fn statements(file: &ast::SourceFile, created: &mut BTreeSet<String>) -> Vec<(u3
     let mut out = Vec::new();
     for stmt in file.stmts() {
         let range = stmt.syntax().text_range();
-        let target = match &stmt {
-            ast::Stmt::AlterTable(a) => a
-                .table_relation_name()
-                .and_then(|r| r.table_name_ref())
-                .and_then(|t| t.path_ref())
+        let name = |t: Option<ast::TableNameRef>| {
+            t.and_then(|t| t.path_ref())
                 .and_then(|p| p.segment())
-                .map(|s| s.text()),
-            ast::Stmt::CreateIndex(c) => c
-                .table_relation_name()
-                .and_then(|r| r.table_name_ref())
-                .and_then(|t| t.path_ref())
-                .and_then(|p| p.segment())
-                .map(|s| s.text()),
-            _ => None,
+                .map(|s| s.text())
         };
-        let new = target.is_some_and(|t| created.contains(&t));
+        let targets: Vec<Option<String>> = match &stmt {
+            ast::Stmt::AlterTable(a) => {
+                vec![name(
+                    a.table_relation_name().and_then(|r| r.table_name_ref()),
+                )]
+            }
+            ast::Stmt::CreateIndex(c) => {
+                vec![name(
+                    c.table_relation_name().and_then(|r| r.table_name_ref()),
+                )]
+            }
+            ast::Stmt::DropTable(d) => d.table_name_refs().map(|t| name(Some(t))).collect(),
+            _ => Vec::new(),
+        };
+        let new = !targets.is_empty()
+            && targets
+                .iter()
+                .all(|t| t.as_ref().is_some_and(|t| created.contains(t)));
         out.push((range.start().into(), range.end().into(), new));
         if let ast::Stmt::CreateTable(c) = &stmt
             && let Some(name) = c

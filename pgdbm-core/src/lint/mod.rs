@@ -26,7 +26,9 @@
 //! Rules left out by default ([`LintOptions::DEFAULT_EXCLUDED`]): `require-lock-timeout` and
 //! `require-statement-timeout`, because pgdbm sets a short `lock_timeout` on every migration
 //! statement itself and retries, and a long statement that holds no blocking lock (an index
-//! built concurrently) is fine; and squawk's style rules (`prefer-bigint-over-int`,
+//! built concurrently) is fine; `transaction-nesting`, because pgdbm (Python)'s
+//! `create_migration` writes its own `BEGIN`/`COMMIT` into every file and both runners apply
+//! such files correctly; and squawk's style rules (`prefer-bigint-over-int`,
 //! `prefer-identity`, `prefer-text-field`, `prefer-timestamp-tz`, …), which judge a column type
 //! rather than whether the statement is safe to run on a live table. `include` turns any of them
 //! back on.
@@ -199,10 +201,12 @@ impl Default for LintOptions {
 
 impl LintOptions {
     /// The rules pgdbm leaves out by default, and why (see the module documentation): pgdbm
-    /// sets `lock_timeout` itself, and the style rules judge column types, not safety.
+    /// sets `lock_timeout` itself, pgdbm (Python)'s `create_migration` writes `BEGIN`/`COMMIT`
+    /// into files that run correctly, and the style rules judge column types, not safety.
     pub const DEFAULT_EXCLUDED: &'static [&'static str] = &[
         "require-lock-timeout",
         "require-statement-timeout",
+        "transaction-nesting",
         "prefer-bigint-over-int",
         "prefer-bigint-over-smallint",
         "prefer-identity",

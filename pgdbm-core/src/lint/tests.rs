@@ -203,3 +203,23 @@ fn the_report_names_file_line_rule_and_rewrite() {
     );
     assert!(text.contains("safe rewrite: stop reading"), "{text}");
 }
+
+#[test]
+fn files_with_their_own_begin_commit_are_fine() {
+    // pgdbm (Python)'s create_migration writes them so.
+    let r =
+        lint_one("BEGIN;\nCREATE TABLE t (id bigint);\nCREATE INDEX t_id ON t (id);\nCOMMIT;\n");
+    assert!(r.findings.is_empty(), "{r}");
+}
+
+#[test]
+fn dropping_a_table_created_earlier_in_the_run_is_fine() {
+    let a = file(
+        "001_a.sql",
+        "CREATE TABLE a (id bigint);\nCREATE TABLE b (id bigint);",
+    );
+    let b = file("002_b.sql", "DROP TABLE a, b;");
+    assert!(lint_run([&a, &b], None, &LintOptions::new()).is_clean());
+    let r = lint_run([&b], None, &LintOptions::new());
+    assert_eq!(rules(&r), [("ban-drop-table", 1)]);
+}
