@@ -344,3 +344,126 @@ async fn a_worker_stops_cleanly_on_sigterm() {
     let status = w.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The worker woken by NOTIFY (`WAKE=listen`, the fallback poll set to a minute so that only
+/// notifications and reconnections wake it): 2,000 jobs enqueued in batches while 4 workers
+/// run, one worker SIGKILLed and the server restarted in the middle. Every job is done exactly
+/// once, as with polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_workers_do_every_job_once_through_a_kill_and_a_restart() {
+    use pgdbm::{Database, DatabaseConfig, Migrator};
+    use support::pg_server::PgServer;
+
+    let server = tokio::task::block_in_place(|| {
+        let server = PgServer::start();
+        server.create_database("svc");
+        server
+    });
+    let db = Database::connect(
+        DatabaseConfig::new(server.url("svc"))
+            .schema("worker")
+            .min_connections(1),
+    )
+    .await
+    .unwrap();
+    Migrator::new(
+        &db,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/worker_migrations"),
+        "worker",
+    )
+    .apply_pending()
+    .await
+    .unwrap();
+    let spawn = |id: usize| {
+        Command::new(example("background_worker"))
+            .env("DATABASE_URL", server.url("svc"))
+            .env("WORKER_ID", format!("w{id}"))
+            .env("CONCURRENCY", "2")
+            .env("JOB_DELAY_MS", "2")
+            .env("WAKE", "listen")
+            .env("WAKE_FALLBACK_MS", "60000")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut workers: Vec<Child> = (0..4).map(spawn).collect();
+    let count = |status: &'static str| {
+        let db = db.clone();
+        async move {
+            db.fetch_value::<i64, _>(
+                "SELECT count(*) FROM {{tables.jobs}} WHERE status = $1",
+                (status,),
+            )
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    };
+    let wait_done = |at_least: i64| {
+        let count = &count;
+        async move {
+            let started = Instant::now();
+            while count("done").await + count("parked").await < at_least {
+                assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    for batch in 0..8 {
+        let jobs = (batch * 250..(batch + 1) * 250).map(|i| {
+            let payload = match i % 100 {
+                0 => format!("fail-{i}"),
+                1 => format!("flaky-{i}"),
+                _ => format!("ok-{i}"),
+            };
+            (payload,)
+        });
+        assert_eq!(db.copy_in("jobs", &["payload"], jobs).await.unwrap(), 250);
+        match batch {
+            // Kill one worker with SIGKILL while it is busy.
+            2 => {
+                wait_done(550).await;
+                signal(&workers[0], "-KILL");
+                let killed = workers.remove(0);
+                let _ = { killed }.wait();
+            }
+            // Restart the server under the workers and their listeners.
+            4 => {
+                wait_done(1100).await;
+                let took = tokio::task::block_in_place(|| server.restart_fast());
+                eprintln!("e2e: restarted the server in {took:?}");
+                // A read is run again after a lost connection: the next COPY gets a live one.
+                db.fetch_value::<i32, _>("SELECT 1", ()).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+    wait_done(2000).await;
+    for w in &workers {
+        signal(w, "-TERM");
+    }
+    for mut w in workers {
+        let status = w.wait().unwrap();
+        assert!(status.success(), "worker exit status {status:?}");
+    }
+    assert_eq!(count("queued").await, 0);
+    assert_eq!(count("done").await, 1980);
+    assert_eq!(count("parked").await, 20);
+    let checks: (i64, i64, i64, i64) = db
+        .fetch_one(
+            "SELECT (SELECT count(*) FROM {{tables.job_results}}), \
+                    (SELECT count(*) FROM {{tables.jobs}} j LEFT JOIN {{tables.job_results}} r ON r.job_id = j.id \
+                     WHERE (j.status = 'done') <> (r.job_id IS NOT NULL)), \
+                    (SELECT count(*) FROM {{tables.jobs}} WHERE status = 'parked' AND attempts <> 3), \
+                    (SELECT count(*) FROM {{tables.jobs}} WHERE payload LIKE 'flaky-%' AND attempts <> 2)",
+            (),
+        )
+        .await
+        .unwrap();
+    // One result per done job (job_id is the key: no job twice), none for parked ones; failing
+    // jobs tried MAX_ATTEMPTS times, flaky ones twice.
+    assert_eq!(checks, (1980, 0, 0, 0));
+    db.close().await;
+}
