@@ -16,7 +16,8 @@
 //!   migrate lint` does) treats every earlier file as deployed;
 //! - **a reason for each exception**: `-- pgdbm:lint-allow RULE reason` allows the nearest
 //!   following finding of `RULE`, and only one; a pragma without a reason is a finding itself,
-//!   and one that allows nothing is a warning;
+//!   and one that allows nothing is a warning (squawk's own `-- squawk-ignore` comments, which
+//!   give no reason, are findings too);
 //! - **the safe rewrite**: each finding says what to write instead, in pgdbm's terms (a
 //!   `CONCURRENTLY` statement goes in a `-- pgdbm:no-transaction` file, `VALIDATE` in a later
 //!   file).

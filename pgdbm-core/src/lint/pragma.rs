@@ -45,11 +45,41 @@ fn pragmas(content: &str) -> Vec<Pragma<'_>> {
     out
 }
 
+/// squawk's own `-- squawk-ignore` comments, which squawk honours by itself: their offsets.
+/// They would allow findings without a reason, so each is a finding.
+fn squawk_ignores(content: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for line in content.split_inclusive('\n') {
+        let body = line.trim_start();
+        if body
+            .strip_prefix("--")
+            .is_some_and(|b| b.trim_start().starts_with("squawk-ignore"))
+        {
+            out.push(start + (line.len() - body.len()));
+        }
+        start += line.len();
+    }
+    out
+}
+
 /// Marks the findings the pragmas of `m` allow, adds the pragmas' own findings, and returns
 /// them all in file order.
 pub(super) fn apply(m: &Migration, mut found: Vec<Located>) -> Vec<Finding> {
     found.sort_by_key(|l| l.offset);
-    let mut own = Vec::new();
+    let mut own: Vec<Located> = squawk_ignores(&m.content)
+        .into_iter()
+        .map(|at| {
+            at_offset(
+                m,
+                at,
+                INVALID_PRAGMA,
+                "a `squawk-ignore` comment hides findings without saying why".into(),
+                Severity::Error,
+                "write `-- pgdbm:lint-allow RULE reason` instead (it allows one finding, with the reason a reviewer needs)".into(),
+            )
+        })
+        .collect();
     for p in pragmas(&m.content) {
         let problem = if p.rule.is_empty() {
             Some("this pragma names no rule".to_string())

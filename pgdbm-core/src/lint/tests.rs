@@ -223,3 +223,10 @@ fn dropping_a_table_created_earlier_in_the_run_is_fine() {
     let r = lint_run([&b], None, &LintOptions::new());
     assert_eq!(rules(&r), [("ban-drop-table", 1)]);
 }
+
+#[test]
+fn a_squawk_ignore_comment_is_refused() {
+    let r = lint_one("-- squawk-ignore ban-drop-column\nALTER TABLE users DROP COLUMN a;\n");
+    assert_eq!(rules(&r), [(INVALID_PRAGMA, 1)], "{r}");
+    assert!(r.findings[0].rewrite.contains("pgdbm:lint-allow"));
+}
