@@ -120,12 +120,26 @@ fn lint_rendered(
             return;
         }
     };
-    for v in violations {
+    let statement_of = |v: &Violation| {
         let start: u32 = v.text_range.start().into();
-        let on_new_table = stmts
-            .iter()
-            .find(|s| s.0 <= start && start < s.1)
-            .is_some_and(|s| s.2);
+        stmts.iter().position(|s| s.0 <= start && start < s.1)
+    };
+    // squawk reports `constraint-missing-not-valid` beside the finding of a more specific rule
+    // on the same statement. For UNIQUE and PRIMARY KEY its advice (NOT VALID) cannot even be
+    // followed, and for a foreign key it repeats the other finding: the specific one stays, so
+    // one problem is one finding and one pragma allows it.
+    let specific: Vec<Option<usize>> = violations
+        .iter()
+        .filter(|v| SUPERSEDE_NOT_VALID.contains(&v.code.to_string().as_str()))
+        .map(statement_of)
+        .collect();
+    for v in violations {
+        let stmt = statement_of(&v);
+        if v.code.to_string() == "constraint-missing-not-valid" && specific.contains(&stmt) {
+            continue;
+        }
+        let start: u32 = v.text_range.start().into();
+        let on_new_table = stmt.is_some_and(|i| stmts[i].2);
         if on_new_table {
             continue;
         }
@@ -136,6 +150,14 @@ fn lint_rendered(
         });
     }
 }
+
+/// Rules whose finding makes squawk's `constraint-missing-not-valid` on the same statement
+/// redundant (or wrong: UNIQUE and PRIMARY KEY constraints cannot be NOT VALID).
+const SUPERSEDE_NOT_VALID: [&str; 3] = [
+    "disallowed-unique-constraint",
+    "adding-serial-primary-key-field",
+    "adding-foreign-key-constraint",
+];
 
 /// Each statement's range and whether it works on a table created earlier in the run (which
 /// is new and empty, so locks and rewrites on it harm nobody); adds this file's tables to

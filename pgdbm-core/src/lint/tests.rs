@@ -53,6 +53,33 @@ fn the_six_patterns_are_reported_with_rule_and_line() {
 }
 
 #[test]
+fn a_unique_or_foreign_key_constraint_is_one_finding_not_two() {
+    // squawk adds constraint-missing-not-valid beside these; for UNIQUE its advice (NOT VALID)
+    // is impossible, for a foreign key it repeats the other finding.
+    for (sql, rule) in [
+        (
+            "ALTER TABLE users ADD CONSTRAINT users_email UNIQUE (email);",
+            "disallowed-unique-constraint",
+        ),
+        (
+            "ALTER TABLE posts ADD CONSTRAINT posts_user FOREIGN KEY (user_id) REFERENCES users (id);",
+            "adding-foreign-key-constraint",
+        ),
+    ] {
+        let r = lint_one(sql);
+        assert_eq!(rules(&r), [(rule, 1)], "{sql}: {r}");
+        let allowed = lint_one(&format!(
+            "-- pgdbm:lint-allow {rule} a small table
+{sql}"
+        ));
+        assert!(allowed.is_clean(), "{sql}: {allowed}");
+    }
+    // A CHECK constraint keeps it: there NOT VALID is the rewrite.
+    let r = lint_one("ALTER TABLE users ADD CONSTRAINT age_positive CHECK (age > 0);");
+    assert_eq!(rules(&r), [("constraint-missing-not-valid", 1)], "{r}");
+}
+
+#[test]
 fn positions_map_back_through_placeholders() {
     // The placeholder renders to a longer `"app".users`: the column must be the written one.
     let r = lint_one(
