@@ -44,9 +44,9 @@ mod parse;
 mod tests;
 
 pub use error::{Location, ProjectError};
-pub use lint::{LintConfig, LintPolicy, UnknownLintPolicy};
 #[cfg(feature = "lint")]
 pub(crate) use lint::rule_names;
+pub use lint::{LintConfig, LintPolicy, UnknownLintPolicy};
 
 /// The file name looked for by [`Project::find`].
 pub const FILE_NAME: &str = "pgdbm.toml";

@@ -181,9 +181,7 @@ impl DatabaseConfig {
 
     /// The URL set with [`session_url`](Self::session_url), its password masked.
     pub fn get_session_url(&self) -> Option<String> {
-        self.session_url
-            .as_deref()
-            .map(super::connect::masked_url)
+        self.session_url.as_deref().map(super::connect::masked_url)
     }
 
     /// The config of a dedicated session (a listener): the session URL when there is one, as
