@@ -172,6 +172,8 @@ pub mod guide_doctests {
     pub struct Testing;
     #[doc = include_str!("../docs/tenants.md")]
     pub struct Tenants;
+    #[doc = include_str!("../docs/events.md")]
+    pub struct Events;
     #[doc = include_str!("../docs/failures.md")]
     pub struct Failures;
     #[doc = include_str!("../docs/servers.md")]
