@@ -229,5 +229,27 @@ async fn a_failing_canary_stops_the_fleet_and_the_rerun_resumes_it() {
         "fleet: created {N} tenants in {create_time:?}; canary of 5 stopped in {canary_time:?}; rerun of the other {} in {rerun_time:?} (concurrency 4); a run with nothing pending in {idle_time:?}",
         N - 4
     );
+
+    // The idle run skips tenants whose history is exactly the files without connecting to them;
+    // a tenant whose history differs (here: a checksum changed by hand) still goes to its own
+    // migrator, which refuses the modified file, and only that tenant fails.
+    let schema = tenants.schema_for("t150").unwrap();
+    t.execute(
+        &format!(
+            "UPDATE \"{schema}\".schema_migrations SET checksum = 'edited' WHERE filename = '001_items.sql'"
+        ),
+        (),
+    )
+    .await
+    .unwrap();
+    let checked = tenants.migrate_all().await.unwrap();
+    let failed: Vec<&str> = checked
+        .iter()
+        .filter(|t| t.outcome.is_err())
+        .map(|t| t.tenant.as_str())
+        .collect();
+    assert_eq!(failed, ["t150"]);
+    let err = checked[150].outcome.as_ref().unwrap_err().to_string();
+    assert!(err.contains("001_items.sql"), "{err}");
     pool.close().await;
 }

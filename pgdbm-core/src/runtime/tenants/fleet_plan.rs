@@ -37,8 +37,16 @@ pub(super) type Pending = Vec<Option<Vec<String>>>;
 type Applied = HashMap<String, String>;
 
 impl Tenants {
-    /// The files of `set` pending for each tenant, in `names`' order.
-    pub(super) async fn pending_for(&self, names: &[&str], set: &MigrationSet) -> Pending {
+    /// The files of `set` pending for each tenant, in `names`' order, and whether each tenant's
+    /// history is exactly `set` (every file recorded with its checksum, no row of a file that
+    /// is gone): such a tenant has nothing to do, and the run reports it up to date without
+    /// connecting to it. Anything else (a modified or missing file, a history that could not
+    /// be read) is left to the tenant's own migrator, which says what is wrong.
+    pub(super) async fn pending_for(
+        &self,
+        names: &[&str],
+        set: &MigrationSet,
+    ) -> (Pending, Vec<bool>) {
         let batches: Vec<&[&str]> = names.chunks(PLAN_BATCH).collect();
         let read: Vec<Vec<Option<Applied>>> = futures_util::stream::iter(batches)
             .map(|batch| self.applied_in(batch))
@@ -47,8 +55,8 @@ impl Tenants {
             .await;
         read.into_iter()
             .flatten()
-            .map(|applied| {
-                applied.map(|applied| {
+            .map(|applied| match applied {
+                Some(applied) => {
                     let versioned = set
                         .iter()
                         .filter(|m| !applied.contains_key(&m.filename))
@@ -58,10 +66,13 @@ impl Tenants {
                         .iter()
                         .filter(|r| applied.get(&r.filename) != Some(&r.checksum))
                         .map(|r| r.filename.clone());
-                    versioned.chain(repeatable).collect()
-                })
+                    let pending: Vec<String> = versioned.chain(repeatable).collect();
+                    let current = pending.is_empty() && is_exactly(&applied, set);
+                    (Some(pending), current)
+                }
+                None => (None, false),
             })
-            .collect()
+            .unzip()
     }
 
     /// The applied files of each tenant of `batch`, in one statement; tenant by tenant when
@@ -191,6 +202,20 @@ impl Tenants {
             .await
             .map_err(|e| Error::query(sql, e))
     }
+}
+
+/// Whether `applied` records exactly the files of `set`, each with its checksum.
+fn is_exactly(applied: &Applied, set: &MigrationSet) -> bool {
+    let versioned = set.iter().map(|m| (&m.filename, &m.checksum));
+    let repeatable = set.repeatable().iter().map(|r| (&r.filename, &r.checksum));
+    let mut expected = 0;
+    for (file, checksum) in versioned.chain(repeatable) {
+        if applied.get(file) != Some(checksum) {
+            return false;
+        }
+        expected += 1;
+    }
+    applied.len() == expected
 }
 
 /// The tenants grouped by the files pending for them (a nonempty set each), in order: the

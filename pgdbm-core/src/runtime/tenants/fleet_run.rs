@@ -204,8 +204,22 @@ impl Tenants {
             .enumerate()
             .partition(|(_, n)| done.contains(*n));
         let todo_names: Vec<&str> = todo.iter().map(|(_, n)| *n).collect();
-        let pending = self.pending_for(&todo_names, &set).await;
+        let (pending, current) = self.pending_for(&todo_names, &set).await;
         self.lint_first(&todo_names, &pending, &set)?;
+        // Tenants whose history is exactly these files: up to date, never connected to.
+        let (todo, pending): (Vec<_>, Vec<_>) = todo
+            .into_iter()
+            .zip(pending)
+            .zip(current)
+            .filter_map(|((t, files), current)| {
+                if current {
+                    progress.push(t.0, up_to_date_tenant(t.1, &set, false));
+                    None
+                } else {
+                    Some((t, files))
+                }
+            })
+            .unzip();
         if !todo.is_empty() {
             record.start().await?;
         }
@@ -213,7 +227,7 @@ impl Tenants {
             tracing::info!(module = %self.module, resumed = resumed.len(), "pgdbm: resuming an unfinished tenant migration run of these files");
         }
         for (i, name) in resumed {
-            progress.push(i, resumed_tenant(name, &set));
+            progress.push(i, up_to_date_tenant(name, &set, true));
         }
         let (canary, rest) = split_canary(todo, &pending, options.canary);
         let concurrency = options.concurrency.unwrap_or(self.concurrency);
@@ -284,21 +298,23 @@ impl Tenants {
     }
 }
 
-/// A tenant an earlier run of these files finished: reported up to date, never connected to.
-fn resumed_tenant(name: &str, set: &MigrationSet) -> TenantMigration {
+/// A tenant with nothing to do, reported up to date without connecting to it: an earlier run
+/// of these files finished it (`resumed`), or its history is exactly these files.
+fn up_to_date_tenant(name: &str, set: &MigrationSet, resumed: bool) -> TenantMigration {
     TenantMigration {
         tenant: name.to_string(),
         outcome: Ok(MigrationReport {
             status: ReportStatus::UpToDate,
             applied: Vec::new(),
             pending: Vec::new(),
-            skipped: Vec::new(),
+            // As the tenant's migrator would report it: every file already applied.
+            skipped: set.iter().map(|m| m.filename.clone()).collect(),
             repeatable: Vec::new(),
             repeatable_pending: Vec::new(),
             total: set.len(),
             total_time: std::time::Duration::ZERO,
         }),
-        resumed: true,
+        resumed,
     }
 }
 
