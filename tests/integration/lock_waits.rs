@@ -18,8 +18,9 @@ fn write(dir: &Path, name: &str, content: &str) {
     std::fs::write(dir.join(name), content).unwrap();
 }
 
-/// A database with `items` (100 rows) migrated by `001_items.sql`.
-async fn with_items(t: &TestDb, dir: &Path) -> Database {
+/// A database with `items` (100 rows) migrated by `001_items.sql`, and `second` (a file name
+/// and its SQL) written beside it, pending.
+async fn with_items(t: &TestDb, dir: &Path, second: (&str, &str)) -> Database {
     write(
         dir,
         "001_items.sql",
@@ -31,7 +32,30 @@ async fn with_items(t: &TestDb, dir: &Path) -> Database {
         .apply_pending()
         .await
         .unwrap();
+    write(dir, second.0, second.1);
     db
+}
+
+/// The file that ALTERs `items`.
+const FLAG: (&str, &str) = (
+    "002_flag.sql",
+    "ALTER TABLE {{tables.items}} ADD COLUMN flagged boolean;",
+);
+
+/// Whether `002_flag.sql` took effect: (its history rows, whether the column exists).
+async fn flag_applied(t: &TestDb) -> (i64, i64) {
+    let mut raw = t.raw().await;
+    let rows = count(
+        &mut raw,
+        "SELECT count(*) FROM schema_migrations WHERE filename = '002_flag.sql'",
+    )
+    .await;
+    let column = count(
+        &mut raw,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'flagged'",
+    )
+    .await;
+    (rows, column)
 }
 
 /// A session that opens a transaction, runs `sql` in it (taking its locks) and keeps it open:
@@ -72,12 +96,7 @@ async fn holder(
 async fn readers_never_wait_longer_than_the_lock_timeout_and_the_migration_retries_through() {
     let t = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = with_items(&t, dir.path()).await;
-    write(
-        dir.path(),
-        "002_flag.sql",
-        "ALTER TABLE {{tables.items}} ADD COLUMN flagged boolean;",
-    );
+    let db = with_items(&t, dir.path(), FLAG).await;
 
     // A report that reads `items` in a transaction open for 6 s: ACCESS SHARE, which the
     // ALTER's ACCESS EXCLUSIVE must wait for.
@@ -142,25 +161,18 @@ async fn readers_never_wait_longer_than_the_lock_timeout_and_the_migration_retri
         worst >= Duration::from_millis(1_000),
         "no reader ever waited behind the ALTER ({worst:?}): the test did not exercise the lock queue"
     );
-    let mut raw = t.raw().await;
-    let has = count(
-        &mut raw,
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'flagged'",
-    )
-    .await;
-    assert_eq!(has, 1);
+    assert_eq!(
+        flag_applied(&t).await,
+        (1, 1),
+        "recorded once, column added"
+    );
 }
 
 #[tokio::test]
 async fn a_blocker_that_never_ends_fails_the_run_naming_it_and_nothing_is_applied() {
     let t = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = with_items(&t, dir.path()).await;
-    write(
-        dir.path(),
-        "002_flag.sql",
-        "ALTER TABLE {{tables.items}} ADD COLUMN flagged boolean;",
-    );
+    let db = with_items(&t, dir.path(), FLAG).await;
     let (pid, _held) = holder(&t, "stuck-report", "SELECT count(*) FROM items", None).await;
 
     let err = Migrator::new(&db, dir.path(), "svc")
@@ -200,31 +212,22 @@ async fn a_blocker_that_never_ends_fails_the_run_naming_it_and_nothing_is_applie
     );
     assert!(text.contains("stuck-report"), "{text}");
 
-    let mut raw = t.raw().await;
-    let applied = count(
-        &mut raw,
-        "SELECT count(*) FROM schema_migrations WHERE filename = '002_flag.sql'",
-    )
-    .await;
-    assert_eq!(applied, 0, "the file is not recorded");
-    let has = count(
-        &mut raw,
-        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'items' AND column_name = 'flagged'",
-    )
-    .await;
-    assert_eq!(has, 0, "the file was rolled back");
+    assert_eq!(
+        flag_applied(&t).await,
+        (0, 0),
+        "the file was rolled back and is not recorded"
+    );
 }
 
 #[tokio::test]
 async fn a_concurrent_index_that_timed_out_is_dropped_and_built_again() {
     let t = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = with_items(&t, dir.path()).await;
-    write(
-        dir.path(),
+    let index = (
         "002_note_idx.sql",
         "-- pgdbm:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS items_note_idx ON {{tables.items}} (note);",
     );
+    let db = with_items(&t, dir.path(), index).await;
     // A writer in an open transaction: CREATE INDEX CONCURRENTLY waits for it after it has
     // created the (still INVALID) index, so a timed-out attempt leaves that index behind.
     let (_, writer) = holder(
@@ -263,12 +266,7 @@ async fn a_concurrent_index_that_timed_out_is_dropped_and_built_again() {
 async fn in_pooler_mode_each_attempt_is_a_transaction_of_its_own() {
     let t = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let db = with_items(&t, dir.path()).await;
-    write(
-        dir.path(),
-        "002_flag.sql",
-        "ALTER TABLE {{tables.items}} ADD COLUMN flagged boolean;",
-    );
+    let db = with_items(&t, dir.path(), FLAG).await;
     let (_, report) = holder(
         &t,
         "report",
@@ -286,11 +284,9 @@ async fn in_pooler_mode_each_attempt_is_a_transaction_of_its_own() {
     report.await.unwrap();
     assert_eq!(run.applied.len(), 1);
 
-    let mut raw = t.raw().await;
-    let rows = count(
-        &mut raw,
-        "SELECT count(*) FROM schema_migrations WHERE filename = '002_flag.sql'",
-    )
-    .await;
-    assert_eq!(rows, 1);
+    assert_eq!(
+        flag_applied(&t).await,
+        (1, 1),
+        "recorded once, column added"
+    );
 }

@@ -247,22 +247,12 @@ impl Migrator {
                 // Rolled back already; the next step takes the locks and reads the history
                 // again, so another runner may have applied the file meanwhile.
                 Ok(Step::LockTimeout(m, map, e, blockers)) => {
-                    if !self.may_retry(attempt) {
-                        let after = Aftermath::RolledBack;
-                        return Err(self.lock_wait_exhausted(
-                            m,
-                            &map,
-                            None,
-                            GaveUp {
-                                error: e,
-                                attempts: attempt,
-                                blockers,
-                            },
-                            after,
-                        ));
-                    }
-                    self.pause_before_retry(&m.filename, attempt, &blockers)
-                        .await;
+                    let gave_up = GaveUp {
+                        error: e,
+                        attempts: attempt,
+                        blockers,
+                    };
+                    self.retry_or_give_up(m, &map, gave_up).await?;
                     attempt += 1;
                 }
                 Err(e) => {
@@ -377,22 +367,12 @@ impl Migrator {
             if !is_lock_timeout(&e) {
                 return Err(self.file_error(conn, m, rendered, map, e, false).await);
             }
-            if !self.may_retry(attempt) {
-                let after = Aftermath::RolledBack;
-                return Err(self.lock_wait_exhausted(
-                    m,
-                    map,
-                    None,
-                    GaveUp {
-                        error: e,
-                        attempts: attempt,
-                        blockers,
-                    },
-                    after,
-                ));
-            }
-            self.pause_before_retry(&m.filename, attempt, &blockers)
-                .await;
+            let gave_up = GaveUp {
+                error: e,
+                attempts: attempt,
+                blockers,
+            };
+            self.retry_or_give_up(m, map, gave_up).await?;
             attempt += 1;
         }
         if let Err(e) = self

@@ -183,6 +183,23 @@ impl Migrator {
         tokio::time::sleep(pause).await;
     }
 
+    /// After a file's attempt ran into the lock timeout and was rolled back: the error when it
+    /// was the last attempt, else the pause before the next one.
+    pub(super) async fn retry_or_give_up(
+        &self,
+        m: &Migration,
+        map: &template::OffsetMap,
+        gave_up: GaveUp,
+    ) -> Result<()> {
+        if !self.may_retry(gave_up.attempts) {
+            let after = Aftermath::RolledBack;
+            return Err(self.lock_wait_exhausted(m, map, None, gave_up, after));
+        }
+        self.pause_before_retry(&m.filename, gave_up.attempts, &gave_up.blockers)
+            .await;
+        Ok(())
+    }
+
     /// The error after the last attempt: the file, the statement (`(offset, text)` in the
     /// rendered file, when one statement is known), and who held the lock.
     pub(super) fn lock_wait_exhausted(

@@ -22,7 +22,7 @@ use super::lock_wait::{GaveUp, is_lock_timeout};
 use super::tools::finish;
 use super::*;
 use crate::migrations::{Migration, MigrationVersion, RepeatableMigration};
-use crate::runtime::error::{Aftermath, BlockingSession, Error, Result};
+use crate::runtime::error::{BlockingSession, Error, Result};
 
 /// What is appended to the module name to record repeatable files.
 pub(super) const REPEATABLE_MODULE_SUFFIX: &str = ":repeatable";
@@ -191,18 +191,13 @@ impl Migrator {
                 Ok(Attempt::Done(file)) => return finish(conn, Ok(file)).await,
                 // Rolled back already.
                 Ok(Attempt::LockTimeout(e, blockers)) => {
-                    if !self.may_retry(attempt) {
-                        let as_file = as_migration(r);
-                        let after = Aftermath::RolledBack;
-                        let gave_up = GaveUp {
-                            error: e,
-                            attempts: attempt,
-                            blockers,
-                        };
-                        return Err(self.lock_wait_exhausted(&as_file, &map, None, gave_up, after));
-                    }
-                    self.pause_before_retry(&r.filename, attempt, &blockers)
-                        .await;
+                    let gave_up = GaveUp {
+                        error: e,
+                        attempts: attempt,
+                        blockers,
+                    };
+                    self.retry_or_give_up(&as_migration(r), &map, gave_up)
+                        .await?;
                     attempt += 1;
                 }
                 Err(e) => return finish(conn, Err(e)).await,
