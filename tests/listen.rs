@@ -346,3 +346,40 @@ fn the_session_url_comes_from_the_environment_and_serde_masked() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_listener_follows_the_host_list() {
+    // Two servers in one host list; the first goes away for good, as a failed primary does.
+    let (first, second) = blocking(|| (PgServer::start(), PgServer::start()));
+    let list = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres",
+        first.port(),
+        second.port()
+    );
+    let db = Database::connect(DatabaseConfig::new(list).min_connections(1))
+        .await
+        .unwrap();
+    let mut listener = db.listener().await.unwrap();
+    listener.listen("jobs").await.unwrap();
+    let on = listener.status().server.unwrap();
+    assert!(on.ends_with(&format!(":{}", first.port())), "{on}");
+    let t = std::time::Instant::now();
+    blocking(|| first.stop("immediate"));
+    let e = next(&mut listener).await;
+    eprintln!(
+        "listen: on the second host {:?} after stopping the first",
+        t.elapsed()
+    );
+    assert!(matches!(e, Event::Reconnected { .. }), "{e:?}");
+    let on = listener.status().server.unwrap();
+    assert!(on.ends_with(&format!(":{}", second.port())), "{on}");
+    // The pool follows the list too: the notification goes through the second server (a
+    // pooled connection to the first one may fail a statement first: outcome unknown).
+    let mut tries = 0;
+    while let Err(e) = db.notify("jobs", "on the second server").await {
+        tries += 1;
+        assert!(tries < 5, "{e}");
+    }
+    assert_eq!(payload(&next(&mut listener).await), "on the second server");
+    db.close().await;
+}

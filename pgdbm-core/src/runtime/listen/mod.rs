@@ -91,7 +91,8 @@ pub enum Event {
 /// # }
 /// ```
 ///
-/// Dropping it ends the session.
+/// Events wait in the listener until they are taken, without bound: `status().backlog` shows
+/// a consumer that falls behind. Dropping it ends the session.
 pub struct Listener {
     commands: mpsc::UnboundedSender<Command>,
     events: mpsc::UnboundedReceiver<Queued>,

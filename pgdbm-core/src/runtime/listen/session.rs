@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Executor, Pool, Postgres, Row};
+use sqlx::{ConnectOptions, Connection, Executor, Pool, Postgres, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
@@ -448,6 +448,10 @@ impl Task {
     /// servers were asked for.
     async fn open_one(&self, target: usize) -> std::result::Result<Option<Session>, sqlx::Error> {
         let opts = self.targets[target].clone();
+        // sqlx's pool retries a refused connection (and "starting up") until its acquire
+        // timeout: a bare connection first makes an unreachable host of the list cost a refusal,
+        // not `connect_timeout`, and lets this task's own backoff pace the retries.
+        opts.connect().await?.close().await?;
         // A pool of one, which sqlx's listener needs: it alone reaches the notifications of a
         // connection. It never reconnects by itself; this task does.
         let pool = PgPoolOptions::new()
