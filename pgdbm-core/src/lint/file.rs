@@ -8,15 +8,10 @@ use squawk_linter::{Linter, Violation};
 use squawk_syntax::SourceFile;
 use squawk_syntax::ast::{self, AstNode};
 
-use super::{Finding, LintOptions, PARSE_ERROR, Severity, TEMPLATE_ERROR, pragma, rewrite};
-use crate::migrations::{Migration, line_col};
+use super::located::{Located, finding};
+use super::{Finding, LintOptions, PARSE_ERROR, TEMPLATE_ERROR, pragma, rewrite};
+use crate::migrations::Migration;
 use crate::template::{self, OffsetMap};
-
-/// A finding with its byte offset in the file as written (pragmas match on it).
-pub(super) struct Located {
-    pub(super) offset: usize,
-    pub(super) finding: Finding,
-}
 
 /// Lints `m`. `created` holds the (lower-cased, unqualified) names of the tables created before
 /// this file in the same run; this file's `CREATE TABLE`s are added to it.
@@ -206,40 +201,4 @@ fn from_violation(m: &Migration, content: &str, offset: usize, v: Violation) -> 
     let rule = v.code.to_string();
     let rewrite = rewrite::for_rule(&rule, m.no_transaction, v.help.as_deref());
     finding(m, content, offset, &rule, v.message, v.help, rewrite)
-}
-
-fn finding(
-    m: &Migration,
-    content: &str,
-    offset: usize,
-    rule: &str,
-    message: String,
-    help: Option<String>,
-    rewrite: String,
-) -> Finding {
-    let (line, column) = line_col(content, offset);
-    Finding {
-        file: m.filename.clone(),
-        line,
-        column,
-        rule: rule.to_string(),
-        message,
-        help,
-        rewrite,
-        severity: Severity::Error,
-        allowed: None,
-    }
-}
-
-pub(super) fn at_offset(
-    m: &Migration,
-    offset: usize,
-    rule: &str,
-    message: String,
-    severity: Severity,
-    rewrite: String,
-) -> Located {
-    let mut f = finding(m, &m.content, offset, rule, message, None, rewrite);
-    f.severity = severity;
-    Located { offset, finding: f }
 }

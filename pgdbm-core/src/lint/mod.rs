@@ -38,6 +38,7 @@
 //! build it.
 
 mod file;
+mod located;
 mod pragma;
 mod rewrite;
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! statement of the same kind must be reviewed on its own. A pragma must say why, so that the
 //! exception can be reviewed: one without a reason allows nothing and is a finding itself.
 
-use super::file::{Located, at_offset};
+use super::located::{Located, at_offset};
 use super::{Finding, INVALID_PRAGMA, PARSE_ERROR, Severity, UNUSED_PRAGMA, unknown_rule};
 use crate::migrations::Migration;
 

@@ -1,6 +1,7 @@
 //! One migration file: its version, name, pgdbm's checksum and the no-transaction marker.
 
 use std::fmt::{self, Write as _};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -208,6 +209,60 @@ impl Migration {
             down: None,
         })
     }
+}
+
+/// `(name, content)` of the `*.sql` regular files directly in `dir` (which is `root` or inside
+/// it), sorted, each name prefixed with `prefix`. Every file must resolve inside `root`.
+pub(super) fn read_sql_files(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, SourceError> {
+    let dir_err = |source| SourceError::Directory {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let path = entry.map_err(dir_err)?.path();
+        let Some(os_name) = path.file_name() else {
+            continue;
+        };
+        let hidden = os_name.as_encoded_bytes().starts_with(b".");
+        if hidden || path.extension().is_none_or(|e| e != "sql") {
+            continue;
+        }
+        paths.push(path);
+    }
+    // read_dir order is arbitrary; sorting makes the first reported error the same everywhere.
+    paths.sort();
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let unreadable = |reason: String| SourceError::Unreadable {
+            path: path.clone(),
+            reason,
+        };
+        let target = path
+            .canonicalize()
+            .map_err(|e| unreadable(format!("{e} (a broken symlink?)")))?;
+        if !target.starts_with(root) {
+            return Err(SourceError::OutsideDirectory { path, target });
+        }
+        if !target.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(unreadable(
+                "its name is not valid UTF-8; rename it (e.g. 001_name.sql)".into(),
+            ));
+        };
+        let name = format!("{prefix}{name}");
+        let bytes = std::fs::read(&target).map_err(|e| unreadable(e.to_string()))?;
+        let content = String::from_utf8(bytes)
+            .map_err(|e| unreadable(format!("{e}; save the file as UTF-8")))?;
+        files.push((name, content));
+    }
+    Ok(files)
 }
 
 #[cfg(test)]

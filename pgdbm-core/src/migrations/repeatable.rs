@@ -143,7 +143,7 @@ pub(super) fn read_dir(root: &Path) -> Result<Vec<(String, String)>, SourceError
             problem: "is not a `*.sql` file; only `*.sql` files belong in `repeatable/`: rename it, or move it out of the migrations directory",
         });
     }
-    super::set::read_sql_files(root, &dir, &format!("{REPEATABLE_DIR}/"))
+    super::file::read_sql_files(root, &dir, &format!("{REPEATABLE_DIR}/"))
 }
 
 /// The repeatable files among `files`, validated, in order of file name.
