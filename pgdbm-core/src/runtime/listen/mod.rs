@@ -25,6 +25,7 @@
 //! and refuses to be created without one.
 
 mod channel;
+mod connect;
 mod notify;
 mod session;
 mod status;

@@ -1,22 +1,21 @@
-//! The listener's dedicated session and the task that keeps it: connects (host list, read-write
-//! servers only when asked, the kernel's keepalives on its socket), serves LISTEN/UNLISTEN and
-//! notifications, pings an idle session to find a silent server, and after any loss reconnects
+//! The task that keeps a listener's session (opened by `connect.rs`): serves LISTEN/UNLISTEN
+//! and notifications, pings an idle session to find a silent server, and after any loss reconnects
 //! by the outage rule, re-issues every LISTEN and only then yields `Reconnected`.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, Pool, Postgres, Row};
+use sqlx::Executor;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Event;
+use super::connect::{Hosts, Session};
 use super::status::Shared;
 use crate::ident::quote_identifier;
-use crate::runtime::config::{DatabaseConfig, Liveness, TargetSessionAttrs};
+use crate::runtime::config::{DatabaseConfig, Liveness};
 use crate::runtime::error::{Error, Result, redact};
 use crate::runtime::outage::{jittered, unreachable};
-use crate::runtime::pool::{PoolShared, SocketHandle, connect_error};
+use crate::runtime::pool::{PoolShared, connect_error};
 
 /// What the handle asks of the task.
 pub(crate) enum Command {
@@ -35,32 +34,6 @@ const PERMANENT_DELAY: Duration = Duration::from_secs(5);
 /// How often an idle session without liveness pings checks that its database is still open.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 
-/// One connected session.
-pub(crate) struct Session {
-    pg: PgListener,
-    pool: Pool<Postgres>,
-    socket: SocketHandle,
-    target: usize,
-    /// The server process (`None` behind a pooler).
-    pid: Option<i32>,
-}
-
-impl Session {
-    /// Ends the session; `clean` sends `UNLISTEN *` and closes it politely.
-    fn end(self, clean: bool) {
-        self.socket.forget();
-        let Session { mut pg, pool, .. } = self;
-        tokio::spawn(async move {
-            if clean {
-                let _ = tokio::time::timeout(Duration::from_secs(1), pg.unlisten_all()).await;
-            }
-            // Dropping it returns the connection, which closing the pool then closes.
-            drop(pg);
-            let _ = tokio::time::timeout(Duration::from_secs(2), pool.close()).await;
-        });
-    }
-}
-
 /// Why serving a session stopped.
 enum Stop {
     Lost(String),
@@ -69,13 +42,8 @@ enum Stop {
 
 pub(crate) struct Task {
     config: DatabaseConfig,
-    targets: Vec<PgConnectOptions>,
-    attrs: TargetSessionAttrs,
+    hosts: Hosts,
     liveness: Liveness,
-    /// Behind a session pooler: no server pid, no socket lookup.
-    pooled: bool,
-    preferred: usize,
-    avoided: Option<usize>,
     channels: Vec<String>,
     shared: Arc<Shared>,
     pool: Weak<PoolShared>,
@@ -91,27 +59,10 @@ impl Task {
         events: mpsc::UnboundedSender<Queued>,
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Result<Task> {
-        let app = format!(
-            "{}_listener",
-            config
-                .connect_options()?
-                .get_application_name()
-                .unwrap_or("app")
-                .trim_end_matches("_pool")
-        );
-        let targets = config
-            .connect_targets()?
-            .into_iter()
-            .map(|o| o.application_name(&app))
-            .collect();
         Ok(Task {
-            targets,
-            attrs: config.session_attrs(),
+            hosts: Hosts::new(&config)?,
             liveness: config.liveness()?,
-            pooled: config.pooler.is_some(),
             config,
-            preferred: 0,
-            avoided: None,
             channels: Vec::new(),
             shared,
             pool: Arc::downgrade(pool),
@@ -127,9 +78,9 @@ impl Task {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.open().await {
+            match self.hosts.open().await {
                 Ok(s) => {
-                    self.shared.connected(s.pid, host(&self.targets[s.target]));
+                    self.shared.connected(s.pid, self.hosts.host(s.target));
                     return Ok(s);
                 }
                 Err(e) if attempt >= self.config.retry_attempts || !unreachable(&e) => {
@@ -248,11 +199,11 @@ impl Task {
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
                 // The host goes last in the order until it answers again (a failover moves on).
-                self.avoided = Some(s.target);
+                self.hosts.avoid(s.target);
                 s.socket.shut_down();
                 Err(format!(
                     "{} did not answer the listener's ping within {within:?}",
-                    host(&self.targets[s.target])
+                    self.hosts.host(s.target)
                 ))
             }
         }
@@ -325,7 +276,7 @@ impl Task {
             if self.database_closed() {
                 return None;
             }
-            let pause = match self.open().await {
+            let pause = match self.hosts.open().await {
                 Ok(mut s) => match self.relisten(&mut s).await {
                     Ok(()) => {
                         self.back(&s, since);
@@ -390,114 +341,17 @@ impl Task {
     /// The session is back: one INFO, the counters, and `Reconnected` for the application.
     fn back(&self, s: &Session, since: Instant) {
         let after = since.elapsed();
-        self.shared.connected(s.pid, host(&self.targets[s.target]));
+        self.shared.connected(s.pid, self.hosts.host(s.target));
         self.shared.reconnected();
         tracing::info!(
             target: "pgdbm",
-            server = %host(&self.targets[s.target]),
+            server = %self.hosts.host(s.target),
             outage_ms = after.as_millis() as u64,
             channels = self.channels.len(),
             "pgdbm: a listener is back after {after:.1?}; every channel is listened to again"
         );
         self.send(Ok(Event::Reconnected { after }));
     }
-
-    /// A session on the first host that takes it: the one that last worked, the list's order,
-    /// the one last found silent at the end.
-    async fn open(&mut self) -> std::result::Result<Session, sqlx::Error> {
-        let n = self.targets.len();
-        let mut order: Vec<usize> = std::iter::once(self.preferred)
-            .chain((0..n).filter(|&i| i != self.preferred))
-            .collect();
-        if let Some(a) = self.avoided
-            && let Some(pos) = order.iter().position(|&i| i == a)
-        {
-            let a = order.remove(pos);
-            order.push(a);
-        }
-        let mut last = None;
-        let mut read_only = Vec::new();
-        for i in order {
-            match tokio::time::timeout(self.liveness.connect_timeout, self.open_one(i)).await {
-                Ok(Ok(Some(s))) => {
-                    self.preferred = i;
-                    if self.avoided == Some(i) {
-                        self.avoided = None;
-                    }
-                    return Ok(s);
-                }
-                Ok(Ok(None)) => read_only.push(host(&self.targets[i])),
-                Ok(Err(e)) if !unreachable(&e) => return Err(e),
-                Ok(Err(e)) => last = Some(e),
-                Err(_) => last = Some(sqlx::Error::PoolTimedOut),
-            }
-        }
-        match last {
-            Some(e) if read_only.is_empty() => Err(e),
-            _ => Err(sqlx::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                format!(
-                    "no server of the host list accepts writes (target_session_attrs=read-write): {} read-only",
-                    read_only.join(", ")
-                ),
-            ))),
-        }
-    }
-
-    /// A session on host `target`, and who it is; `None` when it is read-only and writable
-    /// servers were asked for.
-    async fn open_one(&self, target: usize) -> std::result::Result<Option<Session>, sqlx::Error> {
-        let opts = self.targets[target].clone();
-        // sqlx's pool retries a refused connection (and "starting up") until its acquire
-        // timeout: a bare connection first makes an unreachable host of the list cost a refusal,
-        // not `connect_timeout`, and lets this task's own backoff pace the retries.
-        opts.connect().await?.close().await?;
-        // A pool of one, which sqlx's listener needs: it alone reaches the notifications of a
-        // connection. It never reconnects by itself; this task does.
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(self.liveness.connect_timeout)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .test_before_acquire(false)
-            .connect_lazy_with(opts.clone());
-        let mut pg = PgListener::connect_with(&pool).await?;
-        pg.eager_reconnect(false);
-        pg.ignore_pool_close_event(true);
-        let sql = if self.pooled {
-            "SELECT '0', '0', current_setting('transaction_read_only')"
-        } else {
-            "SELECT pg_backend_pid()::text, coalesce(inet_client_port(), 0)::text, current_setting('transaction_read_only')"
-        };
-        let row = sqlx::raw_sql(sql).fetch_one(&mut pg).await?;
-        let number = |i: usize| -> std::result::Result<i64, sqlx::Error> {
-            let text: String = row.try_get(i)?;
-            text.parse()
-                .map_err(|e| sqlx::Error::Protocol(format!("unexpected `{text}`: {e}")))
-        };
-        let (pid, port) = (number(0)? as i32, number(1)? as u16);
-        if self.attrs == TargetSessionAttrs::ReadWrite && row.try_get::<String, _>(2)? == "on" {
-            drop(pg);
-            pool.close().await;
-            return Ok(None);
-        }
-        let socket = match port {
-            0 => SocketHandle::none(),
-            port => SocketHandle::find(port, opts.get_port(), &self.liveness),
-        };
-        Ok(Some(Session {
-            pg,
-            pool,
-            socket,
-            target,
-            pid: (pid != 0).then_some(pid),
-        }))
-    }
-}
-
-fn host(o: &PgConnectOptions) -> String {
-    format!("{}:{}", o.get_host(), o.get_port())
 }
 
 /// `LISTEN "a"; LISTEN "b"` for the channels, `None` for none.
