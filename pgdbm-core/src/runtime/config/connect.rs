@@ -333,21 +333,3 @@ pub(super) fn is_local(host: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
-
-/// The URL with its password replaced by `****`.
-///
-/// Read from the text rather than parsed, so a host list (`h1:5432,h2:5432`), which is not a
-/// URL the `url` crate accepts, is masked too.
-pub(super) fn masked_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return "<unparseable url>".into();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:****{}", &rest[at..]),
-        None => url.to_string(),
-    }
-}

@@ -4,6 +4,7 @@ mod connect;
 mod env;
 mod file;
 mod liveness;
+mod mask;
 mod observe;
 mod servers;
 
@@ -16,7 +17,7 @@ use super::error::{Error, Result};
 use crate::ident::{IdentifierKind, validate_identifier};
 
 pub use connect::SslMode;
-use connect::masked_url;
+use mask::masked_url;
 pub(crate) use liveness::Liveness;
 use liveness::LivenessConfig;
 pub(crate) use observe::ObserveConfig;

@@ -181,7 +181,7 @@ impl DatabaseConfig {
 
     /// The URL set with [`session_url`](Self::session_url), its password masked.
     pub fn get_session_url(&self) -> Option<String> {
-        self.session_url.as_deref().map(super::connect::masked_url)
+        self.session_url.as_deref().map(super::mask::masked_url)
     }
 
     /// The config of a dedicated session (a listener): the session URL when there is one, as
@@ -209,7 +209,7 @@ impl DatabaseConfig {
         self.replicas
             .urls
             .iter()
-            .map(|u| super::connect::masked_url(u))
+            .map(|u| super::mask::masked_url(u))
             .collect()
     }
 
@@ -235,7 +235,7 @@ impl DatabaseConfig {
             c.password = self.password_str().map(super::Secret);
         }
         if c.observe.pool_name.is_none() {
-            c.observe.pool_name = Some(format!("replica {}", super::connect::masked_url(url)));
+            c.observe.pool_name = Some(format!("replica {}", super::mask::masked_url(url)));
         }
         c
     }
@@ -254,7 +254,7 @@ impl DatabaseConfig {
                 .map_err(|e| match e {
                     Error::Config { message, .. } => Error::config(
                         "replicas",
-                        format!("replica `{}`: {message}", super::connect::masked_url(url)),
+                        format!("replica `{}`: {message}", super::mask::masked_url(url)),
                     ),
                     other => other,
                 })?;
@@ -265,7 +265,7 @@ impl DatabaseConfig {
                 .map_err(|e| match e {
                     Error::Config { message, .. } => Error::config(
                         "session_url",
-                        format!("`{}`: {message}", super::connect::masked_url(url)),
+                        format!("`{}`: {message}", super::mask::masked_url(url)),
                     ),
                     other => other,
                 })?;
