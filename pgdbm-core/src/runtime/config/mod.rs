@@ -17,9 +17,9 @@ use super::error::{Error, Result};
 use crate::ident::{IdentifierKind, validate_identifier};
 
 pub use connect::SslMode;
-use mask::masked_url;
 pub(crate) use liveness::Liveness;
 use liveness::LivenessConfig;
+use mask::masked_url;
 pub(crate) use observe::ObserveConfig;
 use servers::ReplicaConfig;
 pub(crate) use servers::split_hosts;
