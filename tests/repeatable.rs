@@ -24,6 +24,15 @@ fn write(dir: &Path, name: &str, content: &str) {
 }
 
 /// A migrations directory: one table, a view and a grant on it.
+/// A database of its own for one test (each test connects to it in a schema of its own).
+async fn scratch() -> TestDatabase {
+    TestDatabase::builder()
+        .pool_size(0, 1)
+        .build()
+        .await
+        .unwrap()
+}
+
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "001_t.sql", TABLE);
@@ -73,11 +82,7 @@ fn names(files: &[pgdbm::migrate::AppliedFile]) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_changed_view_is_applied_again_once() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     for (schema, pooler) in [("direct", false), ("pooled", true)] {
         changed_view_cycle(&t, schema, pooler).await;
     }
@@ -165,11 +170,7 @@ async fn changed_view_cycle(t: &TestDatabase, schema: &str, pooler: bool) {
 
 #[tokio::test]
 async fn a_failing_repeatable_file_changes_nothing_and_names_the_file() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     let dir = project();
     let db = connect(&t, "fails").await;
     let m = Migrator::new(&db, dir.path(), "svc");
@@ -227,11 +228,7 @@ async fn a_failing_repeatable_file_changes_nothing_and_names_the_file() {
 
 #[tokio::test]
 async fn the_history_tools_tell_repeatable_rows_from_versioned_ones() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     let dir = project();
     write(
         dir.path(),
@@ -297,11 +294,7 @@ async fn the_history_tools_tell_repeatable_rows_from_versioned_ones() {
 
 #[tokio::test]
 async fn embedded_repeatable_files_run_too() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     let db = connect(&t, "embedded").await;
     let files = pgdbm::embed_migrations!("tests/fixtures/repeatable_migrations");
     let set = files.to_set().unwrap();
@@ -363,11 +356,7 @@ async fn python(url: &str, schema: &str, dir: &Path) -> serde_json::Value {
 
 #[tokio::test]
 async fn pgdbm_python_ignores_repeatable_files_and_their_rows() {
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     let dir = project();
     let db = connect(&t, "py").await;
     let m = Migrator::new(&db, dir.path(), "svc");
@@ -401,11 +390,7 @@ async fn pgdbm_python_ignores_repeatable_files_and_their_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeatable_file_waits_for_locks_in_short_retried_steps() {
     use pgdbm::sqlx::{Connection, PgConnection};
-    let t = TestDatabase::builder()
-        .pool_size(0, 1)
-        .build()
-        .await
-        .unwrap();
+    let t = scratch().await;
     let dir = project();
     let db = connect(&t, "waits").await;
     let m = Migrator::new(&db, dir.path(), "svc")
