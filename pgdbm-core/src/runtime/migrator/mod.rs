@@ -17,6 +17,7 @@ mod repeatable;
 mod revert;
 mod tools;
 
+pub(crate) use repeatable::REPEATABLE_MODULE_SUFFIX;
 pub use revert::{RevertReport, RevertTarget, RevertedFile};
 pub use tools::{BaselineReport, Repair};
 

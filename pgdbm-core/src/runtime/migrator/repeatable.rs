@@ -25,7 +25,7 @@ use crate::migrations::{Migration, MigrationVersion, RepeatableMigration};
 use crate::runtime::error::{BlockingSession, Error, Result};
 
 /// What is appended to the module name to record repeatable files.
-pub(super) const REPEATABLE_MODULE_SUFFIX: &str = ":repeatable";
+pub(crate) const REPEATABLE_MODULE_SUFFIX: &str = ":repeatable";
 
 /// `(filename, checksum, applied_at)` of a repeatable file's history row.
 type Row = (String, String, PrimitiveDateTime);
@@ -66,29 +66,28 @@ impl Migrator {
         Ok(())
     }
 
-    /// The history rows of the repeatable files, read in a transaction of its own (pooler-safe);
-    /// empty without a history table.
-    pub(super) async fn read_repeatable_rows(&self, conn: &mut PgConnection) -> Result<Vec<Row>> {
-        exec(conn, "BEGIN").await?;
-        let r = async {
-            if !self.table_exists(conn).await? {
-                return Ok(Vec::new());
-            }
-            let sql = format!(
-                "SELECT filename::text, checksum::text, applied_at FROM {} \
-                 WHERE module_name = $1 ORDER BY filename",
-                self.qualified_table()
-            );
-            sqlx::query_as(AssertSqlSafe(sql.clone()))
-                .bind(self.repeatable_module())
-                .persistent(false)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| Error::query(sql, e))
+    /// The history rows of this migrator's repeatable files, by file name; none when there is no
+    /// history table yet. `table_known`: the run has made sure the table exists, which saves
+    /// the look (a run reads these rows once, on every start of the service).
+    pub(super) async fn read_repeatable_rows(
+        &self,
+        conn: &mut PgConnection,
+        table_known: bool,
+    ) -> Result<Vec<Row>> {
+        if !table_known && !self.table_exists(conn).await? {
+            return Ok(Vec::new());
         }
-        .await;
-        let _ = exec(conn, "COMMIT").await;
-        r
+        let sql = format!(
+            "SELECT filename::text, checksum::text, applied_at FROM {} \
+             WHERE module_name = $1 ORDER BY filename",
+            self.qualified_table()
+        );
+        sqlx::query_as(AssertSqlSafe(sql.clone()))
+            .bind(self.repeatable_module())
+            .persistent(false)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| Error::query(sql, e))
     }
 
     /// Completes `report` with the repeatable files: in a dry run, lists those that would run;
@@ -103,7 +102,8 @@ impl Migrator {
         started: Instant,
         mut report: MigrationReport,
     ) -> Result<MigrationReport> {
-        let rows = self.read_repeatable_rows(conn).await?;
+        // Not in a dry run, the run has created the history table already.
+        let rows = self.read_repeatable_rows(conn, !dry_run).await?;
         let changed: Vec<&RepeatableMigration> = set
             .repeatable()
             .iter()

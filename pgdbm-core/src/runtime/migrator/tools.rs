@@ -31,7 +31,7 @@ impl Migrator {
         let set = self.files()?;
         let mut conn = self.dedicated().await?;
         let applied = self.read_applied(&mut conn).await;
-        let repeatable = self.read_repeatable_rows(&mut conn).await;
+        let repeatable = self.read_repeatable_rows(&mut conn, false).await;
         let _ = conn.close().await;
         let applied = applied?;
         let repeatable = repeatable?;

@@ -17,6 +17,7 @@ use crate::ident::quote_identifier;
 use crate::lint::{LintPolicy, LintReport, lint_run};
 use crate::migrations::MigrationSet;
 use crate::runtime::error::{Aftermath, Error, MigrationError, Result};
+use crate::runtime::migrator::REPEATABLE_MODULE_SUFFIX;
 
 /// How many tenants' histories one statement reads.
 const PLAN_BATCH: usize = 100;
@@ -24,10 +25,6 @@ const PLAN_BATCH: usize = 100;
 /// The history table of a tenant's migrator (the [`Migrator`](crate::Migrator) default, which
 /// `Tenants` keeps).
 const HISTORY: &str = "schema_migrations";
-
-/// What the migrator appends to the module name to record repeatable files (its
-/// `REPEATABLE_MODULE_SUFFIX`).
-const REPEATABLE_SUFFIX: &str = ":repeatable";
 
 /// The files pending for each tenant (versioned files not applied, then repeatable files whose
 /// text changed): `None` where its history could not be read (its own migration will say why).
@@ -196,7 +193,7 @@ impl Tenants {
         let mut conn = self.pool.acquire().await?;
         sqlx::query_as::<_, (i32, String, String)>(AssertSqlSafe(sql.to_string()))
             .bind(&self.module)
-            .bind(format!("{}{REPEATABLE_SUFFIX}", self.module))
+            .bind(format!("{}{REPEATABLE_MODULE_SUFFIX}", self.module))
             .persistent(false)
             .fetch_all(conn.raw())
             .await
