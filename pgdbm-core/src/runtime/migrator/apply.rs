@@ -121,8 +121,7 @@ impl Migrator {
             let mut done = Vec::with_capacity(pending.len());
             let total = pending.len();
             // The session is the run's own (closed at the end), so its lock_timeout is set once.
-            self.set_ddl_lock_timeout(&mut conn, false).await?;
-            let pid = self.backend_pid(&mut conn).await?;
+            let pid = self.limit_lock_waits(&mut conn, false).await?;
             for (m, (sql, map)) in pending.into_iter().zip(rendered) {
                 self.report_progress(done.len() + 1, total, &m.filename);
                 let t = Instant::now();
@@ -212,11 +211,7 @@ impl Migrator {
                 // The row goes first: a file that commits by itself commits its row with it.
                 let id = self.insert_history(conn, m, None).await?;
                 // SET LOCAL: the server connection goes back to the pooler's other clients.
-                self.set_ddl_lock_timeout(conn, true).await?;
-                let pid = match self.ddl_lock_timeout {
-                    Some(_) => self.backend_pid(conn).await?,
-                    None => 0,
-                };
+                let pid = self.limit_lock_waits(conn, true).await?;
                 let (r, blockers) = self.execute_watched(conn, pid, &sql).await;
                 if let Err(e) = r {
                     let _ = exec(conn, "ROLLBACK").await;
@@ -334,7 +329,7 @@ impl Migrator {
         if m.no_transaction {
             tracing::warn!(file = %m.filename, "pgdbm: running a no-transaction migration statement by statement; a failure leaves earlier statements applied");
             if let Err(f) = self
-                .run_statements_retried(conn, &m.filename, rendered)
+                .run_statements_retried(conn, pid, &m.filename, rendered)
                 .await
             {
                 if is_lock_timeout(&f.error) {

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::migrations::Migration;
 use crate::runtime::error::{Aftermath, BlockingSession, Error, LockWaitError, Result};
@@ -61,33 +61,29 @@ pub(super) fn is_lock_timeout(e: &sqlx::Error) -> bool {
 }
 
 impl Migrator {
-    /// Sets the run's `lock_timeout`: for the session on a direct connection (closed at the end
-    /// of the run), or for the current transaction only (`local`) in pooler mode, where the
-    /// server connection goes back to other clients.
-    pub(super) async fn set_ddl_lock_timeout(
+    /// Sets the run's `lock_timeout` (for the session on a direct connection, which is closed
+    /// at the end of the run; for the current transaction only (`local`) in pooler mode, where
+    /// the server connection goes back to other clients) and returns the backend pid whose
+    /// blockers [`execute_watched`](Self::execute_watched) names, in one round trip. 0 (and
+    /// nothing sent) when lock waits are not limited.
+    pub(super) async fn limit_lock_waits(
         &self,
         conn: &mut PgConnection,
         local: bool,
-    ) -> Result<()> {
+    ) -> Result<i32> {
         let Some(timeout) = self.ddl_lock_timeout else {
-            return Ok(());
+            return Ok(0);
         };
         let scope = if local { "SET LOCAL" } else { "SET" };
-        let sql = format!("{scope} lock_timeout = {}", timeout.as_millis().max(1));
-        sqlx::raw_sql(AssertSqlSafe(sql.clone()))
-            .execute(&mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::query(sql, e))
-    }
-
-    /// The backend pid of the run's connection, for `pg_blocking_pids`.
-    pub(super) async fn backend_pid(&self, conn: &mut PgConnection) -> Result<i32> {
-        const SQL: &str = "SELECT pg_backend_pid()";
-        sqlx::query_scalar(SQL)
+        let sql = format!(
+            "{scope} lock_timeout = {}; SELECT pg_backend_pid()",
+            timeout.as_millis().max(1)
+        );
+        let row = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| Error::query(SQL, e))
+            .map_err(|e| Error::query(sql.clone(), e))?;
+        row.try_get(0).map_err(|e| Error::query(sql, e))
     }
 
     /// Runs `sql` on `conn`; if it is still running after three quarters of the lock timeout,
@@ -277,18 +273,15 @@ impl Migrator {
     }
 
     /// Runs the statements of a no-transaction file, each retried on a lock timeout as far as
-    /// that is safe; stops at the first failure, which comes back with the statement's offset
+    /// that is safe (`pid`: the session's backend, from [`limit_lock_waits`](Self::limit_lock_waits)); stops at the first failure, which comes back with the statement's offset
     /// and text, the attempts made and the sessions seen blocking it.
     pub(super) async fn run_statements_retried<'s>(
         &self,
         conn: &mut PgConnection,
+        pid: i32,
         file: &str,
         sql: &'s str,
     ) -> std::result::Result<(), StatementFailure<'s>> {
-        let pid = match self.ddl_lock_timeout {
-            Some(_) => self.backend_pid(conn).await.unwrap_or(0),
-            None => 0,
-        };
         for stmt in crate::migrations::split_statements(sql) {
             let leftover = leftover_of(stmt.text);
             let mut attempt = 1;

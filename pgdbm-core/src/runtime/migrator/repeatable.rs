@@ -162,14 +162,10 @@ impl Migrator {
             self.begin_step(conn, false).await?;
             let step = async {
                 // SET LOCAL: this transaction only, in either mode.
-                self.set_ddl_lock_timeout(conn, true).await?;
+                let pid = self.limit_lock_waits(conn, true).await?;
                 if self.recorded_checksum(conn, &r.filename).await? == Some(r.checksum.clone()) {
                     return Ok(Attempt::Done(None));
                 }
-                let pid = match self.ddl_lock_timeout {
-                    Some(_) => self.backend_pid(conn).await?,
-                    None => 0,
-                };
                 let t = Instant::now();
                 let (run, blockers) = self.execute_watched(conn, pid, &sql).await;
                 if let Err(e) = run {
